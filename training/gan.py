@@ -1,0 +1,258 @@
+"""Train the embedded default GAN on Toytown scenes, on CPU.
+
+    python -m training.gan --minutes 90          # resumes from runs/gan/state.pt when present
+
+Recipe: the Progressive GAN generator (core.generators.progan: PixelNorm, nearest upsampling,
+equalised learning rate), trained directly at the final resolution against a residual
+discriminator with minibatch stddev; non-saturating logistic loss with lazy R1; Adam with beta1 = 0;
+an exponential moving average of the generator is what ships. channels_last on CPU (bf16 autocast is optional: it only
+pays off on CPUs with native bf16).
+No flips: they would teach the model mirrored watermark text.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.generators.progan import ProGANGenerator
+from training.toytown import render_batch
+
+RUN_DIR = Path("runs/gan")
+DEFAULT_SIZES = [128, 256, 192, 96, 48, 24]  # z, then channels at 4, 8, 16, 32, 64 px
+
+
+# ----------------------------------------------------------------------------- data
+def load_dataset(n: int, seed: int = 0, size: int = 64, cache_dir: Path = Path("runs")) -> torch.Tensor:
+    """``n`` Toytown renders as uint8 [n,3,S,S], cached on disk after the first call."""
+    path = cache_dir / f"toytown_s{seed}_n{n}_{size}px.npy"
+    if path.exists():
+        images = np.load(path)
+    else:
+        images, _ = render_batch(seed, n, size=size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, images)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+
+# ----------------------------------------------------------------------------- discriminator
+class EqConv(nn.Module):
+    """Conv with the equalised learning rate: weights ~ N(0,1), scaled at run time."""
+
+    def __init__(self, c_in, c_out, k, padding=0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(c_out, c_in, k, k))
+        self.bias = nn.Parameter(torch.zeros(c_out))
+        self.scale = 1 / math.sqrt(c_in * k * k)
+        self.padding = padding
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+class EqLinear(nn.Module):
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(c_out, c_in))
+        self.bias = nn.Parameter(torch.zeros(c_out))
+        self.scale = 1 / math.sqrt(c_in)
+
+    def forward(self, x):
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+class DBlock(nn.Module):
+    """Two 3x3 convs and a 2x average-pool downsample, with a 1x1 residual path."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.conv1 = EqConv(c_in, c_in, 3, 1)
+        self.conv2 = EqConv(c_in, c_out, 3, 1)
+        self.skip = EqConv(c_in, c_out, 1)
+
+    def forward(self, x):
+        y = F.leaky_relu(self.conv1(x), 0.2)
+        y = F.avg_pool2d(F.leaky_relu(self.conv2(y), 0.2), 2)
+        return (y + self.skip(F.avg_pool2d(x, 2))) / math.sqrt(2)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, resolution=64, channels=(16, 32, 64, 128, 256)):
+        super().__init__()
+        n_down = int(math.log2(resolution)) - 2
+        chans = list(channels[:n_down + 1])
+        self.from_rgb = EqConv(3, chans[0], 1)
+        self.blocks = nn.Sequential(*[DBlock(chans[i], chans[i + 1]) for i in range(n_down)])
+        c = chans[-1]
+        self.final_conv = EqConv(c + 1, c, 3, 1)
+        self.fc = EqLinear(c * 16, c)
+        self.out = EqLinear(c, 1)
+
+    def forward(self, x):
+        x = F.leaky_relu(self.from_rgb(x), 0.2)
+        x = self.blocks(x)
+        # Minibatch standard deviation (groups of 4) lets D see a lack of variety.
+        n, c, h, w = x.shape
+        g = min(4, n)
+        s = x.float().reshape(g, -1, c, h, w).std(dim=0).mean(dim=(1, 2, 3))
+        s = s.repeat(g).reshape(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
+        x = F.leaky_relu(self.final_conv(torch.cat([x, s], 1)), 0.2)
+        x = F.leaky_relu(self.fc(x.flatten(1)), 0.2)
+        return self.out(x)
+
+
+# ----------------------------------------------------------------------------- training
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8):
+    from PIL import Image
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    rows = [np.concatenate(list(x[i:i + nrow]), 1) for i in range(0, len(x) - len(x) % nrow, nrow)]
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
+def ema_update(ema: nn.Module, model: nn.Module, beta: float):
+    with torch.no_grad():
+        for pe, p in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(p, 1 - beta)
+
+
+def train(args):
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    run = Path(args.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(args.dataset_size, seed=args.data_seed, size=args.resolution)
+    print(f"dataset: {len(data)} renders at {args.resolution} px")
+
+    sizes = DEFAULT_SIZES[:int(math.log2(args.resolution))]
+    G = ProGANGenerator(sizes)
+    G_ema = ProGANGenerator(sizes)
+    G_ema.load_state_dict(G.state_dict())
+    D = Discriminator(args.resolution)
+    for m in (G, G_ema, D):
+        m.to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.0, 0.99), eps=1e-8)
+    opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.0, 0.99), eps=1e-8)
+    step, seconds = 0, 0.0
+    state_path = run / "state.pt"
+    if state_path.exists() and not args.fresh:
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"]); D.load_state_dict(st["D"])
+        opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"])
+        step, seconds = int(st["step"]), float(st["seconds"])
+        print(f"resumed at step {step} ({seconds / 60:.1f} min trained)")
+    n_params = sum(p.numel() for p in G.parameters())
+    print(f"G: sizes {sizes}, {n_params / 1e6:.2f} M parameters; D: "
+          f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f} M")
+
+    fixed_z = torch.from_numpy(np.random.RandomState(123).standard_normal((32, sizes[0])).astype(np.float32))
+    ema_beta = 0.5 ** (args.batch / args.ema_kimg / 1000)
+    rng = torch.Generator().manual_seed(args.seed + step)
+    t_end = time.time() + args.minutes * 60
+    t_last = time.time()
+    log = open(run / "log.txt", "a")
+
+    def save_state():
+        torch.save({"G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(),
+                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step,
+                    "seconds": seconds, "sizes": sizes}, state_path.with_suffix(".tmp"))
+        os.replace(state_path.with_suffix(".tmp"), state_path)
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in G_ema.state_dict().items()}, run / "generator_ema.safetensors")
+
+    def real_batch():
+        idx = torch.randint(len(data), (args.batch,), generator=rng)
+        x = data[idx].float() / 127.5 - 1
+        return x.contiguous(memory_format=torch.channels_last)
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+
+    def train_step(step):
+        # --- discriminator: real vs generated, plus a lazy R1 penalty on reals
+        z = torch.randn(args.batch, sizes[0], generator=rng)
+        real = real_batch()
+        with autocast:
+            with torch.no_grad():
+                fake = G(z)
+            loss_d = F.softplus(D(fake.float())).mean() + F.softplus(-D(real)).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        r1 = torch.zeros(())
+        if step % args.r1_every == 0:
+            real.requires_grad_(True)
+            (grad,) = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+            (r1 * args.r1_gamma / 2 * args.r1_every).backward()
+        opt_d.step()
+        # --- generator: non-saturating loss
+        z = torch.randn(args.batch, sizes[0], generator=rng)
+        with autocast:
+            loss_g = F.softplus(-D(G(z))).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        ema_update(G_ema, G, ema_beta)
+        return loss_d.item(), loss_g.item(), r1.item()
+
+    def on_sigterm(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        while step < args.steps and time.time() < t_end:
+            t0 = time.time()
+            loss_d, loss_g, r1 = train_step(step)
+            step += 1
+            seconds += time.time() - t0
+            if step % 50 == 0:
+                dt = (time.time() - t_last) / 50
+                t_last = time.time()
+                msg = (f"step {step} loss_d {loss_d:.3f} loss_g {loss_g:.3f} r1 {r1:.3f} "
+                       f"{dt:.2f}s/step {seconds / 60:.1f}min")
+                print(msg, flush=True)
+                log.write(msg + "\n")
+                log.flush()
+            if step % args.sample_every == 0:
+                with torch.no_grad():
+                    save_grid(G_ema(fixed_z), run / f"samples_{step:06d}.png")
+            if step % args.save_every == 0:
+                save_state()
+    except KeyboardInterrupt:
+        print("interrupted: saving")
+    save_state()
+    with torch.no_grad():
+        save_grid(G_ema(fixed_z), run / f"samples_{step:06d}.png")
+    print(f"done: step {step}, {seconds / 60:.1f} min of training")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", default=str(RUN_DIR))
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--dataset-size", type=int, default=24000)
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.0015)
+    p.add_argument("--r1-gamma", type=float, default=1.0)
+    p.add_argument("--r1-every", type=int, default=8)
+    p.add_argument("--ema-kimg", type=float, default=10.0, help="EMA half-life in thousands of images")
+    p.add_argument("--steps", type=int, default=10 ** 9)
+    p.add_argument("--minutes", type=float, default=60)
+    p.add_argument("--sample-every", type=int, default=500)
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast: faster only on CPUs with native bf16 (10x slower on AVX2-only ones)")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    train(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
