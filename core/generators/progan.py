@@ -125,6 +125,9 @@ class ProGANGenerator(Generator):
         return {"sizes": self.sizes, "output_clamp": self.output_clamp}
 
     # ----------------------------------------------------------------- interface
+    def layer_resolution(self, layer: str) -> int:
+        return 4 * 2 ** ((self.layer_index(layer)) // 2)
+
     def main_weight(self, layer: str) -> torch.Tensor:
         return self.blocks[self.check_layer(layer)].conv.weight
 

@@ -1,0 +1,80 @@
+"""Explore tab, the app's home: samples by image number, one image large with its segmentation."""
+from __future__ import annotations
+
+import random
+
+import gradio as gr
+import numpy as np
+
+import core
+from demos.context import AppContext, blend, colorize, display
+
+MAX_GRID = 64
+
+
+def _legend(concepts, palette) -> str:
+    chips = "".join(
+        f"<span style='display:inline-block;margin:2px 6px 2px 0'>"
+        f"<span style='display:inline-block;width:12px;height:12px;background:rgb{tuple(palette[i])};"
+        f"border:1px solid #444;vertical-align:middle'></span> {c}</span>"
+        for i, c in enumerate(concepts))
+    return f"<div>{chips}</div>"
+
+
+def build(ctx: AppContext):
+    def show(model_id, spec):
+        try:
+            numbers = core.parse_image_numbers(spec, max_count=MAX_GRID)
+        except ValueError as e:
+            raise gr.Error(f"Image numbers: {e}")
+        if not numbers:
+            raise gr.Error("Type some image numbers, e.g. 0-15 or 3,14,159.")
+        model = ctx.model(model_id)
+        images = model.render(numbers)
+        gallery = [(display(im, 128), f"#{n}") for im, n in zip(images, numbers)]
+        return gallery, numbers
+
+    def random_numbers(model_id):
+        start = random.randrange(0, 100_000)
+        spec = f"{start}-{start + 15}"
+        gallery, numbers = show(model_id, spec)
+        return spec, gallery, numbers
+
+    def select(model_id, numbers, evt: gr.SelectData):
+        if not numbers or evt.index is None or evt.index >= len(numbers):
+            raise gr.Error("Pick an image from the grid first.")
+        n = numbers[evt.index]
+        loaded = ctx.get(model_id)
+        image = loaded.model.render([n])[0]
+        big = display(image)
+        if loaded.segmenter is None:
+            return big, None, f"Image #{n} (this model has no segmenter)", ""
+        labels = loaded.segmenter.segment(image[None])[0]
+        palette = loaded.segmenter.palette
+        seg = blend(core.images.to_uint8(image), colorize(labels, palette), 0.6)
+        present = np.bincount(labels.flatten().numpy(), minlength=len(loaded.segmenter.concepts))
+        share = ", ".join(f"{c} {100 * v / labels.numel():.0f}%"
+                          for c, v in sorted(zip(loaded.segmenter.concepts, present), key=lambda t: -t[1]) if v)
+        return big, display(seg), f"**Image #{n}** — {share}", _legend(loaded.segmenter.concepts, palette)
+
+    with gr.Row():
+        model_id = gr.Dropdown(ctx.model_ids(), value=ctx.model_ids()[0], label="Model", scale=2)
+        spec = gr.Textbox("0-15", label="Image numbers (e.g. 0-15, 42, 100000-100007)", scale=3,
+                          elem_id="explore_numbers")
+        show_btn = gr.Button("Show", variant="primary", scale=1, elem_id="explore_show")
+        random_btn = gr.Button("Random", scale=1)
+    numbers = gr.State([])
+    gallery = gr.Gallery(label="Samples (click one)", columns=8, height="auto", allow_preview=False,
+                         format="png", elem_id="explore_gallery")
+    caption = gr.Markdown()
+    with gr.Row():
+        big = gr.Image(label="Sample", format="png", interactive=False, buttons=["download"],
+                       elem_id="explore_image")
+        seg = gr.Image(label="Segmentation", format="png", interactive=False, buttons=["download"])
+    legend = gr.HTML()
+
+    show_btn.click(show, [model_id, spec], [gallery, numbers], api_name="explore_show")
+    spec.submit(show, [model_id, spec], [gallery, numbers], api_visibility="private")
+    random_btn.click(random_numbers, [model_id], [spec, gallery, numbers], api_name="explore_random")
+    gallery.select(select, [model_id, numbers], [big, seg, caption, legend], api_name="explore_select")
+    return {"load": (show, [model_id, spec], [gallery, numbers])}
