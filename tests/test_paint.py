@@ -235,3 +235,75 @@ def test_remove_units_edit():
     x = torch.randn(1, 4, 2, 2)
     out = e.apply(x)
     assert out[:, [1, 3]].eq(0).all() and torch.equal(out[:, [0, 2]], x[:, [0, 2]])
+
+
+# ------------------------------------------------------------------ python -m core eval interventions
+class BucketSegmenter:
+    """Fake segmenter: the red channel bucketed into five concepts (every pixel gets one)."""
+    concepts = ["sky", "wall", "door", "tree", "watermark"]
+
+    def concept_index(self, name):
+        return self.concepts.index(name)
+
+    def segment(self, images):
+        return torch.bucketize(images[:, 0].contiguous(), torch.tensor([-0.3, -0.1, 0.1, 0.3]))
+
+
+def tiny_catalog():
+    units = [{"unit": u, "label": "-", "iou": 0.0, "threshold": 1.0, "quantile_99": 3.0 + u}
+             for u in range(8)]
+    return {"layer": "layer4", "units": units,
+            "concepts": {"tree": [{"unit": 1, "iou": 0.2}, {"unit": 4, "iou": 0.1}],
+                         "door": [{"unit": 2, "iou": 0.3}, {"unit": 6, "iou": 0.1}],
+                         "watermark": [{"unit": 0, "iou": 0.2}, {"unit": 3, "iou": 0.1}]},
+            "causal": {"watermark": [{"unit": 7, "effect": 0.5}, {"unit": 0, "effect": 0.2}]}}
+
+
+def test_evaluate_interventions_matches_direct_renders():
+    from core.eval_interventions import evaluate_interventions, format_table
+    g = make_progan()
+    seg = BucketSegmenter()
+    numbers = list(range(6))
+    res = evaluate_interventions(g, seg, tiny_catalog(), numbers, layer="layer4", wm_units=2,
+                                 tree_units=2, paint_units=2, concepts=("tree", "door", "dome"),
+                                 batch_size=4)
+    assert res["n_images"] == 6 and res["watermark_units"] == [7, 0] and res["tree_units"] == [1, 4]
+    z = g.sample_z(numbers)
+    r = Renderer(g)
+    wm = seg.concept_index("watermark")
+    before, after = seg.segment(g.generate(z)), seg.segment(
+        r.render(z, EditStack().push(remove_units_edit("layer4", [7, 0]))))
+    assert res["watermark_rate_before"] == pytest.approx(watermark_rate(before, wm))
+    assert res["watermark_rate_after"] == pytest.approx(watermark_rate(after, wm))
+    tree_after = seg.segment(r.render(z, EditStack().push(remove_units_edit("layer4", [1, 4]))))
+    tree = seg.concept_index("tree")
+    expect = 1 - (tree_after == tree).sum().item() / (before == tree).sum().item()
+    assert res["tree_removed_fraction"] == pytest.approx(expect)
+    assert res["outside_change"] >= 0
+    assert set(res["insertion_rise"]) == {"tree", "door"} and "dome" in res["skipped"]
+    assert res["insertion_rise"]["door"]["n"] == 6 and res["region_fraction"] == 1 / 16
+    assert res["door_context_n"]["wall"] <= 6 and res["door_context_n"]["sky"] <= 6
+    assert "watermark_rate_before" in format_table(res)
+    json.dumps(res)
+
+
+def test_cli_eval_interventions(progan_bundle, tmp_path, capsys):
+    from core import __main__ as cli
+    from core.segmenter import Segmenter, ToySegNet, save_segmenter
+    concepts = ["sky", "wall", "door", "tree", "watermark"]
+    torch.manual_seed(0)
+    seg = Segmenter(ToySegNet(len(concepts), width=4), concepts,
+                    config={"architecture": "toyseg", "concepts": concepts, "kwargs": {"width": 4}})
+    save_segmenter(seg, progan_bundle)
+    (progan_bundle / "catalog").mkdir()
+    (progan_bundle / "catalog" / "layer4.json").write_text(json.dumps(tiny_catalog()))
+    out = tmp_path / "ev" / "interventions.json"
+    code = cli.main(["eval", "interventions", str(progan_bundle), "--images", "0-3",
+                     "--out", str(out), "--quiet", "--wm-units", "2", "--concepts", "door"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    res = json.loads(out.read_text())
+    assert res["n_images"] == 4 and res["layer"] == "layer4"
+    assert set(res["insertion_rise"]) == {"door"}
+    assert "watermark_rate_after" in text and "door_rise_wall" in text
+    assert cli.main(["eval", "interventions", str(tmp_path / "nope")]) == 2

@@ -1,0 +1,34 @@
+"""``python -m core eval KIND ...``: evaluations, one sub-command per kind.
+
+Adding a kind: write ``core/eval_<kind>.py`` with::
+
+    def add_eval_parser(subparsers):
+        p = subparsers.add_parser("<kind>", help="one line")
+        ...
+        p.set_defaults(run=main)          # main(args) -> int | None
+
+This file finds every ``core/eval_*.py`` module (name order) and calls its ``add_eval_parser``.
+As for top-level commands, import heavy things inside ``main`` so ``python -m core -h`` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+
+def eval_modules() -> list[str]:
+    """Names of the ``core.eval_*`` modules, sorted."""
+    here = Path(__file__).resolve().parent
+    return sorted(f"core.{m.name}" for m in pkgutil.iter_modules([str(here)])
+                  if m.name.startswith("eval_"))
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a model or an editing method (one sub-command "
+                                           "per kind; see `python -m core eval -h`)")
+    sub = p.add_subparsers(dest="eval_kind", metavar="KIND", required=True)
+    for name in eval_modules():
+        module = importlib.import_module(name)
+        if hasattr(module, "add_eval_parser"):
+            module.add_eval_parser(sub)
