@@ -12,13 +12,16 @@ INTRO = ("Look inside an image GAN and edit it by hand: find the units that draw
 
 
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
-    from demos import explore
+    from demos import dissect, explore
     ctx = ctx or AppContext()
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         with gr.Tabs():
             with gr.Tab("Explore", id="explore"):
                 home = explore.build(ctx)
-        fn, inputs, outputs = home["load"]
-        demo.load(fn, inputs, outputs, api_visibility="private")
+            with gr.Tab("Dissect", id="dissect"):
+                dissect_tab = dissect.build(ctx)
+        for tab in (home, dissect_tab):
+            fn, inputs, outputs = tab["load"]
+            demo.load(fn, inputs, outputs, api_visibility="private")
     return demo

@@ -23,6 +23,7 @@ class Loaded:
     model: core.Model
     segmenter: object | None
     notice: str | None = None
+    renderer: object | None = None
 
 
 @dataclass
@@ -45,6 +46,44 @@ class AppContext:
 
     def model(self, model_id: str | None = None) -> core.Model:
         return self.get(model_id).model
+
+    def renderer(self, model_id: str | None = None):
+        """The shared caching Renderer of a model (caches the state before its paint layer)."""
+        from core.edits import Renderer
+        loaded = self.get(model_id)
+        with self._lock:
+            if loaded.renderer is None:
+                model = loaded.model
+                layer = model.bundle.config.get("paint_layer")
+                loaded.renderer = Renderer(model, cache_layer=layer if layer in model.layers else None)
+            return loaded.renderer
+
+
+def stoppable(job, describe, poll: float = 0.5):
+    """Run ``job(stop_event, status)`` in a thread from a Gradio generator function.
+
+    Yields ``describe(status)`` (``status`` is a dict the job updates) while the job runs, so
+    Gradio shows progress and a Stop button can cancel the event; cancelling sets ``stop_event``,
+    which core jobs poll through their ``stop`` callbacks. ``result = yield from stoppable(...)``."""
+    stop, status, out = threading.Event(), {}, {}
+
+    def work():
+        try:
+            out["result"] = job(stop, status)
+        except BaseException as e:  # re-raised in the caller's thread
+            out["error"] = e
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            t.join(poll)
+            yield describe(status)
+    finally:
+        stop.set()
+    if "error" in out:
+        raise out["error"]
+    return out.get("result")
 
 
 def display(image, size: int = DISPLAY_SIZE) -> Image.Image:

@@ -1,0 +1,100 @@
+"""Explore and Dissect tabs through the app's API (gradio_client against a local server)."""
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_progan
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_bundle(tmp_path_factory):
+    """A tiny ProGAN bundle with a (random) segmenter and a catalog for layer2."""
+    import core
+    from core.bundle import save_bundle
+    from core.dissect import dissect, save_catalog
+    from core.segmenter import Segmenter, ToySegNet, save_segmenter
+    import torch
+
+    folder = save_bundle(make_progan(), tmp_path_factory.mktemp("b") / "tiny", name="tiny",
+                         extra_config={"paint_layer": "layer2"})
+    torch.manual_seed(0)
+    concepts = ["sky", "tree", "wall"]
+    seg = Segmenter(ToySegNet(len(concepts), width=4), concepts, [[0, 0, 255], [0, 255, 0], [200, 100, 0]],
+                    {"architecture": "toyseg", "concepts": concepts, "kwargs": {"width": 4},
+                     "palette": [[0, 0, 255], [0, 255, 0], [200, 100, 0]]})
+    save_segmenter(seg, folder)
+    model = core.load_model(folder)
+    save_catalog(dissect(model, seg, "layer2", range(40), batch_size=20), model.bundle.catalog_path("layer2"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client(app_bundle):
+    from gradio_client import Client
+    from demos import build_app
+    from demos.context import AppContext
+    demo = build_app(AppContext(default_source=str(app_bundle)))
+    demo.queue(max_size=16)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                            quiet=True)
+    yield Client(url, verbose=False, download_files=True)
+    demo.close()
+
+
+def test_explore_show_renders_requested_images(client, app_bundle):
+    gallery = client.predict(str(app_bundle), "3-5", api_name="/explore_show")  # State is not returned
+    assert [item["caption"] for item in gallery] == ["#3", "#4", "#5"]
+    first = np.asarray(Image.open(gallery[0]["image"]))
+    assert first.shape[0] >= 128
+
+
+def test_explore_rejects_bad_numbers(client, app_bundle):
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match="Image numbers"):
+        client.predict(str(app_bundle), "5-x", api_name="/explore_show")
+
+
+def _units(client, app_bundle, layer="layer2"):
+    gallery, summary, _ = client.predict(str(app_bundle), layer, "all", api_name="/dissect_units")
+    return gallery, [int(item["caption"].split(" ")[1]) for item in gallery], summary
+
+
+def test_dissect_units_gallery_and_unit_details(client, app_bundle):
+    gallery, units, summary = _units(client, app_bundle)
+    assert sorted(units) == list(range(8))
+    ious = [float(item["caption"].rsplit(" ", 1)[1]) for item in gallery]
+    assert ious == sorted(ious, reverse=True)
+    assert "40 samples" in summary
+    strip, bars, info, unit = client.predict(str(app_bundle), "layer2", units[0], api_name="/dissect_unit")
+    assert unit == units[0] and strip and f"unit {units[0]}" in info
+
+
+def test_dissect_layer_without_catalog_says_so(client, app_bundle):
+    gallery, units, summary = _units(client, app_bundle, "layer4")
+    assert gallery == [] and "no catalog" in summary
+
+
+def test_dissect_preview_switches_unit_off_and_on(client, app_bundle):
+    _, units, _ = _units(client, app_bundle)
+    orig, off, on = client.predict(str(app_bundle), "layer2", units[0], 7, api_name="/dissect_preview")
+    a, b, c = (np.asarray(Image.open(p)).astype(int) for p in (orig, off, on))
+    assert a.shape == b.shape == c.shape
+    assert np.abs(a - b).sum() > 0 or np.abs(a - c).sum() > 0
+
+
+def test_dissect_unknown_unit_is_a_clear_error(client, app_bundle):
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match="does not exist"):
+        client.predict(str(app_bundle), "layer2", 999, api_name="/dissect_unit")
