@@ -573,8 +573,14 @@ class Renderer:
     Renderer can serve many sessions (each passes its own stack; nothing is stored on the model).
     """
 
-    def __init__(self, model, max_entries: int = 64, cache_layer: str | None = None):
+    def __init__(self, model, max_entries: int = 64, cache_layer: str | None = None,
+                 local: bool = False):
         self.generator = _generator(model)
+        # local=True: strokes with masks on one layer re-render only the window they can affect
+        # (generators with ``rerun_region``: ProGAN); equal to a full run up to float rounding.
+        self.local = bool(local) and hasattr(self.generator, "rerun_region")
+        self._traces: "collections.OrderedDict[tuple, dict]" = collections.OrderedDict()
+        self.max_traces = 8
         self.defaults = dict(getattr(model, "defaults", None) or {"truncation": 1.0,
                                                                   "noise": "buffers"})
         self.max_entries = int(max_entries)
@@ -592,6 +598,7 @@ class Renderer:
     def clear_cache(self) -> None:
         with self._lock:
             self._cache.clear()
+            self._traces.clear()
 
     def cache_info(self) -> dict:
         with self._lock:
@@ -653,9 +660,50 @@ class Renderer:
         """Images ``[N,3,H,W]`` (on the model's device) of latents ``z`` under ``stack``.
         ``truncation``/``noise`` default to the bundle's defaults."""
         stack = stack or EditStack()
+        if self.local:
+            box = self._local_box(stack)
+            if box is not None:
+                return self._render_local(z, stack, truncation, noise, *box)
         state, _ = self.prefix_state(z, stack, truncation, noise)
         state = self.generator.run(state, edit=stack.feature_edit())
         return self.generator.finish(state)
+
+    def _local_box(self, stack: EditStack):
+        """(layer, box) when every unit edit is a masked edit on one layer, else None."""
+        edits = [e for e in stack.unit_edits if not e.is_noop]
+        if not edits or len({e.layer for e in edits}) != 1 or any(e.mask is None for e in edits):
+            return None
+        layer = edits[0].layer
+        h, w = layer_shape(self.generator, layer)[1:]
+        union = torch.zeros(h, w, dtype=torch.bool)
+        for e in edits:
+            union |= resize_mask(e.mask, (h, w)) > 0
+        rows, cols = union.any(1).nonzero(), union.any(0).nonzero()
+        if len(rows) == 0:
+            return None
+        return layer, (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+
+    def _render_local(self, z, stack, truncation, noise, layer, box):
+        g = self.generator
+        point = g.layer_index(layer)
+        state, _ = self.prefix_state(z, stack, truncation, noise, point=point)
+        deltas = state.weight_deltas
+        key = (_digest(torch.as_tensor(z, dtype=torch.float32)), truncation, _noise_key(noise), layer,
+               tuple(e.fingerprint() for e in stack.weight_edits))
+        with self._lock:
+            trace = self._traces.get(key)
+            if trace is not None:
+                self._traces.move_to_end(key)
+        if trace is None:
+            trace = g.trace_after(state.clone())
+            with self._lock:
+                self._traces[key] = trace
+                while len(self._traces) > self.max_traces:
+                    self._traces.popitem(last=False)
+        x = trace[layer]
+        for e in stack.unit_edits:
+            x = e.apply(x)
+        return g.rerun_region(trace, layer, x, box, weight_deltas=deltas)
 
     def render_numbers(self, image_numbers, stack: EditStack | None = None,
                        truncation: float | None = None, noise=None, seed: int = 1,

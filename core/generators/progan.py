@@ -158,6 +158,59 @@ class ProGANGenerator(Generator):
         x = self.output(state.x)
         return x.clamp(-1, 1) if self.output_clamp else x
 
+    # ----------------------------------------------------------------- local re-rendering
+    @torch.no_grad()
+    def trace_after(self, state: LayerState) -> dict:
+        """Outputs of every remaining layer (and ``"image"``) from ``state``: the cache that
+        :meth:`rerun_region` patches."""
+        outs = {}
+        for name in self.layers[len(state.done):]:
+            state = self.step(name, state)
+            outs[name] = state.x
+        outs["image"] = self.finish(state)
+        return outs
+
+    @torch.no_grad()
+    def rerun_region(self, trace: dict, layer: str, x: torch.Tensor, box, weight_deltas=None) -> torch.Tensor:
+        """The image after replacing ``layer``'s output by ``x``, which differs from
+        ``trace[layer]`` only inside ``box = (r0, r1, c0, c1)`` (feature-grid cells).
+
+        Every block is per-pixel except its conv, so a change spreads by the kernel radius per
+        conv and doubles with each upsampling: only that growing window is recomputed and pasted
+        into the cached outputs of the unedited image. Equal to a full run up to float rounding
+        (about 1e-5: convolutions over a crop may sum in another order)."""
+        r0, r1, c0, c1 = box
+        prev = x
+        for name in self.layers[self.layer_index(layer) + 1:]:
+            block = self.blocks[name]
+            delta = None if not weight_deltas else weight_deltas.get(name)
+            up, pad = (2 if block.upsample else 1), block.padding
+            size = prev.shape[-1] * up
+            r0, r1, c0, c1 = (max(r0 * up - pad, 0), min(r1 * up + pad, size),
+                              max(c0 * up - pad, 0), min(c1 * up + pad, size))
+            crop = self._input_window(prev, up, pad, (r0, r1, c0, c1), size)
+            out = trace[name].clone()
+            out[:, :, r0:r1, c0:c1] = block.activation(F.conv2d(
+                crop, block.conv.weight if delta is None else block.conv.weight + delta))
+            prev = out
+        image = trace["image"].clone()
+        patch = self.output.activation(self.output.value(self.output.key(prev[:, :, r0:r1, c0:c1])))
+        image[:, :, r0:r1, c0:c1] = patch.clamp(-1, 1) if self.output_clamp else patch
+        return image
+
+    @staticmethod
+    def _input_window(prev, up, pad, box, size):
+        """PixelNorm + upsampling of the part of ``prev`` a conv needs to produce ``box``,
+        zero-padded where the window leaves the image (as the conv's own padding would)."""
+        r0, r1, c0, c1 = box
+        i0, i1, j0, j1 = r0 - pad, r1 + pad, c0 - pad, c1 + pad
+        a0, a1, b0, b1 = max(i0, 0), min(i1, size), max(j0, 0), min(j1, size)
+        src = pixel_norm(prev[:, :, a0 // up:-(-a1 // up), b0 // up:-(-b1 // up)])
+        if up > 1:
+            src = F.interpolate(src, scale_factor=up, mode="nearest")
+        src = src[:, :, a0 - (a0 // up) * up:, b0 - (b0 // up) * up:][:, :, :a1 - a0, :b1 - b0]
+        return F.pad(src, (b0 - j0, j1 - b1, a0 - i0, i1 - a1))
+
 
 def normalize_state_dict(state_dict) -> dict:
     """Accept a plain dict, ``{'state_dict': ...}``, and old ``features.N`` / ``output`` names."""
