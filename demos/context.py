@@ -55,7 +55,8 @@ class AppContext:
             if loaded.renderer is None:
                 model = loaded.model
                 layer = model.bundle.config.get("paint_layer")
-                loaded.renderer = Renderer(model, cache_layer=layer if layer in model.layers else None)
+                loaded.renderer = Renderer(model, cache_layer=layer if layer in model.layers else None,
+                                           local=True)
             return loaded.renderer
 
 
