@@ -119,7 +119,7 @@ def hub_offline() -> bool:
     return bool(c.HF_HUB_OFFLINE)
 
 
-def cache_root(cache_dir=None, repo_type: str = "model") -> Path:
+def cache_root(cache_dir=None) -> Path:
     import huggingface_hub.constants as c
     return Path(cache_dir if cache_dir is not None else c.HF_HUB_CACHE)
 
@@ -145,13 +145,6 @@ def folder_kind(path) -> str | None:
     if (path / "config.json").is_file() and (path / "generator.safetensors").is_file():
         return "bundle"
     return None
-
-
-def _pickles_in(path: Path) -> list[str]:
-    if not path.is_dir():
-        return []
-    return sorted(str(p.relative_to(path)) for p in path.rglob("*")
-                  if p.suffix.lower() in PICKLE_SUFFIXES and not p.name.startswith("."))
 
 
 def _what_is_missing(path: Path, where: str, listing: list[str] | None = None) -> str:
@@ -297,12 +290,13 @@ def resolve(source, *, cache_dir=None, allow_download: bool = True, token=None,
             refresh: bool = False) -> Resolved:
     """Find ``source`` as a local folder (see the module docstring). ``refresh`` skips the cache
     for branch names (always downloads when allowed). Raises :class:`HubError`."""
-    if isinstance(source, Path) or (isinstance(source, str) and parse_repo_id(source) is None):
+    if not isinstance(source, (str, Path)):
+        raise HubError(f"expected a folder, 'default' or a Hub id 'org/name[@revision]', got a "
+                       f"{type(source).__name__}")
+    parsed = parse_repo_id(source) if isinstance(source, str) else None
+    if parsed is None or Path(source).exists():     # a local folder named like an id wins
         return _resolve_local(source)
-    path = Path(source)
-    if path.exists():                     # a local folder named like an id wins
-        return _resolve_local(path)
-    repo_id, rev, repo_type = parse_repo_id(source)
+    repo_id, rev, repo_type = parsed
     return _resolve_repo(repo_id, rev, repo_type, cache_dir=cache_dir,
                          allow_download=allow_download, token=token, refresh=refresh,
                          patterns=BUNDLE_PATTERNS, check=True)
@@ -329,7 +323,8 @@ def _resolve_repo(repo_id, rev, repo_type, *, cache_dir, allow_download, token, 
                   patterns, check) -> Resolved:
     label = _label(repo_id, rev)
     cached, problem = None, None
-    if not (refresh and not (rev and _COMMIT.fullmatch(rev))):
+    pinned = bool(rev and _COMMIT.fullmatch(rev))
+    if pinned or not refresh:                       # refresh re-downloads branches and tags
         try:
             cached = _cached_snapshot(repo_id, rev, repo_type, cache_dir, patterns)
         except _Incomplete as e:
@@ -340,7 +335,7 @@ def _resolve_repo(repo_id, rev, repo_type, *, cache_dir, allow_download, token, 
         kind = folder_kind(cached)
         if kind is not None:
             notice = None
-            if rev is None or not _COMMIT.fullmatch(rev):
+            if not pinned:
                 down = "offline (HF_HUB_OFFLINE=1)" if hub_offline() else _hub_down()
                 if down:
                     notice = (f"{down}: using the cached copy of {repo_id}@{rev or 'main'} "

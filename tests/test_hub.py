@@ -385,8 +385,17 @@ def fake_api(monkeypatch):
     return FakeApi
 
 
-def test_convert_push_verifies_and_publishes(tmp_path, fake_api, monkeypatch, capsys):
-    from core.__main__ import main
+@pytest.fixture
+def cli(monkeypatch):
+    """``python -m core`` main() with only the built-in convert and core.cli_push registered
+    (the other commands' imports are not this file's business, nor its time budget)."""
+    import core.__main__ as cm
+    monkeypatch.setattr(cm, "command_modules", lambda: ["core.cli_push"])
+    return cm.main
+
+
+def test_convert_push_verifies_and_publishes(tmp_path, fake_api, monkeypatch, capsys, cli):
+    main = cli
     g = make_progan()
     ckpt = tmp_path / "proggan_tiny-00000000.pth"
     torch.save(g.state_dict(), ckpt)

@@ -16,7 +16,8 @@ import core
 from core import hub
 from core.bundle import save_bundle
 from tests.conftest import make_progan
-from tests.test_hub import A, FakeApi, bundle_files, cache, default_bundle, fake_api, populate  # noqa: F401
+from tests.test_hub import (A, FakeApi, bundle_files, cache, cli, default_bundle,  # noqa: F401
+                             fake_api, populate)
 
 edits = pytest.importorskip("core.edits", reason="core/edits.py (EditStack) is not in the tree yet")
 from core import share  # noqa: E402  (needs core.edits)
@@ -310,8 +311,8 @@ def test_push_refusals(base, tmp_path, monkeypatch):
         share.push(tmp_path / "empty", "me/x", token="hf_x")
 
 
-def test_cli_push(base, tmp_path, fake_api, capsys):
-    from core.__main__ import main
+def test_cli_push(base, tmp_path, fake_api, capsys, cli):
+    main = cli
     g = base.generator
     folder = share.export_edited(base, EditStack((rank_one(g), UnitEdit("layer4", [1], None))),
                                  tmp_path / "e", previews=[])
@@ -342,7 +343,7 @@ def test_stylegan2_round_trip_and_merge(tmp_path):
     base = core.load_model(save_bundle(g, tmp_path / "sg2", name="sg2"))
     layer = base.layers[2]
     stack = EditStack((rank_one(base.generator, layer, scale=0.2),))
-    folder = share.export_edited(base, stack, tmp_path / "e", previews=[0])
+    folder = share.export_edited(base, stack, tmp_path / "e", previews=[])
     assert json.loads((folder / "config.json").read_text())["base"] == {
         "local": str((tmp_path / "sg2").resolve())}
     edited = share.load_edited(folder)
