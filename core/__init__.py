@@ -127,9 +127,12 @@ def load_model(source, device: str | torch.device = "cpu") -> Model:
 
     - a bundle folder (``config.json`` + ``generator.safetensors``), or a :class:`Bundle`;
     - a legacy checkpoint ``.pth``/``.pt`` (converted in memory, nothing written);
-    - ``"default"``: the embedded bundle at ``<repo>/models/toytown``.
+    - ``"default"``: the embedded bundle at ``<repo>/models/toytown``;
+    - a Hugging Face Hub id ``"org/name"`` or ``"org/name@revision"`` (cache first, then download;
+      an edited-model repo is applied on top of its base), see :mod:`core.hub`.
 
-    Raises :class:`BundleError` (a ``ValueError``) naming the file and problem."""
+    Raises :class:`BundleError` (a ``ValueError``) naming the file and problem, or
+    :class:`core.hub.HubError` naming the repo."""
     if isinstance(source, Bundle):
         return Model(source)
     if isinstance(source, str) and source == "default":
@@ -141,6 +144,9 @@ def load_model(source, device: str | torch.device = "cpu") -> Model:
     path = Path(source)
     if path.is_dir():
         return Model(load_bundle(path, device=device))
+    from .hub import load_model_from_hub, looks_like_repo_id
+    if isinstance(source, str) and not path.exists() and looks_like_repo_id(source):
+        return load_model_from_hub(source, device=device)
     if path.is_file():
         if path.suffix.lower() not in LEGACY_SUFFIXES:
             raise BundleError(f"{path}: not a bundle folder or a .pth/.pt checkpoint")
