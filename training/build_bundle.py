@@ -36,7 +36,7 @@ bar along the bottom), the artefact real scene GANs learned from scraped photos.
 `python -m training.gan` (CPU): the Progressive GAN generator of `core/generators/progan.py`
 (PixelNorm, nearest upsampling, equalised learning rate; widths reduced for CPU), trained
 directly at 64 px against a residual discriminator with minibatch stddev; non-saturating logistic
-loss with lazy R1 (gamma 1, every 8 steps); Adam (lr 0.0015, betas 0/0.99); batch 32; the
+loss with lazy R1 (gamma 5, every 8 steps); Adam (lr 0.0005, betas 0/0.99); batch 32; the
 exponential moving average of the generator (half-life 10k images) is what ships.
 {training}
 
@@ -67,7 +67,7 @@ def build(gan_dir: Path, seg_dir: Path, out: Path) -> Path:
                                                "watermark_rate": WATERMARK_RATE}}
     old = out / "config.json"
     if old.exists():  # keep metrics and other keys written by later steps
-        prev = read_config(old)
+        prev = read_config(out)
         for k in ("metrics", "rankings"):
             if k in prev:
                 extra[k] = prev[k]
@@ -79,7 +79,7 @@ def build(gan_dir: Path, seg_dir: Path, out: Path) -> Path:
 
 
 def write_card(out: Path):
-    cfg = read_config(out / "config.json")
+    cfg = read_config(out)
     g = from_state_dict(load_file(out / "generator.safetensors"), output_clamp=True)
     seg = json.loads((out / "segmenter.json").read_text())
     metrics = dict(cfg.get("metrics", {}))

@@ -8,6 +8,10 @@ discriminator with minibatch stddev; non-saturating logistic loss with lazy R1; 
 an exponential moving average of the generator is what ships. channels_last on CPU (bf16 autocast is optional: it only
 pays off on CPUs with native bf16).
 No flips: they would teach the model mirrored watermark text.
+
+Measured on 2 CPU cores (AVX2, no native bf16): ~1.5 s/step at batch 32 alone, ~3 s/step beside
+other jobs. lr 0.0015 with R1 gamma 1 collapsed to a single image by step 1,000; lr 0.0005 with
+gamma 5 keeps samples diverse.
 """
 from __future__ import annotations
 
@@ -238,8 +242,8 @@ def main(argv=None):
     p.add_argument("--dataset-size", type=int, default=24000)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.0015)
-    p.add_argument("--r1-gamma", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=0.0005)
+    p.add_argument("--r1-gamma", type=float, default=5.0)
     p.add_argument("--r1-every", type=int, default=8)
     p.add_argument("--ema-kimg", type=float, default=10.0, help="EMA half-life in thousands of images")
     p.add_argument("--steps", type=int, default=10 ** 9)
