@@ -1,0 +1,205 @@
+"""Evaluate a rewrite: our update against the original method, on held-out images.
+
+``evaluate_rewrite(model, segmenter, rule, image_numbers)`` runs the rule twice from the same
+context direction and paste target — ``"ours"`` (closed form on ProGAN; Levenberg–Marquardt on Λ on StyleGAN2)
+and ``"original"`` (Adam on the full weight, 2,001 steps, projection every 10) — renders every
+image clean and edited, segments both and reports per method (protocol after sec 5.1 of the
+paper, see reference/originals-rewriting.md §4):
+
+- ``effectiveness``: share of source-concept pixels (in the clean images) that the segmenter labels
+  target-concept after the edit;
+- ``generality``: share of images containing the source concept that gain target-concept pixels
+  inside their source region;
+- ``collateral_clean``: mean |Δpixel| over images without the source concept;
+- ``collateral_outside``: mean |Δpixel| outside the source regions (all images);
+- ``seconds``: wall time of the weight update alone (direction and target are shared).
+
+|Δpixel| is the absolute RGB difference in [0, 1] units (1 = 255 levels), averaged over channels.
+
+CLI (registered by the ``eval`` dispatcher, core/cli_eval.py, through :func:`add_eval_parser`)::
+
+    python -m core eval rewrite SOURCE RULE [--images 100000-100199] [--out FILE.json]
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+DEFAULT_IMAGES = "100000-100199"
+METHOD_NAMES = {"ours": "closed_form", "original": "original"}
+
+
+def _concept(segmenter, name: str) -> int:
+    if hasattr(segmenter, "concept_index"):
+        return segmenter.concept_index(name)
+    concepts = list(getattr(segmenter, "concepts", []))
+    if name not in concepts:
+        raise ValueError(f"unknown concept {name!r}; the segmenter knows {', '.join(concepts)}")
+    return concepts.index(name)
+
+
+def evaluate_rewrite(model, segmenter, rule, image_numbers, source_concept: str = "spire",
+                     target_concept: str = "tree", layer: str | None = None,
+                     rank: int | None = None, C=None, methods=("ours", "original"),
+                     niter_original: int | None = None, batch_size: int = 16,
+                     progress=None) -> dict:
+    """Apply ``rule`` with each method in ``methods`` ("ours", "original") and measure it on
+    ``image_numbers`` (see the module docstring). Returns ``{method: {effectiveness, generality,
+    collateral_clean, collateral_outside, seconds, loss_before, loss, images,
+    images_with_source, source_pixels}}``. ``niter_original`` shortens the original method (for
+    tests); ``progress(done, total, None)`` counts rendered batches."""
+    from . import rewrite as rw
+    from .images import parse_image_numbers
+    from .rules import Rule, _check_settings, _model_masks, mask_at, read_rule
+
+    if not isinstance(rule, Rule):
+        rule = read_rule(rule)
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    if unknown or not methods:
+        raise ValueError(f"unknown methods {unknown}; use {', '.join(METHOD_NAMES)}")
+    numbers = list(parse_image_numbers(image_numbers))
+    if not numbers:
+        raise ValueError("no image numbers to evaluate on")
+    src_i, tgt_i = _concept(segmenter, source_concept), _concept(segmenter, target_concept)
+    g, layer, rank = _check_settings(model, rule, layer, rank)
+    _, truncation, noise, _ = rw._parts(model)
+    if rule.object is None or rule.paste is None:
+        raise ValueError("the rule needs an 'object' and a 'paste' selection to be evaluated")
+    if C is None:
+        C = rw.get_stats(model, layer)
+
+    # shared: direction, copy, paste target
+    res = g.resolution
+    dirs = rw.context_direction(model, layer, _model_masks(rule.contexts, res), C, rank)
+    clip = rw.copy_value(model, layer, rule.object[0], mask_at(rule.object[1], res))
+    center = rw.paste_center(model, layer, mask_at(rule.paste[1], res))
+    target, region = rw.paste_target(model, layer, rule.paste[0], clip, center)
+
+    deltas, results = {}, {}
+    for name in methods:
+        info = {}
+        kw = {"niter": niter_original} if name == "original" and niter_original else {}
+        edit = rw.rewrite(model, layer, dirs, rule.paste[0], target, region, C,
+                          method=METHOD_NAMES[name], info=info, **kw)
+        deltas[name] = {layer: rw.edit_delta(edit).to(g.main_weight(layer))}
+        results[name] = {"method": info["method"], "seconds": info["seconds"],
+                         "loss_before": info.get("loss_before"), "loss": info.get("loss")}
+
+    acc = {name: dict(src=0, hit=0, imgs_src=0, gained=0, clean_sum=0.0, clean_n=0,
+                      out_sum=0.0, out_n=0) for name in methods}
+    bs = max(1, int(batch_size))
+    total = (len(numbers) + bs - 1) // bs
+    with torch.no_grad():
+        for b, s in enumerate(range(0, len(numbers), bs)):
+            z = g.sample_z(numbers[s:s + bs])
+            clean = g.generate(z, truncation=truncation, noise=noise).float().cpu()
+            seg0 = segmenter.segment(clean).cpu()
+            src = seg0 == src_i                                          # [N, H, W]
+            has_src = src.flatten(1).any(1)
+            for name in methods:
+                edited = g.generate(z, truncation=truncation, noise=noise,
+                                    weight_deltas=deltas[name]).float().cpu()
+                seg1 = segmenter.segment(edited).cpu()
+                tgt1 = seg1 == tgt_i
+                diff = (edited - clean).abs().mean(1) / 2                    # [N, H, W], [0, 1] units
+                a = acc[name]
+                a["src"] += int(src.sum())
+                a["hit"] += int((src & tgt1).sum())
+                a["imgs_src"] += int(has_src.sum())
+                gained = ((src & tgt1 & (seg0 != tgt_i)).flatten(1).sum(1) > 0) & has_src
+                a["gained"] += int(gained.sum())
+                if bool((~has_src).any()):
+                    a["clean_sum"] += float(diff[~has_src].sum())
+                    a["clean_n"] += int(diff[~has_src].numel())
+                a["out_sum"] += float(diff[~src].sum())
+                a["out_n"] += int((~src).sum())
+            if progress is not None:
+                progress(b + 1, total, None)
+
+    def ratio(x, n):
+        return float(x) / n if n else None
+
+    for name in methods:
+        a = acc[name]
+        results[name].update(
+            effectiveness=ratio(a["hit"], a["src"]), generality=ratio(a["gained"], a["imgs_src"]),
+            collateral_clean=ratio(a["clean_sum"], a["clean_n"]),
+            collateral_outside=ratio(a["out_sum"], a["out_n"]), images=len(numbers),
+            images_with_source=a["imgs_src"], source_pixels=a["src"])
+    return results
+
+
+# ------------------------------------------------------------------------------- CLI
+def _main(args) -> int:
+    from . import load_model
+    from .segmenter import load_segmenter
+
+    model = load_model(args.source, device=args.device)
+    seg = load_segmenter(model.bundle.path) if model.bundle.path is not None else None
+    if seg is None:
+        raise ValueError(f"{args.source}: the bundle has no segmenter (segmenter.json), which the "
+                         "evaluation needs")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bar = None
+    try:
+        from tqdm import tqdm
+        bar = tqdm(desc="evaluating", unit="batch")
+    except ImportError:
+        pass
+
+    def progress(done, total, _):
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    t0 = time.perf_counter()
+    out = evaluate_rewrite(model, seg, args.rule, args.images, args.source_concept,
+                           args.target_concept, layer=args.layer, rank=args.rank, methods=methods,
+                           niter_original=args.niter, batch_size=args.batch_size, progress=progress)
+    if bar is not None:
+        bar.close()
+    print(f"{'method':10} {'effect.':>8} {'general.':>8} {'coll.clean':>10} {'coll.out':>9} {'seconds':>8}")
+    for name, r in out.items():
+        def f(v, w, p=3):
+            return f"{v:{w}.{p}f}" if v is not None else f"{'n/a':>{w}}"
+        print(f"{name:10} {f(r['effectiveness'], 8)} {f(r['generality'], 8)} "
+              f"{f(r['collateral_clean'], 10, 4)} {f(r['collateral_outside'], 9, 4)} "
+              f"{f(r['seconds'], 8, 2)}")
+    if args.out:
+        doc = {"model": model.name, "rule": str(args.rule), "images": args.images,
+               "source_concept": args.source_concept, "target_concept": args.target_concept,
+               "total_seconds": time.perf_counter() - t0, "results": out}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def add_eval_parser(subparsers) -> None:
+    """Register ``rewrite`` under ``python -m core eval``."""
+    p = subparsers.add_parser("rewrite", help="rewriting: our update vs the original method",
+                              description="Apply a rule file with our update and with the "
+                              "original method; report effectiveness, generality, collateral "
+                              "change and update time on held-out images.")
+    p.add_argument("source", help="bundle folder (with stats/ and a segmenter) or 'default'")
+    p.add_argument("rule", help="rule JSON file")
+    p.add_argument("--images", default=DEFAULT_IMAGES,
+                   help=f"image numbers to evaluate on (default {DEFAULT_IMAGES})")
+    p.add_argument("--out", default=None, help="write the results to this JSON file")
+    p.add_argument("--layer", default=None, help="layer (default: the rule's)")
+    p.add_argument("--rank", type=int, default=None, help="rank (default: the rule's, else 1)")
+    p.add_argument("--source-concept", default="spire")
+    p.add_argument("--target-concept", default="tree")
+    p.add_argument("--methods", default="ours,original", help="comma list of ours,original")
+    p.add_argument("--niter", type=int, default=None,
+                   help="steps of the original method (default 2001)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_main)
+
+
+__all__ = ["evaluate_rewrite", "add_eval_parser", "DEFAULT_IMAGES"]
