@@ -146,7 +146,19 @@ def train(args):
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.0, 0.99), eps=1e-8)
     step, seconds = 0, 0.0
     state_path = run / "state.pt"
-    if state_path.exists() and not args.fresh:
+    if not state_path.exists() and Path(args.resume_from).exists() and not args.fresh:
+        # The committed compact checkpoint (weights only; Adam moments restart from zero).
+        from safetensors import safe_open
+        with safe_open(args.resume_from, framework="pt") as f:
+            meta = f.metadata()
+            parts = {"G": {}, "G_ema": {}, "D": {}}
+            for k in f.keys():
+                head, name = k.split(".", 1)
+                parts[head][name] = f.get_tensor(k)
+        G.load_state_dict(parts["G"]); G_ema.load_state_dict(parts["G_ema"]); D.load_state_dict(parts["D"])
+        step, seconds = int(meta["step"]), float(meta["seconds"])
+        print(f"resumed from {args.resume_from} at step {step} ({seconds / 60:.1f} min trained)")
+    elif state_path.exists() and not args.fresh:
         st = torch.load(state_path, map_location="cpu", weights_only=True)
         G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"]); D.load_state_dict(st["D"])
         opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"])
@@ -235,6 +247,16 @@ def train(args):
     print(f"done: step {step}, {seconds / 60:.1f} min of training")
 
 
+def export_resume(run_dir: Path, dest: Path):
+    """Write the weights of a training state as one safetensors file (what gets committed)."""
+    from safetensors.torch import save_file
+    st = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)
+    tensors = {f"{part}.{k}": v.contiguous() for part in ("G", "G_ema", "D") for k, v in st[part].items()}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, dest, metadata={"step": str(st["step"]), "seconds": str(st["seconds"])})
+    print(f"wrote {dest} (step {st['step']})")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", default=str(RUN_DIR))
@@ -255,7 +277,15 @@ def main(argv=None):
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast: faster only on CPUs with native bf16 (10x slower on AVX2-only ones)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    train(p.parse_args(argv))
+    p.add_argument("--resume-from", default="training/checkpoints/gan_resume.safetensors",
+                   help="compact committed checkpoint used when RUN_DIR has no state.pt")
+    p.add_argument("--export-resume", action="store_true",
+                   help="only write RUN_DIR/state.pt's weights to --resume-from and exit")
+    args = p.parse_args(argv)
+    if args.export_resume:
+        export_resume(Path(args.run_dir), Path(args.resume_from))
+    else:
+        train(args)
 
 
 if __name__ == "__main__":
