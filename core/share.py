@@ -191,7 +191,7 @@ def export_edited(model, stack, folder, previews=(0, 1, 2, 3), *, base: dict | N
     overrides the base reference, which is otherwise read off where the model was loaded from
     (:func:`core.hub.origin`)."""
     ed = _edits()
-    from .images import parse_image_numbers, save_grid
+    from .images import parse_image_numbers, to_pil
     if isinstance(model, EditedModel):
         stack = ed.EditStack(tuple(model.stack) + tuple(stack))
         model = model.base
@@ -225,8 +225,9 @@ def export_edited(model, stack, folder, previews=(0, 1, 2, 3), *, base: dict | N
     for i in numbers:
         pair = torch.cat([model.render([i], seed=seed), edited.render([i], seed=seed)])
         pair = _upscaled(pair)
-        save_grid(pair[:1], folder / PREVIEW_DIR / f"{i}_before.png", nrow=1)
-        save_grid(pair[1:], folder / PREVIEW_DIR / f"{i}_after.png", nrow=1)
+        (folder / PREVIEW_DIR).mkdir(exist_ok=True)
+        to_pil(pair[0]).save(folder / PREVIEW_DIR / f"{i}_before.png", format="PNG")
+        to_pil(pair[1]).save(folder / PREVIEW_DIR / f"{i}_after.png", format="PNG")
 
     licence = model.bundle.config.get("license", "other")
     cfg = {"format": EDITED_FORMAT, "version": VERSION,
@@ -276,8 +277,9 @@ def edited_card(cfg: dict) -> str:
     p = cfg.get("previews") or {}
     if p.get("image_numbers"):
         lines += ["", "## Before / after", "",
-                  f"Image numbers are rows of `numpy.random.RandomState({p['seed']})`"
-                  f".standard_normal(N*z_dim) (truncation {p.get('truncation')}, noise "
+                  f"Image number i is row i of `numpy.random.RandomState({p['seed']})"
+                  f".standard_normal(N*z_dim).reshape(N, z_dim)` (truncation "
+                  f"{p.get('truncation')}, noise "
                   f"`{p.get('noise')}`), as in the app.", "",
                   "| image | before | after |", "|---|---|---|"]
         for i in p["image_numbers"]:
@@ -288,7 +290,8 @@ def edited_card(cfg: dict) -> str:
               "images = model.render(\"0-7\")", "```", "",
               "`python -m core sample THIS_REPO_OR_FOLDER --images 0-7` renders a grid; "
               "`share.merge_edited(...)` / `python -m core push FOLDER ORG/NAME --merge` writes "
-              "the weights with the edits folded in (weight edits only).", "",
+              "the weights with the edits folded in (weight edits; on ProGAN also unmasked, "
+              "full-opacity unit edits).", "",
               "## Files", "", "- `edits.json`, `edits.safetensors`: the edit stack (no pickles)",
               "- `config.json`: base model reference and a summary of the edits",
               f"- `{PREVIEW_DIR}/`: before/after previews", "",
