@@ -1,0 +1,686 @@
+"""Rewrite tab: change a rule of the model (Bau et al. 2020) by copy, paste and context.
+
+Workflow (the original rewriting app's, see ``core.rewrite``): show samples by image number, pick
+one, paint a region in the editor; **Add to context** (the tray; click a thumbnail to remove it),
+**Search** / **Show context matches** rank and highlight images by the context's key direction;
+**Copy** the painted region of one image, **Paste** it into another (painted mask, or click on the
+paste preview to move it); **Execute change** fits the layer's weight (a rank-``rank`` update along
+the context direction) and pushes the ``WeightEdit`` onto the session's ``EditStack``; the gallery
+re-renders with the edited model. **Toggle original**, **Undo**, rule JSON download/upload and
+presets (``<bundle>/rules/*.json``).
+
+All math is in ``core.rewrite`` / ``core.rules``; this module turns widget values into calls.
+Session state (``gr.State``, 30 min TTL) is a small dict: image numbers, uint8 masks at the model's
+resolution, the EditStack and its history rows — never a model.
+"""
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import core
+from core import rewrite as rw
+from core import rules
+from core.edits import EditStack
+from core.generators.base import LayerError
+from demos.context import DISPLAY_SIZE, AppContext, display, stoppable
+
+STATE_TTL = 1800
+MAX_GALLERY = 32
+TOP_RESULTS = 12
+MAX_SEARCH = 2000
+MAX_RANK = 4
+STATS_SAMPLES = 1000
+NO_PRESETS = "(no presets for this model)"
+HISTORY_HEADERS = ["#", "layer", "rank", "seconds", "label"]
+HIGHLIGHT = np.array([255, 210, 0], np.float32)      # context-match highlight colour
+GALLERY_SIZE = 256
+TRAY_SIZE = 96
+
+
+def _fresh(model_id=None) -> dict:
+    return {"model_id": model_id, "numbers": [], "current": None, "context": [], "copy": None,
+            "paste": None, "stack": EditStack(), "history": [], "original": False}
+
+
+def _session(st, model_id) -> dict:
+    """A shallow copy of the session dict for ``model_id`` (fresh when the model changed)."""
+    if not isinstance(st, dict) or st.get("model_id") != model_id:
+        return _fresh(model_id)
+    return dict(st)
+
+
+def _msg(e: BaseException) -> str:
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    return str(e)
+
+
+def default_layer(model) -> str:
+    """The bundle's ``rewrite_layer``, else its ``paint_layer``, else ``layer4``, else 40% in."""
+    cfg = getattr(getattr(model, "bundle", None), "config", None) or {}
+    layers = list(model.layers)
+    for key in ("rewrite_layer", "paint_layer"):
+        if isinstance(cfg.get(key), str) and cfg[key] in layers:
+            return cfg[key]
+    if "layer4" in layers:
+        return "layer4"
+    return layers[max(0, round(0.4 * len(layers)) - 1)]
+
+
+def preset_paths(model) -> dict[str, Path]:
+    path = getattr(getattr(model, "bundle", None), "path", None)
+    if path is None or not (Path(path) / "rules").is_dir():
+        return {}
+    return {p.stem: p for p in sorted((Path(path) / "rules").glob("*.json"))}
+
+
+# ------------------------------------------------------------------ masks and pictures (glue)
+def _to_float(mask_u8) -> np.ndarray:
+    return np.asarray(mask_u8, np.float32) / 255.0
+
+
+def _to_u8(mask) -> np.ndarray:
+    return np.round(np.clip(np.asarray(mask, np.float32), 0, 1) * 255).astype(np.uint8)
+
+
+def editor_mask(ev, res: int) -> np.ndarray:
+    """The painted region of an ImageEditor value (alpha > 0 of its layers) as uint8 coverage
+    [res, res] (area-downscaled)."""
+    if not isinstance(ev, dict) or ev.get("background") is None:
+        raise gr.Error("Pick an image from the gallery first, then paint on it.")
+    bg = np.asarray(ev["background"])
+    alpha = np.zeros(bg.shape[:2], bool)
+    for lay in ev.get("layers") or []:
+        lay = None if lay is None else np.asarray(lay)
+        if lay is not None and lay.ndim == 3 and lay.shape[2] == 4 and lay.shape[:2] == alpha.shape:
+            alpha |= lay[..., 3] > 0
+    if not (ev.get("layers") or []) and ev.get("composite") is not None:
+        comp = np.asarray(ev["composite"])
+        if comp.shape[:2] == alpha.shape:
+            alpha = np.abs(comp[..., :3].astype(int) - bg[..., :3].astype(int)).sum(-1) > 0
+    cover = F.interpolate(torch.from_numpy(alpha.astype(np.float32))[None, None], size=(res, res),
+                          mode="area")[0, 0].numpy()
+    return _to_u8(cover)
+
+
+def _up(mask_u8, size: int) -> np.ndarray:
+    """A [res, res] mask nearest-upscaled to ``size`` as float [size, size]."""
+    m = torch.from_numpy(_to_float(mask_u8))[None, None]
+    return F.interpolate(m, size=(size, size), mode="nearest")[0, 0].numpy()
+
+
+def _shade(image_u8, mask_u8, size: int, inside=None, dim: float = 0.5) -> np.ndarray:
+    """The image upscaled to ``size``: outside the mask dimmed, inside tinted with ``inside``."""
+    im = np.asarray(display(image_u8, size).convert("RGB"), np.float32)
+    m = _up(mask_u8, im.shape[0])[..., None]
+    if inside is None:
+        out = im * (dim + (1 - dim) * m)
+    else:
+        out = im * (1 - 0.5 * m) + np.asarray(inside, np.float32) * 0.5 * m
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def _box(image, region_bool, color=(255, 0, 0)) -> np.ndarray:
+    """Draw the bounding box of a [h, w] region (value grid) on an HWC uint8 image."""
+    im = np.array(image)
+    r = np.asarray(region_bool)
+    ys, xs = np.nonzero(r)
+    if len(ys) == 0:
+        return im
+    sy, sx = im.shape[0] / r.shape[0], im.shape[1] / r.shape[1]
+    t, b = int(ys.min() * sy), int((ys.max() + 1) * sy) - 1
+    l, rr = int(xs.min() * sx), int((xs.max() + 1) * sx) - 1
+    for y in (t, t + 1, b - 1, b):
+        im[max(0, min(y, im.shape[0] - 1)), l:rr + 1] = color
+    for x in (l, l + 1, rr - 1, rr):
+        im[t:b + 1, max(0, min(x, im.shape[1] - 1))] = color
+    return im
+
+
+# ------------------------------------------------------------------ the tab
+def build(ctx: AppContext):
+    mem_stats: dict = {}              # (model name, layer) -> KeyStats computed in this process
+    lock = threading.Lock()
+
+    def loaded_model(model_id):
+        try:
+            return ctx.model(model_id)
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            raise gr.Error(f"Could not load model {model_id!r}: {_msg(e)}")
+
+    def check_layer(model, layer):
+        if layer not in model.layers:
+            raise gr.Error(f"Layer {layer!r} is not in this model; use one of {', '.join(model.layers)}.")
+        return layer
+
+    def check_rank(rank):
+        try:
+            r = int(rank)
+        except (TypeError, ValueError):
+            raise gr.Error(f"Rank must be a whole number from 1 to {MAX_RANK}, got {rank!r}.")
+        if r != rank or not 1 <= r <= MAX_RANK:
+            raise gr.Error(f"Rank must be a whole number from 1 to {MAX_RANK}, got {rank!r}.")
+        return r
+
+    def stats_for(model, layer):
+        with lock:
+            hit = mem_stats.get((model.name, layer))
+        if hit is not None:
+            return hit
+        try:
+            return rw.get_stats(model, layer)
+        except rw.MissingStatsError:
+            raise gr.Error(f"Layer {layer} has no key statistics yet. Open 'Statistics' below and "
+                           f"press 'Compute statistics' ({STATS_SAMPLES} images), then try again.")
+        except (rw.RewriteError, OSError) as e:
+            raise gr.Error(f"Key statistics of {layer}: {_msg(e)}")
+
+    def stack_of(st):
+        return EditStack() if st["original"] else st["stack"]
+
+    def render(model_id, st, numbers):
+        if not numbers:
+            return []
+        images = ctx.renderer(model_id).render_numbers(list(numbers), stack_of(st))
+        return [core.images.to_uint8(im) for im in images]
+
+    def gallery_of(model_id, st, captions=None):
+        numbers = st["numbers"]
+        images = render(model_id, st, numbers)
+        tag = " (original)" if st["original"] and st["stack"] else ""
+        return [(display(im, GALLERY_SIZE), (captions or {}).get(n, f"#{n}") + tag)
+                for im, n in zip(images, numbers)]
+
+    def tray_of(model_id, st):
+        items = []
+        for n, m in st["context"]:
+            im = render(model_id, st, [n])[0]
+            items.append((_shade(im, m, TRAY_SIZE, inside=(255, 255, 255)), f"#{n}"))
+        return items
+
+    def history_of(st):
+        return st["history"] if st["history"] else [["", "", "", "", "no rewrites yet"]]
+
+    def weight_deltas(st, model):
+        return stack_of(st).weight_deltas(model) if stack_of(st) else None
+
+    # ---------------------------------------------------------------- gallery and editor
+    def show(model_id, spec, st):
+        st = _session(st, model_id)
+        try:
+            numbers = core.parse_image_numbers(spec, max_count=MAX_GALLERY)
+        except ValueError as e:
+            raise gr.Error(f"Image numbers: {e}")
+        st["numbers"] = list(numbers)
+        return gallery_of(model_id, st), st
+
+    def select(model_id, st, evt: gr.SelectData):
+        st = _session(st, model_id)
+        if evt.index is None or not 0 <= evt.index < len(st["numbers"]):
+            raise gr.Error("Pick an image from the gallery.")
+        n = st["numbers"][evt.index]
+        return open_image(model_id, st, n)
+
+    def open_image(model_id, st, n):
+        st = _session(st, model_id)
+        try:
+            n = core.parse_image_numbers(str(int(n)))[0]
+        except (TypeError, ValueError) as e:
+            raise gr.Error(f"Image number: {e}")
+        st["current"] = n
+        im = np.asarray(display(render(model_id, st, [n])[0], DISPLAY_SIZE).convert("RGBA"))
+        return {"background": im, "layers": [], "composite": im}, f"Image **#{n}**: paint a region.", st
+
+    def painted(model_id, ev, st, what):
+        st = _session(st, model_id)
+        if st["current"] is None:
+            raise gr.Error("Pick an image from the gallery first, then paint on it.")
+        model = loaded_model(model_id)
+        mask = editor_mask(ev, model.resolution)
+        if not mask.any():
+            raise gr.Error(f"Empty {what} mask: paint a region on the image first.")
+        return st, model, mask
+
+    # ---------------------------------------------------------------- context and search
+    def add_context(model_id, ev, st):
+        st, _, mask = painted(model_id, ev, st, "context")
+        st["context"] = st["context"] + [(st["current"], mask)]
+        return tray_of(model_id, st), st, f"Context: {len(st['context'])} region(s)."
+
+    def remove_context(model_id, st, evt: gr.SelectData):
+        st = _session(st, model_id)
+        if evt.index is None or not 0 <= evt.index < len(st["context"]):
+            raise gr.Error("Pick a context thumbnail to remove it.")
+        st["context"] = [c for i, c in enumerate(st["context"]) if i != evt.index]
+        return tray_of(model_id, st), st, f"Context: {len(st['context'])} region(s)."
+
+    def clear_context(model_id, st):
+        st = _session(st, model_id)
+        st["context"] = []
+        return [], st, "Context cleared."
+
+    def direction(model, layer, st):
+        if not st["context"]:
+            raise gr.Error("Empty context: paint a region on an image and press 'Add to context' first.")
+        C = stats_for(model, layer)
+        try:
+            return rw.context_direction(model, layer, [(n, _to_float(m)) for n, m in st["context"]],
+                                        C, 1, weight_deltas(st, model))
+        except (rw.RewriteError, ValueError, LayerError) as e:
+            raise gr.Error(_msg(e))
+
+    def matches(model_id, layer, st, numbers, rank_them):
+        model = loaded_model(model_id)
+        check_layer(model, layer)
+        d = direction(model, layer, st)
+        try:
+            res = rw.search(model, layer, d, numbers, weight_deltas=weight_deltas(st, model))
+        except (rw.RewriteError, ValueError) as e:
+            raise gr.Error(_msg(e))
+        shown = res.ranking[:TOP_RESULTS] if rank_them else list(numbers)
+        images = render(model_id, st, shown)
+        gallery = []
+        for n, im in zip(shown, images):
+            hl = _to_u8(res.highlight(n, size=model.resolution).numpy())
+            gallery.append((_shade(im, hl, GALLERY_SIZE, inside=HIGHLIGHT), f"#{n} · {res.scores[n]:.2f}"))
+        return shown, gallery
+
+    def search(model_id, layer, spec, st):
+        st = _session(st, model_id)
+        try:
+            numbers = core.parse_image_numbers(spec, max_count=MAX_SEARCH)
+        except ValueError as e:
+            raise gr.Error(f"Search image numbers: {e}")
+        shown, gallery = matches(model_id, layer, st, numbers, True)
+        st["numbers"] = shown
+        return gallery, st, f"Top {len(shown)} of {len(numbers)} images by match with the context."
+
+    def show_matches(model_id, layer, st):
+        st = _session(st, model_id)
+        if not st["numbers"]:
+            raise gr.Error("Show some images first.")
+        _, gallery = matches(model_id, layer, st, st["numbers"], False)
+        return gallery, st, "Highlighted: pixels above the 0.999 quantile of the context match."
+
+    # ---------------------------------------------------------------- copy and paste
+    def copy(model_id, layer, ev, st):
+        st, model, mask = painted(model_id, ev, st, "copy")
+        check_layer(model, layer)
+        try:
+            rw.copy_value(model, layer, st["current"], _to_float(mask), weight_deltas(st, model))
+        except (rw.RewriteError, ValueError) as e:
+            raise gr.Error(_msg(e))
+        st["copy"] = (st["current"], mask)
+        st["paste"] = None
+        im = render(model_id, st, [st["current"]])[0]
+        return _shade(im, mask, GALLERY_SIZE), None, st, f"Copied a region of image #{st['current']}."
+
+    def paste_preview(model_id, layer, st, n, mask):
+        model = loaded_model(model_id)
+        check_layer(model, layer)
+        if st["copy"] is None:
+            raise gr.Error("Nothing copied yet: paint a region and press 'Copy' first.")
+        deltas = weight_deltas(st, model)
+        try:
+            clip = rw.copy_value(model, layer, st["copy"][0], _to_float(st["copy"][1]), deltas)
+            center = rw.paste_center(model, layer, _to_float(mask))
+            target, region = rw.paste_target(model, layer, n, clip, center, deltas)
+            image = rw.render_with_value(model, layer, n, target, deltas)
+        except (rw.RewriteError, ValueError, LayerError) as e:
+            raise gr.Error(_msg(e))
+        pic = np.asarray(display(core.images.to_uint8(image), DISPLAY_SIZE).convert("RGB"))
+        return _box(pic, region.cpu().numpy())
+
+    def paste(model_id, layer, ev, st):
+        st, _, mask = painted(model_id, ev, st, "paste")
+        pic = paste_preview(model_id, layer, st, st["current"], mask)
+        st["paste"] = (st["current"], mask)
+        return pic, st, f"Pasted into image #{st['current']}: press 'Execute change'."
+
+    def paste_at(model_id, layer, st, x, y, target=None):
+        """Paste centred at (x, y) in model pixels on the paste image (or the current one)."""
+        st = _session(st, model_id)
+        model = loaded_model(model_id)
+        check_layer(model, layer)
+        n = target if target is not None else (st["paste"][0] if st["paste"] else st["current"])
+        if n is None:
+            raise gr.Error("Pick the image to paste into first.")
+        if st["copy"] is None:
+            raise gr.Error("Nothing copied yet: paint a region and press 'Copy' first.")
+        res = model.resolution
+        try:
+            x, y = float(x), float(y)
+        except (TypeError, ValueError):
+            raise gr.Error(f"Paste location must be two numbers, got ({x!r}, {y!r}).")
+        if not (0 <= x < res and 0 <= y < res):
+            raise gr.Error(f"Paste location ({x:g}, {y:g}) is outside the {res}x{res} image.")
+        try:
+            gh, gw = rw.copy_value(model, layer, st["copy"][0], _to_float(st["copy"][1])).grid
+        except (rw.RewriteError, ValueError) as e:
+            raise gr.Error(_msg(e))
+        # a mask covering the value-grid cell under (x, y): paste_center maps it back to that cell
+        cy, cx = int(y * gh / res), int(x * gw / res)
+        mask = np.zeros((res, res), np.uint8)
+        mask[cy * res // gh:(cy + 1) * res // gh, cx * res // gw:(cx + 1) * res // gw] = 255
+        pic = paste_preview(model_id, layer, st, n, mask)
+        st["paste"] = (n, mask)
+        return pic, st, f"Pasted into image #{n} at ({x:.0f}, {y:.0f}): press 'Execute change'."
+
+    def paste_click(model_id, layer, st, evt: gr.SelectData):
+        st = _session(st, model_id)
+        model = loaded_model(model_id)
+        if evt.index is None or len(evt.index) != 2:
+            raise gr.Error("Click on the paste image.")
+        scale = model.resolution / DISPLAY_SIZE
+        return paste_at(model_id, layer, st, evt.index[0] * scale, evt.index[1] * scale)
+
+    # ---------------------------------------------------------------- executing
+    def request(model, layer, rank, st) -> rules.Rule:
+        return rules.Rule(key=[(n, _to_float(m)) for n, m in st["context"]],
+                          object=(st["copy"][0], _to_float(st["copy"][1])) if st["copy"] else None,
+                          paste=(st["paste"][0], _to_float(st["paste"][1])) if st["paste"] else None,
+                          model=model.bundle.name, layer=layer, rank=int(rank))
+
+    def run_rule(model_id, layer, rank, st, rule, note=""):
+        """Generator: apply ``rule`` on top of the session's edits; yields status tuples, returns
+        the new session dict."""
+        model = loaded_model(model_id)
+        check_layer(model, layer)
+        rank = check_rank(rank)
+        if not rule.contexts:
+            raise gr.Error("Empty context: paint a region on an image and press 'Add to context' first.")
+        if rule.object is None or rule.paste is None:
+            missing = " and ".join(f for f, v in (("copy", rule.object), ("paste", rule.paste)) if v is None)
+            raise gr.Error(f"Nothing to rewrite yet: {missing} missing (use 'Copy' on one image and "
+                           "'Paste' on another).")
+        C = stats_for(model, layer)
+        base = st["stack"]
+        deltas = base.weight_deltas(model) if base else None
+        info: dict = {}
+
+        def job(stop, status):
+            t0 = time.perf_counter()
+
+            def progress(done, total, loss):
+                status.update(done=done, total=total, loss=loss, t=time.perf_counter() - t0)
+            return rules.apply_rule(model, rule, layer=layer, rank=rank, C=C, weight_deltas=deltas,
+                                    progress=progress, stop=stop.is_set, info=info)
+
+        def describe(s):
+            loss = f", loss {s['loss']:.4g}" if s.get("loss") is not None else ""
+            return (gr.skip(), gr.skip(), gr.skip(),
+                    f"Rewriting {layer} (rank {rank}){note}… {s.get('done', 0)}/{s.get('total', '?')}{loss}")
+
+        try:
+            edit = yield from stoppable(job, describe)
+        except (rules.RuleError, rw.RewriteError, ValueError, LayerError) as e:
+            raise gr.Error(_msg(e))
+        st = dict(st)
+        st["stack"] = base.push(edit)
+        st["original"] = False
+        st["history"] = st["history"] + [[len(st["history"]) + 1, layer, rank,
+                                          round(float(info.get("seconds", 0.0)), 2), edit.label]]
+        return st, info
+
+    def finish(model_id, st, info, what):
+        loss = f"; loss {info['loss_before']:.4g} -> {info['loss']:.4g}" \
+            if info.get("loss") is not None and info.get("loss_before") is not None else ""
+        return (gallery_of(model_id, st), st, history_of(st),
+                f"{what} in {info.get('seconds', 0):.2f} s{loss}. {len(st['stack'])} edit(s) applied.")
+
+    def execute(model_id, layer, rank, st):
+        st = _session(st, model_id)
+        model = loaded_model(model_id)
+        check_layer(model, layer)
+        if not st["context"]:
+            raise gr.Error("Empty context: paint a region on an image and press 'Add to context' first.")
+        rule = request(model, layer, check_rank(rank), st)
+        st, info = yield from run_rule(model_id, layer, rank, st, rule)
+        yield finish(model_id, st, info, "Rewrote the model")
+
+    def load_rule(model, layer, rank, rule, st):
+        """Check a rule against the model and put its request into the session."""
+        name = model.bundle.name
+        if rule.model is not None and rule.model != name:
+            raise gr.Error(f"This rule was made for model {rule.model!r}, not {name!r}.")
+        layer = rule.layer or layer
+        if layer not in model.layers:
+            raise gr.Error(f"This rule is for layer {layer!r}, which this model does not have "
+                           f"(layers: {', '.join(model.layers)}).")
+        rank = rule.rank if rule.rank is not None else rank
+        rank = check_rank(rank)
+        res = model.resolution
+        try:
+            st["context"] = [(n, _to_u8(rules.mask_at(m, res))) for n, m in rule.contexts]
+            st["copy"] = (rule.object[0], _to_u8(rules.mask_at(rule.object[1], res))) if rule.object else None
+            st["paste"] = (rule.paste[0], _to_u8(rules.mask_at(rule.paste[1], res))) if rule.paste else None
+        except rules.RuleError as e:
+            raise gr.Error(_msg(e))
+        return layer, rank
+
+    def replay(model_id, layer, rank, st, rule, what):
+        st = _session(st, model_id)
+        model = loaded_model(model_id)
+        layer, rank = load_rule(model, layer, rank, rule, st)
+        st, info = yield from run_rule(model_id, layer, rank, st, rule, f" ({what})")
+        gallery, st, hist, msg = finish(model_id, st, info, f"Applied {what}")
+        yield gallery, st, hist, msg, tray_of(model_id, st), layer, rank
+
+    def upload(model_id, layer, rank, file, st):
+        if file is None:
+            raise gr.Error("Choose a rule JSON file to upload.")
+        path = file if isinstance(file, str) else getattr(file, "name", None) or file.get("path")
+        try:
+            rule = rules.read_rule(Path(path))
+        except (rules.RuleError, OSError, ValueError) as e:
+            raise gr.Error(f"Could not read the rule file: {_msg(e)}")
+        yield from (_pad(o) for o in _gen_outputs(replay(model_id, layer, rank, st, rule, "the uploaded rule")))
+
+    def preset(model_id, layer, rank, name, st):
+        model = loaded_model(model_id)
+        paths = preset_paths(model)
+        if name not in paths:
+            raise gr.Error("This model has no presets." if not paths else f"Unknown preset {name!r}.")
+        try:
+            rule = rules.read_rule(paths[name])
+        except (rules.RuleError, OSError, ValueError) as e:
+            raise gr.Error(f"Preset {name!r} is broken: {_msg(e)}")
+        yield from (_pad(o) for o in _gen_outputs(replay(model_id, layer, rank, st, rule, f"preset '{name}'")))
+
+    def download(model_id, layer, rank, st):
+        st = _session(st, model_id)
+        model = loaded_model(model_id)
+        check_layer(model, layer)
+        if not (st["context"] or st["copy"] or st["paste"]):
+            raise gr.Error("Nothing to save yet: add context, copy and paste first.")
+        text = rules.write_rule(request(model, layer, check_rank(rank), st))
+        folder = Path(tempfile.mkdtemp(prefix="rewrite-rule-"))
+        path = folder / f"{model.bundle.name}-{layer}-rule.json"
+        path.write_text(text, encoding="utf-8")
+        return str(path)
+
+    def toggle(model_id, st):
+        st = _session(st, model_id)
+        st["original"] = not st["original"]
+        what = "original model" if st["original"] else f"edited model ({len(st['stack'])} edit(s))"
+        return gallery_of(model_id, st), st, f"Showing the {what}."
+
+    def undo(model_id, st):
+        st = _session(st, model_id)
+        if not st["stack"]:
+            raise gr.Error("Nothing to undo.")
+        st["stack"] = st["stack"].undo()
+        st["history"] = st["history"][:-1]
+        st["original"] = False
+        return gallery_of(model_id, st), st, history_of(st), f"Undone; {len(st['stack'])} edit(s) left."
+
+    # ---------------------------------------------------------------- statistics
+    def stats_info(model_id, layer):
+        model = loaded_model(model_id)
+        if layer not in model.layers:
+            return ""
+        with lock:
+            if (model.name, layer) in mem_stats:
+                return f"Key statistics of {layer}: computed in this session (kept in memory)."
+        try:
+            st = rw.get_stats(model, layer)
+            return f"Key statistics of {layer}: {st.meta.get('samples', '?')} images."
+        except rw.MissingStatsError:
+            return (f"**{layer} has no key statistics yet.** Rewriting needs them: press "
+                    f"'Compute statistics' ({STATS_SAMPLES} images).")
+        except (rw.RewriteError, OSError) as e:
+            return f"Key statistics of {layer}: {_msg(e)}"
+
+    def compute_stats(model_id, layer, samples):
+        model = loaded_model(model_id)
+        check_layer(model, layer)
+        samples = int(samples)
+        if samples < 1:
+            raise gr.Error("Use at least one image.")
+
+        def job(stop, status):
+            return rw.collect_key_stats(model, layer, range(samples), stop=stop.is_set,
+                                        progress=lambda d, t, _: status.update(done=d, total=t))
+
+        try:
+            stats = yield from stoppable(
+                job, lambda s: f"Collecting key statistics of {layer}: {s.get('done', 0)}/{samples} images…")
+        except (rw.RewriteError, ValueError) as e:
+            raise gr.Error(_msg(e))
+        try:
+            path = rw.save_key_stats(stats, rw.stats_path(model, layer))
+            where = f"saved to {path}"
+        except (OSError, rw.RewriteError):
+            with lock:
+                mem_stats[(model.name, layer)] = stats
+            where = "kept in memory (the bundle is not writable)"
+        yield f"Key statistics of {layer} over {stats.meta.get('samples')} images {where}."
+
+    # ---------------------------------------------------------------- layout
+    ids = ctx.model_ids()
+    try:
+        first = ctx.model(ids[0])
+        layers, layer0, presets0 = list(first.layers), default_layer(first), list(preset_paths(first))
+    except Exception:  # noqa: BLE001 - the app still builds; errors show on use
+        layers, layer0, presets0 = [], None, []
+    preset_choices = presets0 or [NO_PRESETS]
+
+    gr.Markdown("Rewrite a rule of the model: paint **context** (where the rule applies), **copy** a "
+                "region of one image, **paste** it into another, then **Execute change**.")
+    st = gr.State(_fresh(ids[0]), time_to_live=STATE_TTL)
+    with gr.Row():
+        model_id = gr.Dropdown(ids, value=ids[0], label="Model", scale=2)
+        layer = gr.Dropdown(layers, value=layer0, label="Layer", scale=1, elem_id="rewrite_layer")
+        rank = gr.Slider(1, MAX_RANK, value=1, step=1, label="Rank", scale=1, elem_id="rewrite_rank")
+        spec = gr.Textbox("0-11", label="Image numbers", scale=2, elem_id="rewrite_numbers")
+        show_btn = gr.Button("Show", scale=1, elem_id="rewrite_show")
+    with gr.Row():
+        execute_btn = gr.Button("Execute change", variant="primary", elem_id="rewrite_execute")
+        stop_btn = gr.Button("Stop", variant="stop")
+        toggle_btn = gr.Button("Toggle original", elem_id="rewrite_toggle")
+        undo_btn = gr.Button("Undo", elem_id="rewrite_undo")
+    status = gr.Markdown(elem_id="rewrite_status")
+    with gr.Row():
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(label="Samples (click one to paint on it)", columns=4, height="auto",
+                                 allow_preview=False, format="png", elem_id="rewrite_gallery")
+            with gr.Row():
+                search_spec = gr.Textbox("0-199", label="Search among", scale=2)
+                search_btn = gr.Button("Search", scale=1)
+                matches_btn = gr.Button("Show context matches", scale=1)
+        with gr.Column(scale=2):
+            caption = gr.Markdown("Click an image in the gallery.")
+            editor = gr.ImageEditor(type="numpy", image_mode="RGBA", format="png", sources=(),
+                                    transforms=(), layers=False, label="Paint a region",
+                                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24),
+                                    eraser=gr.Eraser(default_size=24), canvas_size=(DISPLAY_SIZE, DISPLAY_SIZE),
+                                    height=DISPLAY_SIZE, width=DISPLAY_SIZE, elem_id="rewrite_editor")
+            with gr.Row():
+                context_btn = gr.Button("Add to context", elem_id="rewrite_add_context")
+                clear_btn = gr.Button("Clear context")
+                copy_btn = gr.Button("Copy", elem_id="rewrite_copy")
+                paste_btn = gr.Button("Paste", elem_id="rewrite_paste")
+    tray = gr.Gallery(label="Context (click a thumbnail to remove it)", columns=8, height=140,
+                      allow_preview=False, format="png", elem_id="rewrite_tray")
+    with gr.Row():
+        copied = gr.Image(label="Copied (outside dimmed)", format="png", interactive=False, height=256)
+        pasted = gr.Image(label="Paste preview (click to move the paste)", format="png", interactive=False,
+                          height=DISPLAY_SIZE, elem_id="rewrite_paste_image")
+    with gr.Accordion("Paste at a point", open=False):
+        with gr.Row():
+            px = gr.Number(label="x (model pixels)")
+            py = gr.Number(label="y (model pixels)")
+            paste_at_btn = gr.Button("Paste here")
+    history = gr.Dataframe(headers=HISTORY_HEADERS, value=[["", "", "", "", "no rewrites yet"]],
+                           label="Rewrites", interactive=False, elem_id="rewrite_history")
+    with gr.Accordion("Rule files and presets", open=False):
+        with gr.Row():
+            presets = gr.Dropdown(preset_choices, value=preset_choices[0], label="Presets")
+            preset_btn = gr.Button("Apply preset", interactive=bool(presets0))
+        with gr.Row():
+            download_btn = gr.Button("Download rule JSON")
+            rule_out = gr.File(label="Rule JSON", interactive=False)
+            rule_in = gr.File(label="Upload a rule JSON (replays it)", file_types=[".json"], type="filepath")
+    with gr.Accordion("Statistics", open=False):
+        stats_md = gr.Markdown(stats_info(ids[0], layer0) if layer0 else "")
+        samples = gr.Slider(10, 5000, value=STATS_SAMPLES, step=10, label="Images")
+        stats_btn = gr.Button("Compute statistics")
+        stats_out = gr.Markdown()
+
+    # ---------------------------------------------------------------- events
+    show_btn.click(show, [model_id, spec, st], [gallery, st], api_name="rewrite_show")
+    spec.submit(show, [model_id, spec, st], [gallery, st], api_visibility="private")
+    gallery.select(select, [model_id, st], [editor, caption, st], api_visibility="private")
+    image_no = gr.Number(visible=False)
+    image_no.change(open_image, [model_id, st, image_no], [editor, caption, st], api_name="rewrite_open")
+    context_btn.click(add_context, [model_id, editor, st], [tray, st, status], api_name="rewrite_add_context")
+    tray.select(remove_context, [model_id, st], [tray, st, status], api_visibility="private")
+    clear_btn.click(clear_context, [model_id, st], [tray, st, status], api_name="rewrite_clear_context")
+    search_btn.click(search, [model_id, layer, search_spec, st], [gallery, st, status], api_name="rewrite_search")
+    matches_btn.click(show_matches, [model_id, layer, st], [gallery, st, status], api_name="rewrite_matches")
+    copy_btn.click(copy, [model_id, layer, editor, st], [copied, pasted, st, status], api_name="rewrite_copy")
+    paste_btn.click(paste, [model_id, layer, editor, st], [pasted, st, status], api_name="rewrite_paste")
+    paste_at_btn.click(paste_at, [model_id, layer, st, px, py], [pasted, st, status], api_name="rewrite_paste_at")
+    pasted.select(paste_click, [model_id, layer, st], [pasted, st, status], api_visibility="private")
+    heavy = dict(concurrency_id="heavy", concurrency_limit=1)
+    runs = [
+        execute_btn.click(execute, [model_id, layer, rank, st], [gallery, st, history, status],
+                          api_name="rewrite_execute", **heavy),
+        rule_in.upload(upload, [model_id, layer, rank, rule_in, st],
+                       [gallery, st, history, status, tray, layer, rank], api_name="rewrite_rule_upload", **heavy),
+        preset_btn.click(preset, [model_id, layer, rank, presets, st],
+                         [gallery, st, history, status, tray, layer, rank], api_name="rewrite_preset", **heavy),
+        stats_btn.click(compute_stats, [model_id, layer, samples], stats_out, api_name="rewrite_stats", **heavy),
+    ]
+    runs[3].then(stats_info, [model_id, layer], stats_md, api_visibility="private")
+    stop_btn.click(None, None, None, cancels=runs)
+    toggle_btn.click(toggle, [model_id, st], [gallery, st, status], api_name="rewrite_toggle")
+    undo_btn.click(undo, [model_id, st], [gallery, st, history, status], api_name="rewrite_undo")
+    download_btn.click(download, [model_id, layer, rank, st], rule_out, api_name="rewrite_rule_download")
+    layer.change(stats_info, [model_id, layer], stats_md, api_name="rewrite_stats_info")
+
+    def model_changed(m):
+        model = loaded_model(m)
+        names = list(preset_paths(model)) or [NO_PRESETS]
+        return (gr.update(choices=list(model.layers), value=default_layer(model)),
+                gr.update(choices=names, value=names[0]), gr.update(interactive=names != [NO_PRESETS]))
+    model_id.change(model_changed, model_id, [layer, presets, preset_btn], api_visibility="private")
+    return {"load": (show, [model_id, spec, st], [gallery, st])}
+
+
+def _gen_outputs(gen):
+    """Pass a generator's yields through (kept separate so ``yield from`` works in callers)."""
+    yield from gen
+
+
+def _pad(out):
+    """Status yields of ``run_rule`` have 4 entries; replay's outputs have 7."""
+    return tuple(out) + (gr.skip(),) * (7 - len(out)) if len(out) < 7 else out

@@ -1,0 +1,146 @@
+"""Rewrite tab through the app's API (gradio_client against a local server on a tiny bundle)."""
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_progan
+
+pytestmark = pytest.mark.slow
+
+LAYER = "layer4"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _square(t, l, size=6, res=16):
+    m = np.zeros((res, res), np.float32)
+    m[t:t + size, l:l + size] = 1.0
+    return m
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    import core
+    from core import rewrite as rw
+    from core.bundle import save_bundle
+    folder = save_bundle(make_progan(), tmp_path_factory.mktemp("rewrite") / "tiny", name="tiny",
+                         extra_config={"paint_layer": LAYER})
+    model = core.load_model(folder)
+    rw.save_key_stats(rw.collect_key_stats(model, LAYER, range(40)), rw.stats_path(model, LAYER))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rule_file(bundle, tmp_path_factory):
+    from core import rules
+    rule = rules.Rule(key=[(0, _square(4, 4)), (3, _square(6, 2))], object=(1, _square(2, 8)),
+                      paste=(2, _square(8, 4)), model="tiny", layer=LAYER, rank=1)
+    path = tmp_path_factory.mktemp("rules") / "rule.json"
+    rules.write_rule(rule, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def app(bundle):
+    from demos import build_app
+    from demos.context import AppContext
+    demo = build_app(AppContext(default_source=str(bundle)))
+    demo.queue(max_size=16)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(),
+                            prevent_thread_lock=True, quiet=True)
+    yield url
+    demo.close()
+
+
+def _client(url):
+    from gradio_client import Client
+    return Client(url, verbose=False, download_files=True)
+
+
+def _pixels(gallery) -> list[np.ndarray]:
+    return [np.asarray(Image.open(item["image"] if isinstance(item, dict) else item[0]).convert("RGB"))
+            for item in gallery]
+
+
+def test_upload_rule_executes_and_undo_restores(app, rule_file):
+    from gradio_client import handle_file
+    c = _client(app)
+    before = _pixels(c.predict(spec="0-3", api_name="/rewrite_show"))
+    assert len(before) == 4 and before[0].shape == (256, 256, 3)
+    out = c.predict(file=handle_file(str(rule_file)), api_name="/rewrite_rule_upload")
+    gallery, history, status = out[0], out[1], out[2]
+    after = _pixels(gallery)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after)), "the rewrite changed nothing"
+    assert "Applied" in status
+    assert history["data"][0][1] == LAYER and history["data"][0][2] == 1
+    # toggle original shows the originals, toggling back the edit
+    assert all(np.array_equal(a, b) for a, b in zip(before, _pixels(c.predict(api_name="/rewrite_toggle")[0])))
+    assert _pixels(c.predict(api_name="/rewrite_toggle")[0])[2].tobytes() == after[2].tobytes()
+    # download: the session's request as a rule JSON naming our model and layer
+    saved = json.loads(open(c.predict(api_name="/rewrite_rule_download")).read())
+    assert saved["model"] == "tiny" and saved["layer"] == LAYER and len(saved["key"]) == 2
+    # execute again from the session's request, then undo twice -> bit-for-bit originals
+    c.predict(api_name="/rewrite_execute")
+    c.predict(api_name="/rewrite_undo")
+    undone = _pixels(c.predict(api_name="/rewrite_undo")[0])
+    assert all(np.array_equal(a, b) for a, b in zip(before, undone))
+
+
+def test_empty_context_is_a_clear_error(app):
+    from gradio_client.exceptions import AppError
+    c = _client(app)
+    c.predict(spec="0-3", api_name="/rewrite_show")
+    with pytest.raises(AppError, match="[Ee]mpty context"):
+        c.predict(api_name="/rewrite_execute")
+    with pytest.raises(AppError, match="[Ee]mpty context"):
+        c.predict(spec="0-9", api_name="/rewrite_search")
+    with pytest.raises(AppError, match="[Nn]othing to undo"):
+        c.predict(api_name="/rewrite_undo")
+
+
+def test_bad_rule_files(app, bundle, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    from core import rules
+    c = _client(app)
+    before = _pixels(c.predict(spec="0-3", api_name="/rewrite_show"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{\"key\": [[0, ")
+    with pytest.raises(AppError, match="malformed JSON"):
+        c.predict(file=handle_file(str(bad)), api_name="/rewrite_rule_upload")
+    url = tmp_path / "url.json"
+    url.write_text(json.dumps({"key": [[0, "data:image/png;base64,!!!"]]}))
+    with pytest.raises(AppError, match="base64|PNG"):
+        c.predict(file=handle_file(str(url)), api_name="/rewrite_rule_upload")
+    other = tmp_path / "other.json"
+    rules.write_rule(rules.Rule(key=[(0, _square(4, 4))], object=(1, _square(2, 8)),
+                                paste=(2, _square(8, 4)), model="church"), other)
+    with pytest.raises(AppError, match="church"):
+        c.predict(file=handle_file(str(other)), api_name="/rewrite_rule_upload")
+    # the session is unchanged: still nothing applied
+    assert all(np.array_equal(a, b) for a, b in zip(before, _pixels(c.predict(api_name="/rewrite_toggle")[0])))
+    with pytest.raises(AppError, match="[Nn]othing to undo"):
+        c.predict(api_name="/rewrite_undo")
+
+
+def test_clients_are_isolated(app, rule_file):
+    from gradio_client import handle_file
+    a, b = _client(app), _client(app)
+    base = _pixels(b.predict(spec="0-3", api_name="/rewrite_show"))
+    a.predict(spec="0-3", api_name="/rewrite_show")
+    edited = _pixels(a.predict(file=handle_file(str(rule_file)), api_name="/rewrite_rule_upload")[0])
+    assert any(not np.array_equal(x, y) for x, y in zip(base, edited))
+    again = _pixels(b.predict(spec="0-3", api_name="/rewrite_show"))
+    assert all(np.array_equal(x, y) for x, y in zip(base, again))
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match="[Nn]othing to undo"):
+        b.predict(api_name="/rewrite_undo")
