@@ -46,8 +46,9 @@ ORG_ENV = "PWN_HUB_ORG"           # replaces the placeholder org of known_models
 # Files a bundle or an edited-model share may hold; nothing else is downloaded (no pickles).
 BUNDLE_PATTERNS = ["config.json", "generator.safetensors", "README.md",
                    "segmenter.safetensors", "segmenter.json", "encoder.safetensors", "encoder.json",
-                   "catalog/*.json", "stats/*.safetensors", "edits.json", "edits.safetensors"]
-CATALOG_PATTERNS = ["catalog/*.json", "stats/*.safetensors", "README.md"]
+                   "catalog/*.json", "catalog/*.png", "stats/*.safetensors", "edits.json",
+                   "edits.safetensors"]
+CATALOG_PATTERNS = ["catalog/*.json", "catalog/*.png", "stats/*.safetensors", "README.md"]
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt", ".pickle")
 EDITED_FORMAT = "painting-with-neurons-edited"
 
