@@ -142,9 +142,11 @@ def load_model(source, device: str | torch.device = "cpu") -> Model:
                               "a .pth/.pt checkpoint instead")
         return Model(load_bundle(DEFAULT_BUNDLE, device=device))
     path = Path(source)
+    from .hub import folder_kind, load_model_from_hub, looks_like_repo_id
     if path.is_dir():
+        if folder_kind(path) == "edited":
+            return load_model_from_hub(path, device=device)
         return Model(load_bundle(path, device=device))
-    from .hub import load_model_from_hub, looks_like_repo_id
     if isinstance(source, str) and not path.exists() and looks_like_repo_id(source):
         return load_model_from_hub(source, device=device)
     if path.is_file():
