@@ -1,0 +1,328 @@
+"""Photo tab: put your own photo into the GAN, then paint on it with neurons.
+
+1. Upload (or paste, or pick an example). ``core.photo.load_photo`` decodes it safely (EXIF
+   rotation, colour modes, size limits, decompression bombs) and centre-crops / resizes it to the
+   model's resolution; a :class:`core.photo.PhotoError` becomes a ``gr.Error`` and the session's
+   earlier work is kept (the state is only replaced when a new inversion finishes).
+2. **Invert** runs ``core.photo.invert`` (z + a feature residual at the paint layer) and then
+   ``core.photo.adapt`` (image-specific ΔW on the fine layers) as ONE generator function, so the
+   previews stream and the **Stop** button (``cancels=``) ends it at the next preview.
+3. Paint on the adapted model: one editor layer per concept, Draw / Remove, strength = number of
+   units. **Apply** pushes ``core.paint.paint_edit`` UnitEdits on top of the adaptation
+   WeightEdits; ``InversionResult.render`` adds the inversion's feature residual; the output is
+   ``core.photo.composite``: the original photo with only the changed region replaced.
+
+Per-session state (``gr.State``, 30 min TTL) is a dict::
+
+    {"model_id", "photo": [1,3,R,R] tensor (64 px: 48 KB), "big": 512x512x3 uint8 crop (768 KB),
+     "inv": InversionResult (z + residual at the paint layer: 192x8x8 floats = 48 KB),
+     "base": number of adaptation edits at the bottom of "stack",
+     "stack": EditStack (adaptation ΔW of layer7..layer10 of the 64-px Toytown ProGAN:
+              0.31 MB float32; paint masks are a few bytes each)}
+
+so about 1.2 MB per session; no model object is ever stored.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+import core
+from core.edits import EditStack, layer_shape
+from core.paint import CatalogError, feature_mask, paint_edit
+from core.photo import (PhotoError, adapt, composite, crop_resize, invert, load_photo, open_photo,
+                        paint_layer)
+from demos.context import DISPLAY_SIZE, AppContext, display
+
+# steps of the two optimisations (tests lower them through the environment or by assignment)
+INVERT_STEPS = int(os.environ.get("PWN_PHOTO_INVERT_STEPS", "150"))
+ADAPT_STEPS = int(os.environ.get("PWN_PHOTO_ADAPT_STEPS", "100"))
+PREVIEW_EVERY = int(os.environ.get("PWN_PHOTO_PREVIEW_EVERY", "10"))
+STATE_TTL = 1800                      # seconds a session's photo and edits live after its last event
+MAX_UNITS = 30
+DEFAULT_UNITS = 10
+EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
+EXAMPLES = ("toytown_777_0.png", "toytown_777_1.png", "toytown_777_2.png", "field_house.jpg",
+            "hill_trees.jpg")
+
+_enc_lock = threading.Lock()
+_encoders: dict[str, object] = {}
+
+
+class PhotoUpload(gr.Image):
+    """``gr.Image`` that hands the uploaded file's path to the function *undecoded*: Gradio's own
+    preprocessing opens the file with PIL first, so a damaged upload would fail there with a
+    generic error instead of ``load_photo``'s clear message. Same frontend as ``gr.Image``."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        if getattr(payload, "path", None) and not str(getattr(payload, "url", "") or "").startswith("data:"):
+            return str(payload.path)
+        return super().preprocess(payload)
+
+
+# ------------------------------------------------------------------ glue (no math here)
+def _paint_helpers():
+    """The Paint tab's catalog/concept helpers (shared, so both tabs offer the same layers)."""
+    from demos import paint as paint_tab
+    return paint_tab
+
+
+def _concepts(ctx: AppContext) -> tuple[list[str], list[str]]:
+    pt = _paint_helpers()
+    try:
+        loaded = ctx.get()
+        model = loaded.model
+        try:
+            cat = pt.catalog_for(model, paint_layer(model))
+        except CatalogError:
+            cat = None
+        concepts = pt.paintable_concepts(cat)
+        return concepts, pt.concept_colors(concepts, loaded.segmenter)
+    except Exception:  # noqa: BLE001 - the app must build even before the model exists
+        concepts = list(pt.PREFERRED[:8])
+        return concepts, pt.concept_colors(concepts, None)
+
+
+def _encoder(model_id: str, model):
+    """The bundle's photo encoder (cached per model), or None (then inversion starts from the best
+    of several random latents)."""
+    from core.encoder import EncoderError, load_encoder
+    with _enc_lock:
+        if model_id not in _encoders:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    _encoders[model_id] = load_encoder(model)
+            except (EncoderError, OSError):
+                _encoders[model_id] = None
+        return _encoders[model_id]
+
+
+def _masks(editor_value, concepts) -> list[tuple[str, np.ndarray]]:
+    out = []
+    for concept, layer in zip(concepts, (editor_value or {}).get("layers") or []):
+        if layer is None:
+            continue
+        arr = np.asarray(layer)
+        if arr.ndim == 3 and arr.shape[-1] == 4:
+            out.append((concept, arr[..., 3] > 0))
+        elif arr.ndim == 3:
+            out.append((concept, arr.any(-1)))
+        elif arr.ndim == 2:
+            out.append((concept, arr > 0))
+    return out
+
+
+def _fmt(v: float) -> str:
+    return "∞" if v == float("inf") else f"{v:.1f}"
+
+
+def _progress_text(rec: dict, inv_psnr=None) -> str:
+    stage = "Inverting" if rec["stage"] == "invert" else "Adapting the model to the photo"
+    text = (f"**{stage}**: step {rec['step']}/{rec['steps']} · loss {rec['loss']:.4f} · "
+            f"PSNR {_fmt(rec['psnr'])} dB")
+    if inv_psnr is not None:
+        text += f"  \nInversion: PSNR {_fmt(inv_psnr)} dB"
+    return text
+
+
+# ------------------------------------------------------------------ the tab
+def build(ctx: AppContext):
+    concepts, colors = _concepts(ctx)
+    ids = ctx.model_ids()
+
+    def _model(model_id):
+        try:
+            return ctx.get(model_id or ids[0])
+        except (core.BundleError, OSError) as e:
+            raise gr.Error(f"Cannot load model {model_id!r}: {e}")
+
+    def run_invert(model_id, upload, state, progress=gr.Progress()):
+        """Generator: inversion then adaptation, streaming (photo, reconstruction, status)."""
+        if not upload:
+            raise gr.Error("Upload a photo first (or click one of the examples).")
+        loaded = _model(model_id)
+        model = loaded.model
+        try:
+            img = open_photo(upload)
+            x = load_photo(img, model.resolution)
+        except PhotoError as e:
+            raise gr.Error(f"Cannot use this photo: {e}", title="Photo not usable")
+        big = np.asarray(crop_resize(img, DISPLAY_SIZE))
+        shown = Image.fromarray(big)
+        skip = (gr.skip(),) * 5                 # editor, compare, result, info, state
+        yield (shown, None, "Starting…", *skip)
+        seg = loaded.segmenter
+        encoder = _encoder(model_id or ids[0], model)
+        inv = None
+        for rec in invert(model, x, steps=INVERT_STEPS, encoder=encoder, segmenter=seg,
+                          progress=progress, preview_every=PREVIEW_EVERY):
+            if rec["done"]:
+                inv = rec["result"]
+            yield (gr.skip(), display(rec["preview"]), _progress_text(rec), *skip)
+        ada = None
+        for rec in adapt(model, inv, x, steps=ADAPT_STEPS, segmenter=seg, progress=progress,
+                         preview_every=PREVIEW_EVERY):
+            if rec["done"]:
+                ada = rec["result"]
+            yield (gr.skip(), display(rec["preview"]), _progress_text(rec, inv.psnr), *skip)
+        state = {"model_id": model_id or ids[0], "photo": x.cpu(), "big": big, "inv": inv,
+                 "base": len(ada.edits), "stack": EditStack(ada.edits),
+                 "psnr": (inv.psnr, ada.psnr)}
+        recon = display(inv.render(model, state["stack"])[0].cpu())
+        status = (f"**Done.** Inversion: PSNR **{_fmt(inv.psnr)} dB** ({inv.steps} steps, start: "
+                  f"{inv.start}, {inv.seconds:.1f} s) · after adaptation of "
+                  f"{', '.join(ada.layers)}: PSNR **{_fmt(ada.psnr)} dB** ({ada.steps} steps, "
+                  f"{ada.seconds:.1f} s). Now paint on the reconstruction below.")
+        yield (gr.skip(), recon, status, {"background": recon, "layers": [], "composite": recon},
+               (shown, shown), shown, _info(state), state)
+
+    def _session(state):
+        if not state or not isinstance(state, dict) or "inv" not in state:
+            raise gr.Error("No inverted photo yet: upload a photo and press Invert first.")
+        return _model(state["model_id"]).model, state
+
+    def _info(state, note: str = "") -> str:
+        n = len(state["stack"]) - state["base"]
+        ip, ap = state["psnr"]
+        text = (f"Inversion PSNR {_fmt(ip)} dB · adapted PSNR {_fmt(ap)} dB · "
+                f"{n} paint edit(s)")
+        if n:
+            last = state["stack"][len(state["stack"]) - 1]
+            text += f"  \nLast edit: **{last.label}** with units {', '.join(map(str, last.units))}"
+        if note:
+            text += f"  \n{note}"
+        return text
+
+    def _view(state, note: str = ""):
+        """editor, before/after, composite, info, state."""
+        model = _model(state["model_id"]).model
+        inv = state["inv"]
+        before = inv.render(model, EditStack(state["stack"][:state["base"]]))[0].cpu()
+        after = inv.render(model, state["stack"])[0].cpu() if len(state["stack"]) > state["base"] \
+            else before
+        photo = Image.fromarray(state["big"])
+        out = composite(photo, before, after)
+        edited = display(after)
+        return ({"background": edited, "layers": [], "composite": edited}, (photo, out), out,
+                _info(state, note), state)
+
+    def apply(editor_value, mode, n_units, state):
+        model, state = _session(state)
+        if editor_value is None or editor_value.get("background") is None:
+            raise gr.Error("No image in the editor yet: invert a photo first.")
+        mode = str(mode or "Draw").strip().lower()
+        if mode not in ("draw", "remove"):
+            raise gr.Error(f"Mode must be Draw or Remove, got {mode!r}.")
+        try:
+            n = int(round(float(n_units)))
+        except (TypeError, ValueError):
+            raise gr.Error(f"Strength must be a number of units (1-{MAX_UNITS}), got {n_units!r}.")
+        n = min(max(n, 1), MAX_UNITS)
+        layer = state["inv"].layer
+        _, h, w = layer_shape(model, layer)
+        strokes = [(c, feature_mask(m, (h, w))) for c, m in _masks(editor_value, concepts)]
+        strokes = [(c, fm) for c, fm in strokes if bool((fm > 0).any())]
+        if not strokes:
+            gr.Info("Nothing painted yet: pick a concept layer (Layers panel), brush over the "
+                    "image, then press Apply.")
+            return _view(state)
+        try:
+            cat = _paint_helpers().catalog_for(model, layer)
+        except CatalogError as e:
+            raise gr.Error(f"Cannot paint: {e}")
+        stack, notes = state["stack"], []
+        for concept, fm in strokes:
+            try:
+                edit = paint_edit(cat, layer, concept, fm, mode, n)
+            except (CatalogError, ValueError) as e:
+                raise gr.Error(f"Cannot {mode} {concept!r}: {e}")
+            if len(edit.units) < n:
+                notes.append(f"{concept}: only {len(edit.units)} unit(s) in the catalog")
+            stack = stack.push(edit)
+        return _view({**state, "stack": stack}, "; ".join(notes))
+
+    def undo(state):
+        _, state = _session(state)
+        if len(state["stack"]) <= state["base"]:
+            gr.Info("Nothing to undo.")
+            return _view(state)
+        return _view({**state, "stack": state["stack"].undo()})
+
+    def reset(state):
+        _, state = _session(state)
+        return _view({**state, "stack": EditStack(state["stack"][:state["base"]])})
+
+    # ---------------------------------------------------------------- layout
+    gr.Markdown(
+        "Edit **your own photo**: it is inverted into the GAN (a latent plus a small feature "
+        "correction), the model's fine layers are adapted to it, and then you paint with "
+        "neurons. The result keeps your photo everywhere except where the edit changed "
+        "something. The model draws 64-px Toytown scenes, so photos of villages, fields and "
+        "trees work best.")
+    with gr.Row():
+        model_id = gr.Dropdown(ids, value=ids[0], label="Model", visible=len(ids) > 1)
+    with gr.Row():
+        with gr.Column():
+            upload = PhotoUpload(type="filepath", sources=["upload", "clipboard"],
+                                 label="Your photo (centre-cropped to a square)",
+                                 elem_id="photo_upload", height=320)
+            gr.Examples([os.path.join(EXAMPLES_DIR, f) for f in EXAMPLES
+                         if os.path.isfile(os.path.join(EXAMPLES_DIR, f))],
+                        inputs=[upload], cache_examples=False, label="Examples")
+            gr.Markdown("*This app runs offline, so the examples are fresh Toytown renders "
+                        "(a seed never used in training) and two synthesised photo-like scenes, "
+                        "not real photos. Upload your own to try one.*")
+            with gr.Row():
+                invert_btn = gr.Button("Invert", variant="primary", elem_id="photo_invert")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="photo_stop")
+        with gr.Column():
+            shown = gr.Image(label="Photo (as the model sees it, cropped)", format="png",
+                             type="pil", interactive=False, elem_id="photo_shown", height=320)
+        with gr.Column():
+            recon = gr.Image(label="Reconstruction", format="png", type="pil", interactive=False,
+                             elem_id="photo_recon", height=320)
+    status = gr.Markdown(elem_id="photo_status")
+    with gr.Row():
+        with gr.Column(scale=3):
+            editor = gr.ImageEditor(
+                type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(),
+                layers=gr.LayerOptions(layers=concepts, allow_additional_layers=False),
+                brush=gr.Brush(colors=colors, default_color=colors[0], color_mode="fixed",
+                               default_size=24),
+                eraser=gr.Eraser(default_size=24), canvas_size=(DISPLAY_SIZE, DISPLAY_SIZE),
+                label="Paint on the reconstruction (one layer per concept)",
+                elem_id="photo_editor")
+        with gr.Column(scale=2):
+            mode = gr.Radio(["Draw", "Remove"], value="Draw", label="Mode", elem_id="photo_mode")
+            n_units = gr.Slider(1, MAX_UNITS, value=DEFAULT_UNITS, step=1,
+                                label="Strength (number of units)", elem_id="photo_strength")
+            apply_btn = gr.Button("Apply", variant="primary", elem_id="photo_apply")
+            with gr.Row():
+                undo_btn = gr.Button("Undo", elem_id="photo_undo")
+                reset_btn = gr.Button("Reset", elem_id="photo_reset")
+            info = gr.Markdown(elem_id="photo_info")
+    with gr.Row():
+        compare = gr.ImageSlider(label="Photo / edited photo", format="png", type="pil",
+                                 elem_id="photo_compare")
+        result = gr.Image(label="Edited photo (PNG)", format="png", type="pil",
+                          interactive=False, buttons=["download"], elem_id="photo_result")
+    state = gr.State(None, time_to_live=STATE_TTL)
+
+    paint_outs = [editor, compare, result, info, state]
+    run = invert_btn.click(run_invert, [model_id, upload, state],
+                           [shown, recon, status] + paint_outs, api_name="photo_invert")
+    stop_btn.click(None, None, None, cancels=[run], api_visibility="private")
+    apply_btn.click(apply, [editor, mode, n_units, state], paint_outs, api_name="photo_paint")
+    undo_btn.click(undo, [state], paint_outs, api_name="photo_undo")
+    reset_btn.click(reset, [state], paint_outs, api_name="photo_reset")
+    return {"outputs": [shown, recon, status] + paint_outs}

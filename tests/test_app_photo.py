@@ -1,0 +1,159 @@
+"""Photo tab through the app's API (gradio_client against a local server on a tiny bundle)."""
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_progan
+
+pytestmark = pytest.mark.slow
+
+CONCEPTS = ["sky", "cloud", "grass", "tree", "wall", "window", "door", "roof", "spire", "dome",
+            "watermark"]
+SIZE = 512                      # the tab shows photos and the editor at 512 px
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_catalog() -> dict:
+    """layer4 of the tiny ProGAN (8 units at 8x8): tree 0-2, grass 3, dome 4."""
+    units = [{"unit": u, "label": lab, "iou": 0.2, "quantile_99": 4.0 + 0.2 * u}
+             for u, lab in enumerate(["tree", "tree", "tree", "grass", "dome", "sky", "sky",
+                                      "sky"])]
+    return {"layer": "layer4", "units": units, "concept_list": CONCEPTS,
+            "concepts": {"tree": [{"unit": 0, "iou": 0.3}, {"unit": 1, "iou": 0.2},
+                                  {"unit": 2, "iou": 0.1}],
+                         "grass": [{"unit": 3, "iou": 0.2}],
+                         "dome": [{"unit": 4, "iou": 0.2}]}}
+
+
+@pytest.fixture(scope="module")
+def app_bundle(tmp_path_factory):
+    import torch
+
+    from core.bundle import save_bundle
+    from core.segmenter import Segmenter, ToySegNet, save_segmenter
+    folder = save_bundle(make_progan(), tmp_path_factory.mktemp("photo") / "tiny", name="tiny",
+                         extra_config={"paint_layer": "layer4"})
+    torch.manual_seed(0)
+    palette = [[(37 * i) % 256, (91 * i) % 256, (53 * i) % 256] for i in range(len(CONCEPTS))]
+    cfg = {"architecture": "toyseg", "concepts": CONCEPTS, "kwargs": {"width": 4},
+           "palette": palette}
+    save_segmenter(Segmenter(ToySegNet(len(CONCEPTS), width=4), CONCEPTS, palette, cfg), folder)
+    (folder / "catalog").mkdir()
+    (folder / "catalog" / "layer4.json").write_text(json.dumps(tiny_catalog()))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client(app_bundle):
+    from gradio_client import Client
+
+    import demos.photo as photo_tab
+    from demos import build_app
+    from demos.context import AppContext
+    saved = photo_tab.INVERT_STEPS, photo_tab.ADAPT_STEPS, photo_tab.PREVIEW_EVERY
+    photo_tab.INVERT_STEPS, photo_tab.ADAPT_STEPS, photo_tab.PREVIEW_EVERY = 12, 8, 4
+    demo = build_app(AppContext(default_source=str(app_bundle)))
+    demo.queue(max_size=16)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(),
+                            prevent_thread_lock=True, quiet=True, max_file_size="10mb",
+                            _frontend=False)   # skip launch()'s 3-s HEAD check: flaky on a busy CPU
+    try:
+        yield Client(url, verbose=False, download_files=True, httpx_kwargs={"timeout": 120})
+    finally:
+        demo.close()
+        photo_tab.INVERT_STEPS, photo_tab.ADAPT_STEPS, photo_tab.PREVIEW_EVERY = saved
+
+
+def _photo(tmp_path) -> str:
+    """A 48x40 'photo': sky gradient over a green field with a brown box (not square: cropped)."""
+    rng = np.random.RandomState(0)
+    a = np.zeros((40, 48, 3), np.float64)
+    a[:20] = np.linspace([80, 130, 210], [180, 210, 240], 20)[:, None]
+    a[20:] = (50, 130, 45)
+    a[14:30, 18:32] = (150, 100, 60)
+    a += rng.normal(0, 5, a.shape)
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(path)
+    return str(path)
+
+
+def _img(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
+
+
+def _editor(tmp_path, bg_path, stroke, layer=0, n_layers=3):
+    from gradio_client import handle_file
+    layers = []
+    for i in range(n_layers):
+        lay = np.zeros((SIZE, SIZE, 4), np.uint8)
+        if i == layer:
+            y0, y1, x0, x1 = stroke
+            lay[y0:y1, x0:x1] = (0, 255, 0, 255)
+        p = tmp_path / f"layer{i}.png"
+        Image.fromarray(lay).save(p)
+        layers.append(handle_file(str(p)))
+    bg = handle_file(bg_path)
+    return {"background": bg, "layers": layers, "composite": bg, "id": None}
+
+
+def test_endpoints_are_named(client):
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/photo_invert", "/photo_paint", "/photo_undo", "/photo_reset"} <= names
+
+
+def test_corrupt_upload_gives_a_clear_error(client, app_bundle, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"this is not really a png" * 10)
+    with pytest.raises(AppError) as err:
+        client.predict(str(app_bundle), handle_file(str(bad)), api_name="/photo_invert")
+    assert "broken.png" in str(err.value) and "image" in str(err.value).lower()
+
+
+def test_paint_before_invert_is_refused(client, tmp_path):
+    from gradio_client.exceptions import AppError
+    p = tmp_path / "bg.png"
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(p)
+    with pytest.raises(AppError, match="Invert"):
+        client.predict(_editor(tmp_path, str(p), (0, 10, 0, 10)), "Draw", 3,
+                       api_name="/photo_paint")
+
+
+def test_invert_then_paint_changes_only_near_the_stroke(client, app_bundle, tmp_path):
+    from gradio_client import handle_file
+    shown, recon, status, editor, compare, result, info = client.predict(
+        str(app_bundle), handle_file(_photo(tmp_path)), api_name="/photo_invert")
+    assert "PSNR" in status and "Inversion" in status and "dB" in status
+    photo = _img(shown)
+    assert photo.shape == (SIZE, SIZE, 3) and _img(recon).shape == (SIZE, SIZE, 3)
+    assert np.array_equal(_img(result), photo)          # nothing painted yet: the photo itself
+    assert "0 paint edit" in info
+
+    # draw 'tree' (first editor layer) in the top-left feature cells (0..1, 0..1) of 8x8
+    ed = _editor(tmp_path, editor["background"], (0, 128, 0, 128))
+    editor2, compare2, result2, info2 = client.predict(ed, "Draw", 3, api_name="/photo_paint")
+    assert "1 paint edit" in info2 and "draw tree" in info2
+    out = _img(result2)
+    diff = np.abs(out - photo).max(-1)
+    assert diff[:128, :128].max() > 0, "the stroke changed nothing"
+    # a change at layer4 reaches at most ~2 px of the 16-px image (2 convs) = 64 display px,
+    # plus the composite's dilation/feather; far from the stroke the photo is untouched
+    assert diff[256:, :].max() == 0 and diff[:, 256:].max() == 0
+
+    editor3, _, result3, info3 = client.predict(api_name="/photo_undo")
+    assert "0 paint edit" in info3 and np.array_equal(_img(result3), photo)
+
+    client.predict(ed, "Draw", 3, api_name="/photo_paint")
+    _, _, result4, info4 = client.predict(api_name="/photo_reset")
+    assert "0 paint edit" in info4 and np.array_equal(_img(result4), photo)
