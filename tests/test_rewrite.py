@@ -277,7 +277,7 @@ def test_closed_form_keys_orthogonal_to_D_unchanged():
     keys = brute_keys(g, "layer3", [7, 8]).double()
     coef = torch.einsum("i,nihw->nhw", u, keys) / (u @ k_ctx)
     ortho = (keys - coef[:, None] * k_ctx[None, :, None, None]).float()     # <k, k_ctx>_{C^-1} = 0
-    w = g.main_weight("layer3")
+    w = g.main_weight("layer3").detach()
     before = g.layer_value("layer3", ortho)
     after = g.layer_value("layer3", ortho, w + edit.delta())
     assert_close(after, before, atol=1e-4, rtol=1e-5)
@@ -458,3 +458,27 @@ def test_evaluate_rewrite_and_parser():
     add_eval_parser(parser.add_subparsers(dest="what"))
     args = parser.parse_args(["rewrite", "bundle", "rule.json"])
     assert args.images == "100000-100199" and args.out is None and callable(args.run)
+
+
+def test_cli_eval_rewrite_end_to_end(progan_bundle, tmp_path, capsys):
+    import json
+    from core import __main__ as cli
+    from core.rules import Rule, write_rule
+    from core.segmenter import Segmenter, ToySegNet, save_segmenter
+    pytest.importorskip("core.cli_eval")
+    torch.manual_seed(0)
+    concepts = ["sky", "spire", "tree"]
+    save_segmenter(Segmenter(ToySegNet(3, width=2), concepts,
+                             config={"architecture": "toyseg", "concepts": concepts,
+                                     "kwargs": {"width": 2}}), progan_bundle)
+    assert cli.main(["stats", str(progan_bundle), "--layer", "layer4", "--samples", "3"]) == 0
+    m = box_mask(256, 64, 64, 160, 160).numpy()
+    rule = tmp_path / "rule.json"
+    write_rule(Rule(key=[(0, m)], object=(2, m), paste=(3, m), layer="layer4"), rule)
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", "rewrite", str(progan_bundle), str(rule), "--images", "0-3",
+                     "--niter", "5", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["results"]) == {"ours", "original"} and doc["results"]["ours"]["images"] == 4
+    printed = capsys.readouterr().out
+    assert "effect." in printed and "original" in printed and "wrote" in printed
