@@ -12,7 +12,7 @@ INTRO = ("Look inside an image GAN and edit it by hand: find the units that draw
 
 
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
-    from demos import dissect, explore
+    from demos import dissect, explore, rewrite
     ctx = ctx or AppContext()
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
@@ -21,7 +21,9 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 home = explore.build(ctx)
             with gr.Tab("Dissect", id="dissect"):
                 dissect_tab = dissect.build(ctx)
-        for tab in (home, dissect_tab):
+            with gr.Tab("Rewrite", id="rewrite"):
+                rewrite_tab = rewrite.build(ctx)
+        for tab in (home, dissect_tab, rewrite_tab):
             fn, inputs, outputs = tab["load"]
             demo.load(fn, inputs, outputs, api_visibility="private")
     return demo
