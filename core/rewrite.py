@@ -172,7 +172,9 @@ def _make_edit(layer: str, lam: torch.Tensor, dirs: torch.Tensor, label: str = "
 
 
 def edit_delta(edit) -> torch.Tensor:
-    """ΔW of a low-rank WeightEdit (``lam``/``dirs``)."""
+    """Dense ΔW of a WeightEdit (low-rank ``lam``/``dirs`` or dense)."""
+    if hasattr(edit, "delta"):
+        return edit.delta()
     return low_rank_delta(edit.lam, edit.dirs)
 
 
