@@ -284,7 +284,7 @@ def test_closed_form_keys_orthogonal_to_D_unchanged():
     # ... while the context key itself now maps elsewhere
     kc = k_ctx.float()[None, :, None, None]
     assert float((g.layer_value("layer3", kc, w + edit.delta())
-                  - g.layer_value("layer3", kc)).abs().max()) > 1e-3
+                  - g.layer_value("layer3", kc)).abs().max().detach()) > 1e-3
 
 
 def test_closed_form_paste_lowers_loss_and_progress():
