@@ -183,7 +183,7 @@ def build(ctx: AppContext):
                   f"{inv.start}, {inv.seconds:.1f} s) · after adaptation of "
                   f"{', '.join(ada.layers)}: PSNR **{_fmt(ada.psnr)} dB** ({ada.steps} steps, "
                   f"{ada.seconds:.1f} s). Now paint on the reconstruction below.")
-        yield (gr.skip(), recon, status, {"background": recon, "layers": [], "composite": recon},
+        yield (shown, recon, status, {"background": recon, "layers": [], "composite": recon},
                (shown, shown), shown, _info(state), state)
 
     def _session(state):
