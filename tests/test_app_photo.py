@@ -158,3 +158,33 @@ def test_invert_then_paint_changes_only_near_the_stroke(client, app_bundle, tmp_
     client.predict(ed, "Draw", 3, api_name="/photo_paint")
     _, _, result4, info4 = client.predict(api_name="/photo_reset")
     assert "0 paint edit" in info4 and np.array_equal(_img(result4), photo)
+
+
+def test_invert_is_a_stoppable_generator_and_keeps_earlier_work(client, app_bundle, tmp_path):
+    """Cancelling (what the Stop button does) ends the generator at its next preview; the
+    session's previous inversion and edits stay usable."""
+    import time
+
+    from gradio_client import handle_file
+
+    import demos.photo as photo_tab
+    saved = photo_tab.INVERT_STEPS
+    photo_tab.INVERT_STEPS = 100_000                   # would run for many minutes
+    try:
+        job = client.submit(str(app_bundle), handle_file(_photo(tmp_path)),
+                            api_name="/photo_invert")
+        t0 = time.time()
+        while len(job.outputs()) < 3 and time.time() - t0 < 60:   # streamed previews
+            time.sleep(0.2)
+        assert len(job.outputs()) >= 3, "no streamed previews"
+        status = job.outputs()[-1][2]
+        assert "step" in status and "PSNR" in status
+        job.cancel()
+        t0 = time.time()
+        while not job.done() and time.time() - t0 < 30:
+            time.sleep(0.2)
+        assert job.done()
+    finally:
+        photo_tab.INVERT_STEPS = saved
+    _, _, _, info = client.predict(api_name="/photo_reset")   # the earlier inversion is still there
+    assert "0 paint edit" in info and "Inversion PSNR" in info
