@@ -12,7 +12,7 @@ INTRO = ("Look inside an image GAN and edit it by hand: find the units that draw
 
 
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
-    from demos import dissect, explore, rewrite
+    from demos import dissect, explore, paint, photo, rewrite, watermark
     ctx = ctx or AppContext()
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
@@ -21,6 +21,12 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 home = explore.build(ctx)
             with gr.Tab("Dissect", id="dissect"):
                 dissect_tab = dissect.build(ctx)
+            with gr.Tab("Paint", id="paint"):
+                paint.build(ctx)
+            with gr.Tab("Watermarks", id="watermark"):
+                watermark.build(ctx)
+            with gr.Tab("Photo", id="photo"):
+                photo.build(ctx)
             with gr.Tab("Rewrite", id="rewrite"):
                 rewrite_tab = rewrite.build(ctx)
         for tab in (home, dissect_tab, rewrite_tab):

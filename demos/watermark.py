@@ -1,0 +1,313 @@
+"""Watermark tab: find the samples where the model draws a watermark, switch off the units that
+draw it, and measure the watermark rate before and after.
+
+Everything is judged by the bundle's segmenter (an image "has a watermark" when at least 0.5% of
+its pixels are labelled ``watermark``). The units come from the painting layer's catalog: its
+causal ranking when it has one (units whose removal most reduces watermark pixels), else IoU; or,
+optionally, from a region you mark on a sample (units most active there, relative to their 0.99
+quantile). Removing units is one ``remove_units_edit`` on an ``EditStack``, rendered by the
+model's shared Renderer (the layers before the painting layer run once per batch and are cached).
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import torch
+
+import core
+from core.edits import EditStack, layer_shape
+from core.images import make_grid
+from core.paint import CatalogError, feature_mask, remove_units_edit, units_for, watermark_rate
+from demos.context import AppContext, display
+from demos.paint import catalog_for, paint_layer
+
+CONCEPT = "watermark"
+SCAN = "0-399"                  # image numbers searched for watermarked samples
+RATE_NUMBERS = "100000-100199"  # 200 held-out samples for the rate (dissection never sees them)
+MIN_FRACTION = 0.005            # >= 0.5% watermark pixels = "has a watermark"
+SHOW = 12                       # watermarked samples in the before/after grids
+MAX_UNITS = 40
+DEFAULT_UNITS = 20
+BATCH = 50
+TILE = 128                      # grid tiles are upscaled (nearest) to this size
+SOURCES = ("catalog ranking", "marked region")
+UNIT_HEADERS = ["rank", "unit", "score", "unit label"]
+
+_lock = threading.Lock()
+_cache: "weakref.WeakKeyDictionary[core.Model, dict]" = weakref.WeakKeyDictionary()
+
+
+def _model_cache(model) -> dict:
+    with _lock:
+        return _cache.setdefault(model, {})
+
+
+def _segmenter(loaded):
+    seg = loaded.segmenter
+    if seg is None:
+        raise gr.Error(f"Model {loaded.model.name!r} has no segmenter, so watermarks cannot be "
+                       "found or counted.")
+    if CONCEPT not in seg.concepts:
+        raise gr.Error(f"This model's segmenter has no {CONCEPT!r} concept (it knows "
+                       f"{', '.join(seg.concepts)}).")
+    return seg, seg.concepts.index(CONCEPT)
+
+
+def _labels(model, renderer, seg, numbers, stack: EditStack, progress=None,
+            desc="") -> torch.Tensor:
+    """Segmenter labels [N,H,W] of image numbers under ``stack``, in batches, through the
+    model's shared Renderer (the prefix up to the painting layer is computed once per batch)."""
+    r = renderer
+    z = model.sample_z(numbers)
+    out = []
+    starts = range(0, len(z), BATCH)
+    for i in (progress.tqdm(starts, desc=desc) if progress is not None else starts):
+        images = r.render(z[i:i + BATCH], stack)
+        out.append(seg.segment(images).cpu())
+    return torch.cat(out)
+
+
+def scan(model, renderer, seg, wm: int, progress=None) -> list[tuple[int, float]]:
+    """(image number, watermark share) of the watermarked samples among SCAN; cached per model."""
+    cache = _model_cache(model)
+    key = ("scan", SCAN, MIN_FRACTION)
+    if key not in cache:
+        numbers = core.parse_image_numbers(SCAN)
+        labels = _labels(model, renderer, seg, numbers, EditStack(), progress, "searching")
+        share = (labels == wm).float().mean(dim=(1, 2)).tolist()
+        cache[key] = [(n, s) for n, s in zip(numbers, share) if s >= MIN_FRACTION]
+    return cache[key]
+
+
+def rate(model, renderer, seg, wm: int, stack: EditStack, units: tuple,
+         progress=None) -> float:
+    """Watermark rate over RATE_NUMBERS under ``stack`` (keyed by the removed units); cached."""
+    cache = _model_cache(model)
+    key = ("rate", RATE_NUMBERS, MIN_FRACTION, paint_layer(model), units)
+    if key not in cache:
+        labels = _labels(model, renderer, seg, core.parse_image_numbers(RATE_NUMBERS), stack,
+                         progress,
+                         "measuring" if units else "measuring (unedited)")
+        cache[key] = watermark_rate(labels, wm, MIN_FRACTION)
+    return cache[key]
+
+
+def ranking_table(catalog: dict, n: int = MAX_UNITS) -> tuple[pd.DataFrame, str]:
+    """The catalog's watermark units: causal effect when there is a causal ranking, else IoU."""
+    labels = {int(u["unit"]): u.get("label", "") for u in catalog.get("units") or []
+              if isinstance(u, dict) and "unit" in u}
+    causal = (catalog.get("causal") or {}).get(CONCEPT)
+    which, score = ("causal effect", "effect") if causal else ("IoU", "iou")
+    entries = causal or (catalog.get("concepts") or {}).get(CONCEPT) or []
+    scores = {int(e["unit"]): float(e[score]) for e in entries
+              if isinstance(e, dict) and "unit" in e and score in e}
+    units = units_for(catalog, CONCEPT, n, "causal")
+    rows = [[i + 1, u, round(scores[u], 4) if u in scores else None, labels.get(u, "")]
+            for i, u in enumerate(units)]
+    return pd.DataFrame(rows, columns=UNIT_HEADERS), which
+
+
+def marked_units(model, catalog: dict, layer: str, number: int, mask, n: int = MAX_UNITS):
+    """Units most active inside ``mask`` (image-resolution bool) on image ``number``: mean
+    activation in the marked feature cells divided by the unit's quantile_99 (1 when the catalog
+    lacks it). Returns (units, scores), best first."""
+    _, h, w = layer_shape(model, layer)
+    fm = feature_mask(mask, (h, w)) > 0
+    feats = model.features(model.sample_z([number]), layer)[0].cpu()      # [C,h,w]
+    inside = feats[:, fm].mean(1)
+    q = torch.ones(feats.shape[0])
+    for u in catalog.get("units") or []:
+        if isinstance(u, dict) and u.get("quantile_99") and 0 <= int(u["unit"]) < len(q):
+            q[int(u["unit"])] = max(float(u["quantile_99"]), 1e-6)
+    score = inside / q
+    order = torch.argsort(score, descending=True)[:n]
+    return [int(u) for u in order], [float(score[u]) for u in order]
+
+
+def _grid(images, captions) -> np.ndarray:
+    tiles = [display(im, TILE) for im in images]
+    return np.asarray(make_grid(tiles, nrow=min(6, len(tiles)), captions=captions))
+
+
+# ------------------------------------------------------------------ the tab
+def build(ctx: AppContext):
+    ids = ctx.model_ids()
+
+    def _catalog(model):
+        layer = paint_layer(model)
+        try:
+            return catalog_for(model, layer), layer
+        except CatalogError as e:
+            raise gr.Error(f"No watermark units: {e}")
+
+    def units_table(model_id):
+        try:
+            model = ctx.model(model_id)
+            cat, layer = catalog_for(model, paint_layer(model)), paint_layer(model)
+            table, which = ranking_table(cat)
+        except Exception as e:  # noqa: BLE001 - shown, not raised (also runs at page load)
+            return pd.DataFrame([], columns=UNIT_HEADERS), f"No watermark units to show: {e}"
+        return table, (f"Top {len(table)} watermark units at `{layer}` of `{model.name}`, "
+                       f"ranked by **{which}**.")
+
+    def find(model_id, progress=gr.Progress()):
+        loaded = ctx.get(model_id)
+        seg, wm = _segmenter(loaded)
+        found = scan(loaded.model, ctx.renderer(model_id), seg, wm, progress)
+        if not found:
+            return [], f"No watermarked samples among images {SCAN}.", gr.skip()
+        numbers = [n for n, _ in found]
+        images = ctx.renderer(model_id).render_numbers(numbers[:48])
+        gallery = [(display(im, TILE), f"#{n} · {100 * s:.1f}%")
+                   for im, (n, s) in zip(images, found[:48])]
+        text = (f"**{len(found)}** of {len(core.parse_image_numbers(SCAN))} samples ({SCAN}) have a "
+                f"watermark (≥ {100 * MIN_FRACTION:.1f}% of pixels)"
+                + (f"; showing the first 48." if len(found) > 48 else "."))
+        return gallery, text, numbers[0]
+
+    def remove(model_id, n_units, source, picked, progress=gr.Progress()):
+        loaded = ctx.get(model_id)
+        model = loaded.model
+        seg, wm = _segmenter(loaded)
+        try:
+            n = int(round(float(n_units)))
+        except (TypeError, ValueError):
+            raise gr.Error(f"Units to switch off must be a number (0-{MAX_UNITS}).")
+        if not 0 <= n <= MAX_UNITS:
+            gr.Info(f"Units to switch off is 0 to {MAX_UNITS}; used {min(max(n, 0), MAX_UNITS)}.")
+            n = min(max(n, 0), MAX_UNITS)
+        cat, layer = _catalog(model)
+        if source == SOURCES[1]:
+            if not picked:
+                raise gr.Error("No marked units yet: mark a watermark on a sample and press "
+                               "'Find units in the marked region' first, or use the catalog "
+                               "ranking.")
+            units = [int(u) for u in picked][:n]
+        else:
+            try:
+                units = units_for(cat, CONCEPT, n, "causal") if n else []
+            except CatalogError as e:
+                raise gr.Error(f"No watermark units: {e}")
+        stack = EditStack()
+        if units:
+            stack = stack.push(remove_units_edit(layer, units, label=f"remove {CONCEPT}"))
+        r = ctx.renderer(model_id)
+        found = scan(model, r, seg, wm, progress)
+        numbers = [n for n, _ in found][:SHOW] or core.parse_image_numbers(SCAN)[:SHOW]
+        z = model.sample_z(numbers)
+        before, after = r.render(z, EditStack()).cpu(), r.render(z, stack).cpu()
+        caps = [f"#{k}" for k in numbers]
+        before_rate = rate(model, r, seg, wm, EditStack(), (), progress)
+        after_rate = rate(model, r, seg, wm, stack, tuple(units), progress) if units else before_rate
+        which = "marked region" if source == SOURCES[1] else "catalog ranking"
+        text = (f"Switched off **{len(units)}** unit(s) at `{layer}` ({which}): "
+                f"{', '.join(map(str, units)) or 'none'}.  \nWatermark rate on "
+                f"{len(core.parse_image_numbers(RATE_NUMBERS))} held-out samples ({RATE_NUMBERS}): "
+                f"**{100 * before_rate:.1f}% → {100 * after_rate:.1f}%**."
+                + ("" if found else "  \n(No watermarked samples were found; the grids show the "
+                   "first samples instead.)"))
+        return ((_grid(before, caps), _grid(after, caps)), round(100 * before_rate, 2),
+                round(100 * after_rate, 2), text)
+
+    def load_sample(model_id, number):
+        try:
+            k = int(number)
+        except (TypeError, ValueError):
+            raise gr.Error("Type an image number to mark.")
+        if not 0 <= k < core.images.MAX_IMAGE_NUMBER:
+            raise gr.Error(f"Image numbers go from 0 to {core.images.MAX_IMAGE_NUMBER - 1:,}.")
+        img = display(ctx.renderer(model_id).render_numbers([k])[0])
+        return {"background": img, "layers": [], "composite": img}
+
+    def pick_units(model_id, number, editor_value):
+        model = ctx.model(model_id)
+        if editor_value is None or editor_value.get("background") is None:
+            raise gr.Error("Load a sample to mark first.")
+        layers = [np.asarray(x) for x in editor_value.get("layers") or [] if x is not None]
+        mask = None
+        for arr in layers:
+            m = arr[..., 3] > 0 if arr.ndim == 3 and arr.shape[-1] == 4 else np.asarray(arr) > 0
+            m = m if m.ndim == 2 else m.any(-1)
+            mask = m if mask is None else (mask | m)
+        if mask is None or not mask.any():
+            gr.Info("Nothing marked yet: brush over the watermark, then press the button.")
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        cat, layer = _catalog(model)
+        try:
+            k = int(number)
+        except (TypeError, ValueError):
+            raise gr.Error("Type the number of the sample you marked.")
+        units, scores = marked_units(model, cat, layer, k, mask)
+        labels = {int(u["unit"]): u.get("label", "") for u in cat.get("units") or []
+                  if isinstance(u, dict) and "unit" in u}
+        table = pd.DataFrame([[i + 1, u, round(s, 4), labels.get(u, "")] for i, (u, s) in
+                              enumerate(zip(units, scores))], columns=UNIT_HEADERS)
+        note = (f"Units most active in the region you marked on image #{k} (mean activation "
+                f"there / the unit's 0.99 quantile); 'Remove watermarks' now uses them.")
+        return table, note, units, SOURCES[1]
+
+    # ---------------------------------------------------------------- layout
+    gr.Markdown(
+        "Some training images carried a watermark, so the model learned to draw one. Find the "
+        "samples where it does, then switch off the units that draw it: everywhere, in every "
+        "image, with one edit.")
+    with gr.Row():
+        model_id = gr.Dropdown(ids, value=ids[0], label="Model", scale=2, visible=len(ids) > 1)
+        find_btn = gr.Button("Find watermarked samples", variant="secondary", scale=1,
+                             elem_id="wm_find")
+        found_md = gr.Markdown(elem_id="wm_found")
+    gallery = gr.Gallery(label=f"Watermarked samples among {SCAN}", columns=8, height="auto",
+                         allow_preview=False, format="png", elem_id="wm_gallery")
+    with gr.Row():
+        with gr.Column(scale=2):
+            units_md = gr.Markdown(elem_id="wm_units_note")
+            units_df = gr.Dataframe(value=pd.DataFrame([], columns=UNIT_HEADERS),
+                                    headers=UNIT_HEADERS, interactive=False, max_height=300,
+                                    label="Watermark units", elem_id="wm_units")
+        with gr.Column(scale=3):
+            n_units = gr.Slider(0, MAX_UNITS, value=DEFAULT_UNITS, step=1,
+                                label="Units to switch off", elem_id="wm_n")
+            source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Units from",
+                              elem_id="wm_source")
+            remove_btn = gr.Button("Remove watermarks", variant="primary", elem_id="wm_remove")
+            with gr.Row():
+                rate_before = gr.Number(label="Watermark rate before (%)", interactive=False,
+                                        elem_id="wm_rate_before")
+                rate_after = gr.Number(label="Watermark rate after (%)", interactive=False,
+                                       elem_id="wm_rate_after")
+            result_md = gr.Markdown(elem_id="wm_result")
+    compare = gr.ImageSlider(label="Watermarked samples: before / after", format="png",
+                             type="numpy", max_height=800, elem_id="wm_compare")
+    with gr.Accordion("Mark a watermark yourself (optional)", open=False):
+        gr.Markdown("Brush over a watermark on a sample; the units most active there (relative "
+                    "to their 0.99 quantile) become the 'marked region' units.")
+        with gr.Row():
+            mark_number = gr.Number(value=None, label="Sample (image number)", precision=0,
+                                    minimum=0, elem_id="wm_mark_number")
+            mark_load = gr.Button("Load sample", elem_id="wm_mark_load")
+            mark_pick = gr.Button("Find units in the marked region", variant="primary",
+                                  elem_id="wm_mark_pick")
+        mark_editor = gr.ImageEditor(
+            type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(),
+            layers=gr.LayerOptions(layers=[CONCEPT], allow_additional_layers=False),
+            brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=16),
+            eraser=gr.Eraser(default_size=16), canvas_size=(512, 512),
+            label="Mark the watermark", elem_id="wm_mark_editor")
+    picked = gr.State([], time_to_live=1800)
+
+    find_btn.click(find, [model_id], [gallery, found_md, mark_number], api_name="watermark_find")
+    remove_btn.click(remove, [model_id, n_units, source, picked],
+                     [compare, rate_before, rate_after, result_md], api_name="watermark_remove")
+    model_id.change(units_table, [model_id], [units_df, units_md], api_name="watermark_units")
+    mark_load.click(load_sample, [model_id, mark_number], [mark_editor],
+                    api_name="watermark_mark_load")
+    mark_pick.click(pick_units, [model_id, mark_number, mark_editor],
+                    [units_df, units_md, picked, source],
+                    api_name="watermark_mark_pick")
+    gr.on(None, lambda: units_table(ids[0]), [], [units_df, units_md],
+          api_name="watermark_init", show_progress="hidden")
+    return {}

@@ -1,0 +1,270 @@
+"""Paint tab through the app's API (gradio_client against a local server on a tiny bundle)."""
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_progan
+
+pytestmark = pytest.mark.slow
+
+CONCEPTS = ["sky", "cloud", "grass", "tree", "wall", "window", "door", "roof", "spire", "dome",
+            "watermark"]
+SIZE = 512                      # the editor shows the 16-px test images at 512 px (32x)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_catalog() -> dict:
+    """layer4 of the tiny ProGAN has 8 units at 8x8: tree 0-2, grass 3, dome 4, watermark 5-7;
+    'sky' has units but none interpretable (IoU 0.01), so it is not offered."""
+    units = [{"unit": u, "label": lab, "iou": 0.2, "quantile_99": 3.0 + 0.1 * u}
+             for u, lab in enumerate(["tree", "tree", "tree", "grass", "dome", "watermark",
+                                      "watermark", "watermark"])]
+    return {"layer": "layer4", "units": units, "concept_list": CONCEPTS,
+            "concepts": {"tree": [{"unit": 1, "iou": 0.2}, {"unit": 0, "iou": 0.3},
+                                  {"unit": 2, "iou": 0.1}],
+                         "grass": [{"unit": 3, "iou": 0.2}],
+                         "dome": [{"unit": 4, "iou": 0.2}],
+                         "sky": [{"unit": 3, "iou": 0.01}],
+                         "watermark": [{"unit": 5, "iou": 0.2}, {"unit": 6, "iou": 0.1},
+                                       {"unit": 7, "iou": 0.05}]},
+            "causal": {"watermark": [{"unit": 6, "effect": 0.05}, {"unit": 5, "effect": 0.03},
+                                     {"unit": 7, "effect": 0.01}]}}
+
+
+def make_app_bundle(folder):
+    """A tiny ProGAN bundle (16 px, paint layer layer4) + a random 11-class ToySegNet + catalog."""
+    import torch
+
+    from core.bundle import save_bundle
+    from core.segmenter import Segmenter, ToySegNet, save_segmenter
+    folder = save_bundle(make_progan(), folder, name="tiny", extra_config={"paint_layer": "layer4"})
+    torch.manual_seed(0)
+    palette = [[(37 * i) % 256, (91 * i) % 256, (53 * i) % 256] for i in range(len(CONCEPTS))]
+    cfg = {"architecture": "toyseg", "concepts": CONCEPTS, "kwargs": {"width": 4},
+           "palette": palette}
+    save_segmenter(Segmenter(ToySegNet(len(CONCEPTS), width=4), CONCEPTS, palette, cfg), folder)
+    (folder / "catalog").mkdir()
+    (folder / "catalog" / "layer4.json").write_text(json.dumps(fake_catalog()))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app_bundle(tmp_path_factory):
+    return make_app_bundle(tmp_path_factory.mktemp("paint") / "tiny")
+
+
+def launch(demo) -> str:
+    """Launch on a free local port. Gradio's own reachability check gives up after a 3 s HEAD
+    request, which a busy test machine can miss; a patient check replaces it here."""
+    import time
+
+    import gradio.networking
+    import httpx
+
+    def patient_url_ok(url):
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.head(url, timeout=60).status_code < 400:
+                    return True
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        return False
+
+    demo.queue(max_size=16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gradio.networking, "url_ok", patient_url_ok)
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(),
+                                prevent_thread_lock=True, quiet=True)
+    return url
+
+
+@pytest.fixture(scope="module")
+def app(app_bundle):
+    from demos import build_app
+    from demos.context import AppContext
+    demo = build_app(AppContext(default_source=str(app_bundle)))
+    yield launch(demo)
+    demo.close()
+
+
+def _client(url):
+    """A client that does not download outputs: the server runs in this process, so output
+    files are read from their local paths (much faster on a busy machine)."""
+    from gradio_client import Client
+    return Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return _client(app)
+
+
+def _png(arr, tmp_path, name) -> str:
+    path = tmp_path / name
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+def _editor(tmp_path, stroke=None, layer=0, n_layers=3):
+    """An editor payload: a grey background and n_layers RGBA layers; layer ``layer`` gets an
+    opaque green rectangle ``stroke = (y0, y1, x0, x1)`` (None = nothing painted)."""
+    from gradio_client import handle_file
+    bg = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    layers = []
+    for i in range(n_layers):
+        lay = np.zeros((SIZE, SIZE, 4), np.uint8)
+        if stroke is not None and i == layer:
+            y0, y1, x0, x1 = stroke
+            lay[y0:y1, x0:x1] = (0, 255, 0, 255)
+        layers.append(handle_file(_png(lay, tmp_path, f"layer{i}.png")))
+    bgf = handle_file(_png(bg, tmp_path, "bg.png"))
+    return {"background": bgf, "layers": layers, "composite": bgf, "id": None}
+
+
+def _img(out) -> np.ndarray:
+    path = out["path"] if isinstance(out, dict) else out
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
+
+
+def _rows(table) -> list:
+    return table["data"] if isinstance(table, dict) else table
+
+
+def test_editor_layers_are_the_concepts_with_units(app_bundle):
+    from demos.paint import paintable_concepts
+    assert paintable_concepts(fake_catalog()) == ["tree", "grass", "dome"]
+    assert paintable_concepts(None)[:2] == ["tree", "grass"]      # no catalog yet: fallback list
+
+
+def test_endpoints_are_named(client):
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/paint_load", "/paint_apply", "/paint_stroke", "/paint_undo", "/paint_reset",
+            "/paint_random", "/paint_pick", "/paint_init"} <= names
+
+
+def test_paint_stroke_changes_inside_only_and_undo_restores(client, app_bundle, tmp_path):
+    mid = str(app_bundle)
+    number, editor, compare, original, table, info = client.predict(mid, 3, api_name="/paint_load")
+    assert number == 3 and _rows(table) == [] and "Image #3" in info
+    assert editor["background"] is not None
+    base = _img(original)
+    assert base.shape == (SIZE, SIZE, 3)
+
+    # stroke on the 'tree' layer (declared first) covering feature cells (0..1, 0..1)
+    out = client.predict(_editor(tmp_path, (40, 100, 40, 100)), "Draw", 10,
+                         api_name="/paint_apply")
+    number, editor, compare, result, table, info = out
+    painted = _img(result)
+    diff = np.abs(painted - base).sum(-1)
+    assert diff[40:100, 40:100].mean() > 1.0                 # the stroke region changed
+    # a change at the 8x8 layer reaches at most ~2 cells further: the far half is untouched
+    assert diff[256:, :].max() == 0 and diff[:, 256:].max() == 0
+    rows = _rows(table)
+    assert len(rows) == 1
+    assert rows[0][2:4] == ["tree", "draw"] and rows[0][4] == "0, 1, 2" and rows[0][5] == 4
+    assert "draw tree" in info and "0, 1, 2" in info
+    assert np.array_equal(_img(compare[0]), base) and np.array_equal(_img(compare[1]), painted)
+    assert np.array_equal(_img(editor["background"]), painted)   # strokes land on the result
+
+    # a second stroke (remove dome) then undo twice: bit-for-bit the original
+    out = client.predict(_editor(tmp_path, (300, 400, 300, 400), layer=2), "Remove", 5,
+                         api_name="/paint_apply")
+    assert len(_rows(out[4])) == 2 and _rows(out[4])[1][2:4] == ["dome", "remove"]
+    out = client.predict(api_name="/paint_undo")
+    assert len(_rows(out[4])) == 1 and np.array_equal(_img(out[3]), painted)
+    out = client.predict(api_name="/paint_undo")
+    assert _rows(out[4]) == [] and np.array_equal(_img(out[3]), base)
+
+
+def test_empty_mask_changes_nothing_and_no_error(client, app_bundle, tmp_path):
+    mid = str(app_bundle)
+    out = client.predict(mid, 5, api_name="/paint_load")
+    base = _img(out[3])
+    out = client.predict(_editor(tmp_path, (10, 60, 10, 60)), "Draw", 10, api_name="/paint_apply")
+    painted = _img(out[3])
+    assert not np.array_equal(painted, base)
+    out = client.predict(_editor(tmp_path, None), "Draw", 10, api_name="/paint_apply")
+    assert len(_rows(out[4])) == 1 and np.array_equal(_img(out[3]), painted)
+    # the live per-stroke endpoint stays silent and skips everything on an empty mask
+    client.predict(_editor(tmp_path, None), "Draw", 10, True, api_name="/paint_stroke")
+    out = client.predict(api_name="/paint_reset")
+    assert _rows(out[4]) == [] and np.array_equal(_img(out[3]), base)
+
+
+def test_live_stroke_endpoint_applies(client, app_bundle, tmp_path):
+    client.predict(str(app_bundle), 6, api_name="/paint_load")
+    out = client.predict(_editor(tmp_path, (0, 30, 0, 30), layer=1), "Draw", 3, True,
+                         api_name="/paint_stroke")
+    assert _rows(out[4])[0][2] == "grass" and _rows(out[4])[0][4] == "3"   # grass has 1 unit
+    assert "only 1 unit" in out[5]
+    # the same strokes reported again (the editor does that when it gets the new background)
+    # are not applied twice
+    out = client.predict(_editor(tmp_path, (0, 30, 0, 30), layer=1), "Draw", 3, True,
+                         api_name="/paint_stroke")
+    out = client.predict(api_name="/paint_undo")
+    assert _rows(out[4]) == []
+    client.predict(_editor(tmp_path, (0, 30, 0, 30), layer=1), "Draw", 3, True,
+                   api_name="/paint_stroke")
+    out = client.predict(_editor(tmp_path, (0, 30, 0, 30)), "Draw", 3, False,
+                         api_name="/paint_stroke")                          # live off: skipped
+    out = client.predict(api_name="/paint_undo")
+    assert _rows(out[4]) == []
+
+
+def test_strength_is_clamped(client, app_bundle, tmp_path):
+    client.predict(str(app_bundle), 7, api_name="/paint_load")
+    try:
+        out = client.predict(_editor(tmp_path, (0, 64, 0, 64)), "Draw", 500,
+                             api_name="/paint_apply")
+    except Exception as e:        # the slider itself may refuse out-of-range values
+        assert "500" in str(e) or "maximum" in str(e).lower()
+    else:
+        assert _rows(out[4])[-1][4] == "0, 1, 2"       # clamped to 30, tree has 3 units
+    client.predict(api_name="/paint_reset")
+
+
+def test_errors_are_clear(app, app_bundle, tmp_path):
+    from gradio_client.exceptions import AppError
+    fresh = _client(app)
+    with pytest.raises(AppError, match="No image yet"):
+        fresh.predict(_editor(tmp_path, (0, 64, 0, 64)), "Draw", 10, api_name="/paint_apply")
+    with pytest.raises(AppError, match="No image yet"):
+        fresh.predict(api_name="/paint_undo")
+    with pytest.raises(AppError, match="Image numbers go from 0"):
+        fresh.predict(str(app_bundle), 10**8, api_name="/paint_load")
+
+
+def test_sessions_are_isolated(app, app_bundle, tmp_path):
+    a, b = _client(app), _client(app)
+    mid = str(app_bundle)
+    base_a = _img(a.predict(mid, 9, api_name="/paint_load")[3])
+    base_b = _img(b.predict(mid, 9, api_name="/paint_load")[3])
+    assert np.array_equal(base_a, base_b)
+    out_a = a.predict(_editor(tmp_path, (0, 128, 0, 128)), "Draw", 10, api_name="/paint_apply")
+    assert len(_rows(out_a[4])) == 1
+    # b's stack is still empty: undo says so and b's image is unchanged
+    out_b = b.predict(api_name="/paint_undo")
+    assert _rows(out_b[4]) == [] and np.array_equal(_img(out_b[3]), base_b)
+    out_b = b.predict(_editor(tmp_path, (300, 400, 300, 400), layer=2), "Remove", 10,
+                      api_name="/paint_apply")
+    assert len(_rows(out_b[4])) == 1 and _rows(out_b[4])[0][2] == "dome"
+    out_a = a.predict(api_name="/paint_undo")
+    assert _rows(out_a[4]) == [] and np.array_equal(_img(out_a[3]), base_a)
+
+
+def test_init_and_suggestions(client):
+    out = client.predict(api_name="/paint_init")
+    number, gallery, problem = out[0], out[6], out[7]
+    assert number == 0 and problem == ""
+    assert [g["caption"] for g in gallery][:3] == ["#0", "#1", "#2"]

@@ -1,0 +1,227 @@
+"""Watermark tab through the app's API (gradio_client against a local server on a tiny bundle)."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_progan
+
+pytestmark = pytest.mark.slow
+
+CONCEPTS = ["sky", "cloud", "grass", "tree", "wall", "window", "door", "roof", "spire", "dome",
+            "watermark"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_catalog(causal: bool = True) -> dict:
+    """layer4 of the tiny ProGAN (8 units at 8x8): watermark units 5-7 (causal order 6, 5, 7)."""
+    units = [{"unit": u, "label": lab, "iou": 0.2, "quantile_99": 1.0 + u}
+             for u, lab in enumerate(["tree", "tree", "tree", "grass", "dome", "watermark",
+                                      "watermark", "watermark"])]
+    cat = {"layer": "layer4", "units": units, "concept_list": CONCEPTS,
+           "concepts": {"tree": [{"unit": 0, "iou": 0.3}], "grass": [{"unit": 3, "iou": 0.2}],
+                        "watermark": [{"unit": 5, "iou": 0.2}, {"unit": 6, "iou": 0.1},
+                                      {"unit": 7, "iou": 0.05}]}}
+    if causal:
+        cat["causal"] = {"watermark": [{"unit": 6, "effect": 0.05}, {"unit": 5, "effect": 0.03},
+                                       {"unit": 7, "effect": 0.01}]}
+    return cat
+
+
+class BrightSegmenter:
+    """A fake segmenter: pixels brighter than ``threshold`` are 'watermark', the rest 'sky'
+    (a random ToySegNet labels nearly every pixel alike, which makes no useful test)."""
+    concepts = CONCEPTS
+    palette = [[(37 * i) % 256, (91 * i) % 256, (53 * i) % 256] for i in range(len(CONCEPTS))]
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def concept_index(self, concept):
+        return CONCEPTS.index(concept)
+
+    def segment(self, images):
+        import torch
+        bright = images.float().mean(1)
+        return torch.where(bright > self.threshold, CONCEPTS.index("watermark"), 0)
+
+
+@pytest.fixture(scope="module")
+def app_bundle(tmp_path_factory):
+    """A tiny ProGAN (16 px, paint layer layer4) with a catalog (no segmenter file: the app
+    context below injects BrightSegmenter)."""
+    from core.bundle import save_bundle
+    folder = save_bundle(make_progan(), tmp_path_factory.mktemp("wm") / "tiny", name="tiny",
+                         extra_config={"paint_layer": "layer4"})
+    (folder / "catalog").mkdir()
+    (folder / "catalog" / "layer4.json").write_text(json.dumps(fake_catalog()))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def segmenter(app_bundle):
+    """Threshold chosen so that about 40% of samples 0-399 have >= 2 bright pixels (>= 0.5%)."""
+    import core
+    images = core.load_model(app_bundle).render("0-399", batch_size=100)
+    second = images.float().mean(1).flatten(1).sort(dim=1, descending=True).values[:, 1]
+    return BrightSegmenter(float(second.quantile(0.6)))
+
+
+def make_context(app_bundle, segmenter):
+    from demos.context import AppContext
+
+    class Context(AppContext):
+        def get(self, model_id=None):
+            loaded = super().get(model_id)
+            loaded.segmenter = segmenter
+            return loaded
+    return Context(default_source=str(app_bundle))
+
+
+def launch(demo) -> str:
+    """Launch on a free local port, with a patient reachability check (Gradio's gives up after
+    a 3 s HEAD request, which a busy test machine can miss)."""
+    import gradio.networking
+    import httpx
+
+    def patient_url_ok(url):
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.head(url, timeout=60).status_code < 400:
+                    return True
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        return False
+
+    demo.queue(max_size=16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gradio.networking, "url_ok", patient_url_ok)
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(),
+                                prevent_thread_lock=True, quiet=True)
+    return url
+
+
+@pytest.fixture(scope="module")
+def app(app_bundle, segmenter):
+    from demos import build_app
+    demo = build_app(make_context(app_bundle, segmenter))
+    yield launch(demo)
+    demo.close()
+
+
+def _client(url):
+    from gradio_client import Client
+    return Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return _client(app)
+
+
+def _img(out) -> np.ndarray:
+    path = out["path"] if isinstance(out, dict) else out
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
+
+
+def _rows(table) -> list:
+    return table["data"] if isinstance(table, dict) else table
+
+
+def test_ranking_table_prefers_causal_and_falls_back_to_iou():
+    from demos.watermark import ranking_table
+    table, which = ranking_table(fake_catalog())
+    assert which == "causal effect" and table["unit"].tolist() == [6, 5, 7]
+    table, which = ranking_table(fake_catalog(causal=False))
+    assert which == "IoU" and table["unit"].tolist() == [5, 6, 7]
+
+
+def test_units_find_and_remove(client, app_bundle):
+    mid = str(app_bundle)
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/watermark_find", "/watermark_remove", "/watermark_units", "/watermark_init",
+            "/watermark_mark_load", "/watermark_mark_pick"} <= names
+
+    table, note = client.predict(api_name="/watermark_init")
+    assert [r[1] for r in _rows(table)] == [6, 5, 7] and "causal effect" in note
+
+    gallery, text, first = client.predict(mid, api_name="/watermark_find")
+    numbers = [int(g["caption"].split(" ")[0][1:]) for g in gallery]
+    assert numbers and first == numbers[0] and "samples (0-399) have a watermark" in text
+    assert all(0 <= n < 400 for n in numbers)
+
+    compare, before, after, text = client.predict(mid, 2, "catalog ranking",
+                                                  api_name="/watermark_remove")
+    assert 0 <= before <= 100 and 0 <= after <= 100
+    assert "6, 5" in text and "→" in text and "100000-100199" in text
+    grid_before, grid_after = _img(compare[0]), _img(compare[1])
+    assert grid_before.shape == grid_after.shape and not np.array_equal(grid_before, grid_after)
+
+    # no units: nothing changes, and the rate is the same
+    compare, before0, after0, text = client.predict(mid, 0, "catalog ranking",
+                                                    api_name="/watermark_remove")
+    assert before0 == before == after0
+    assert np.array_equal(_img(compare[0]), _img(compare[1]))
+
+
+def test_rate_matches_core(app_bundle, segmenter):
+    """The tab's live rate is core.paint.watermark_rate over the held-out samples."""
+    import core
+    from core.edits import EditStack
+    from core.paint import remove_units_edit, watermark_rate
+    from demos.watermark import RATE_NUMBERS, rate
+    ctx = make_context(app_bundle, segmenter)
+    model, seg = ctx.model(), segmenter
+    wm = seg.concepts.index("watermark")
+    stack = EditStack().push(remove_units_edit("layer4", [6, 5]))
+    images = core.edits.Renderer(model).render_numbers(RATE_NUMBERS, stack)
+    expected = watermark_rate(seg.segment(images), wm)
+    assert rate(model, ctx.renderer(), seg, wm, stack, (6, 5)) == pytest.approx(expected)
+
+
+def test_marked_region_units(app, app_bundle, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    mid = str(app_bundle)
+    c = _client(app)
+    with pytest.raises(AppError, match="No marked units yet"):
+        c.predict(mid, 3, "marked region", api_name="/watermark_remove")
+    editor = c.predict(mid, 7, api_name="/watermark_mark_load")
+    bg = _img(editor["background"])
+    assert bg.shape == (512, 512, 3)
+    layer = np.zeros((512, 512, 4), np.uint8)
+    layer[448:, 448:] = (255, 0, 255, 255)                  # bottom-right corner
+    Image.fromarray(layer).save(tmp_path / "mark.png")
+    Image.fromarray(bg.astype(np.uint8)).save(tmp_path / "bg.png")
+    payload = {"background": handle_file(str(tmp_path / "bg.png")),
+               "layers": [handle_file(str(tmp_path / "mark.png"))],
+               "composite": handle_file(str(tmp_path / "bg.png")), "id": None}
+    table, note, source = c.predict(mid, 7, payload, api_name="/watermark_mark_pick")
+    units = [r[1] for r in _rows(table)]
+    assert sorted(units) == list(range(8)) and source == "marked region" and "#7" in note
+    # the scores are the mean activation in the marked cells relative to quantile_99
+    import core
+    from demos.watermark import marked_units
+    from core.paint import load_catalog
+    model = core.load_model(app_bundle)
+    mask = np.zeros((512, 512), bool)
+    mask[448:, 448:] = True
+    expect_units, scores = marked_units(model, load_catalog(model, "layer4"), "layer4", 7, mask)
+    assert units == expect_units
+    feats = model.features(model.sample_z([7]), "layer4")[0]
+    u = expect_units[0]
+    assert scores[0] == pytest.approx(float(feats[u, 7, 7]) / (1.0 + u), rel=1e-5)
+    compare, before, after, text = c.predict(mid, 2, "marked region",
+                                             api_name="/watermark_remove")
+    assert f"{units[0]}, {units[1]}" in text and "marked region" in text
