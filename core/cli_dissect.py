@@ -90,9 +90,10 @@ def add_parser(subparsers) -> None:
                        help="dissect images 0..N-1 (default 1000)")
     group.add_argument("--images", default=None, help="image numbers instead, e.g. 0-499,1000-1499")
     p.add_argument("--out", default=None, help="folder for <layer>.json (default <bundle>/catalog)")
-    p.add_argument("--protocol", choices=("maxiou", "top1"), default="maxiou",
+    p.add_argument("--protocol", choices=("maxiou", "iqr", "top1"), default="maxiou",
                    help="maxiou: IoU-maximising threshold per unit and concept (default); "
-                        "top1: PNAS top-1%% threshold")
+                        "iqr: information-quality-ratio thresholds, chance-free (GAN Dissection "
+                        "ICLR'19); top1: PNAS top-1%% threshold")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--top-k", type=int, default=12, help="top images kept per unit (default 12)")
     p.add_argument("--device", default="cpu")

@@ -40,13 +40,46 @@ Statistics per unit
     activations over the whole sample; each level realised by the grid edge whose exact level is
     nearest) that maximises IoU. The unit's label is the concept with the best IoU; its
     ``threshold`` and ``level`` are that concept's.
+  - ``"iqr"`` (the ICLR'19 GAN Dissection code's default for GANs): the same 24 candidate levels,
+    but each (unit, concept) threshold maximises the information quality ratio
+    ``IQR = I(M;Y) / H(M,Y)`` of the unit mask M and concept mask Y, computed from the same exact
+    2x2 counts; label = concept with the best IQR; interpretable when IoU > 0.04 *and* IQR > 0.01.
   - ``"top1"`` (PNAS'20): one threshold per unit, the 0.99 quantile of the upsampled activations
     over the whole sample (to the grid's resolution; the exact level reached is recorded).
   IoU = I / (A + C - I) over all pixels of all images (no per-category image restriction).
-  A unit is *interpretable* when its best IoU > 0.04.
+  A unit is *interpretable* when its IoU > 0.04 (and, for "iqr", its IQR > 0.01).
+  Chance matters with "maxiou": a mask covering a fraction a of the pixels, unrelated to a concept
+  covering c, has IoU ``ac / (a + c - ac)`` (recorded per unit as ``iou_chance``); for large
+  concepts (sky ~ 0.24 of Toytown's pixels) and low thresholds (top 70%) that is ~0.2, far above
+  0.04, so under "maxiou" nearly every unit is "interpretable" as its largest concept. "iqr" is 0
+  for unrelated masks and does not have this problem; ``iqr`` is recorded for every protocol.
 * ``draw_values``: per concept, each unit's mean upsampled activation over the pixels labelled with
   the concept (exact: upsampling is linear, so the sum is taken on the feature grid with the
   transposed interpolation weights). Painting uses it as a natural "draw" value.
+
+Catalog (``catalog/<layer>.json``; floats rounded to 4 decimals)
+-----------------------------------------------------------------
+::
+
+    {"format": "painting-with-neurons-catalog", "version": 1, "model", "layer",
+     "protocol": "maxiou" | "iqr" | "top1", "protocol_text", "quantile_method", "threshold_method",
+     "iou_threshold": 0.04, ["iqr_threshold": 0.01,] "ranked_by": "iou" | "iqr",
+     "samples": N, "image_numbers": "0-999", "seed": 1, "truncation", "noise",
+     "segmenter": id, "concept_list": [...], "feature_shape": [C, h, w], "seg_size": [H, W],
+     "upsampling", "candidate_levels": [...], "quantile_levels": [...],
+     "concept_fraction": {concept: share of all segmented pixels},
+     "units": [{"unit", "label", "iou", "iqr", "iou_chance", "interpretable", "threshold",
+                "level" (exact quantile level of threshold), "quantile_99",
+                "quantiles": {"0.01": v, ..., "0.999": v}, "top": [image numbers],
+                "top_max": [spatial max], "concept_iou": {concept: IoU > 0.01}}, ...],
+     "concepts": {concept: [{"unit", "iou", "iqr", "threshold"}, ...]},   # ranked by ranked_by;
+                                                  # IoU > 0.01, and at least the top 20
+     "draw_values": {concept: [mean upsampled activation where the concept is, per unit]},
+                                                  # concepts never segmented have no entry
+     "interpretable": {concept: units labelled with it that pass the rule},
+     ["palette": [[r, g, b], ...],] "timing": {"generate_s", "segment_s", "stats_s"}}
+
+For a unit, ``act >= threshold`` (after upsampling) is its mask for its label.
 """
 from __future__ import annotations
 
@@ -56,7 +89,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -64,20 +97,26 @@ import torch.nn.functional as F
 
 FORMAT = "painting-with-neurons-catalog"
 VERSION = 1
-PROTOCOLS = ("maxiou", "top1")
+PROTOCOLS = ("maxiou", "iqr", "top1")
 PROTOCOL_TEXT = {
     "maxiou": ("IoU-maximising thresholds: for each unit and concept, the threshold among 24 "
                "quantile levels of the unit's upsampled activations (top 0.1% .. top 70% over "
                "the whole sample) with the highest IoU; label = concept with the best IoU; "
                "interpretable if IoU > 0.04."),
+    "iqr": ("GAN Dissection (ICLR'19 code's default for GANs): for each unit and concept, the "
+            "threshold among the same 24 levels that maximises the information quality ratio "
+            "I(unit mask; concept mask) / H(unit mask, concept mask), which is 0 for a mask "
+            "unrelated to the concept; label = concept with the best ratio; interpretable if "
+            "IoU > 0.04 and ratio > 0.01."),
     "top1": ("PNAS'20: threshold = each unit's 0.99 quantile of its upsampled activations over "
              "the whole sample (top 1%); label = concept with the best IoU at that threshold; "
              "interpretable if IoU > 0.04."),
 }
-MAXIOU_LEVELS = tuple(float(q) for q in 1 - np.logspace(-3, np.log10(0.7), 24))
+MAXIOU_LEVELS = tuple(float(q) for q in 1 - np.logspace(-3, np.log10(0.7), 24))   # maxiou, iqr
 TOP1_LEVELS = (0.99,)
 QUANTILE_LEVELS = (0.01, 0.1, 0.5, 0.9, 0.95, 0.99, 0.995, 0.999)
 IOU_THRESHOLD = 0.04
+IQR_THRESHOLD = 0.01         # "iqr" protocol: a label must carry this much information too
 LIST_MIN_IOU = 0.01          # concept_iou / concept rankings keep entries above this ...
 RANK_MIN = 20                # ... and every concept ranking keeps at least its top 20 units
 QUANTILE_SAMPLE = 1 << 16    # raw values kept per unit for the quantiles
@@ -140,7 +179,7 @@ class Tally:
         # grid histogram [C, K*F]: index label*F + bin
         if bins is None:
             bins = min(GRID_BINS, max(64, GRID_TOTAL // max(1, C * K)))
-        self.bins = int(bins)
+        self.bins = max(4, int(bins) - int(bins) % 2)     # even: doubling merges bin pairs
         self.hist = torch.zeros(C, K * self.bins, dtype=torch.int64, device=self.device)
         self.lo = None                 # [C] float64 grid origin (set by the first batch)
         self.width = None              # [C] float64 bin width
@@ -324,6 +363,7 @@ class Tally:
         iou = torch.where(union > 0, inter.double() / union.clamp(min=1).double(),
                           torch.zeros((), dtype=torch.float64))
         measured = torch.gather(edge_level, 1, chosen)                     # [C, L]
+        iqr, chance = _iqr_and_chance(inter, act, cpx, total)
         n = self.sample_count
         sample = self.sample[:, :n].double().cpu()
         qs = torch.tensor(QUANTILE_LEVELS, dtype=torch.float64)
@@ -334,10 +374,34 @@ class Tally:
         means = torch.where(cpx[None] > 0, sums / cpx.clamp(min=1)[None].double(),
                             torch.full_like(sums, math.nan))
         return {"thresholds": thresholds, "levels": measured, "iou": iou, "inter": inter,
+                "iqr": iqr, "iou_chance": chance,
                 "active": act, "concept_pixels": cpx, "total_pixels": total,
                 "concept_means": means, "quantiles": quantiles,
                 "top_values": self.top_values.cpu(), "top_numbers": self.top_numbers.cpu(),
                 "sample_size": n}
+
+
+def _iqr_and_chance(inter, act, cpx, total):
+    """Information quality ratio I(M;Y)/H(M,Y) of unit mask M and concept mask Y (0 when they
+    are independent; GAN Dissection ICLR'19), and the IoU two independent masks of the same sizes
+    would have, A*C/(A+C-A*C) in pixel fractions. Shapes [C, L, K]."""
+    p11 = inter.double() / total
+    pa = (act.double() / total)[:, :, None]
+    pc = (cpx.double() / total)[None, None, :]
+    cells = [(p11, pa, pc), (pa - p11, pa, 1 - pc), (pc - p11, 1 - pa, pc),
+             (1 - pa - pc + p11, 1 - pa, 1 - pc)]
+    mi = torch.zeros_like(p11)
+    joint = torch.zeros_like(p11)
+    for p, px, py in cells:
+        p = p.clamp(min=0)
+        pos = p > 0
+        logp = torch.where(pos, p, torch.ones_like(p)).log()
+        mi += torch.where(pos, p * (logp - (px * py).clamp(min=1e-300).log()), torch.zeros_like(p))
+        joint -= torch.where(pos, p * logp, torch.zeros_like(p))
+    iqr = torch.where(joint > 0, mi / joint.clamp(min=1e-300), torch.zeros_like(mi)).clamp(min=0)
+    denom = pa + pc - pa * pc
+    chance = torch.where(denom > 0, pa * pc / denom.clamp(min=1e-300), torch.zeros_like(denom))
+    return iqr, chance.expand_as(p11)
 
 
 # =============================================================================== dissect
@@ -396,7 +460,7 @@ def _dissect(model, segmenter, layer, image_numbers, *, protocol="maxiou", batch
     concepts = list(segmenter.concepts)
     if not concepts:
         raise ValueError("the segmenter has no concepts")
-    levels = MAXIOU_LEVELS if protocol == "maxiou" else TOP1_LEVELS
+    levels = TOP1_LEVELS if protocol == "top1" else MAXIOU_LEVELS
     defaults = getattr(model, "defaults", {}) or {}
     truncation = defaults.get("truncation", 1.0)
     noise = defaults.get("noise", "buffers")
@@ -483,9 +547,14 @@ def _build_catalog(model, segmenter, layer, numbers, protocol, seed, tally: Tall
                    truncation, noise) -> dict:
     concepts = list(segmenter.concepts)
     K, C = len(concepts), tally.units
-    iou = res["iou"].numpy()                           # [C, L, K]
-    best_level = iou.argmax(1)                         # [C, K]
-    best_iou = iou.max(1)                              # [C, K]
+    iou, iqr, chance = res["iou"].numpy(), res["iqr"].numpy(), res["iou_chance"].numpy()
+    score = iqr if protocol == "iqr" else iou          # [C, L, K]: what thresholds maximise
+    best_level = score.argmax(1)                       # [C, K]
+    rows, cols = np.arange(C)[:, None], np.arange(K)[None, :]
+    best_score = score[rows, best_level, cols]         # [C, K]
+    best_iou = iou[rows, best_level, cols]
+    best_iqr = iqr[rows, best_level, cols]
+    best_chance = chance[rows, best_level, cols]
     thresholds, levels = res["thresholds"].numpy(), res["levels"].numpy()
     quantiles = res["quantiles"].numpy()
     top_numbers, top_values = res["top_numbers"].tolist(), res["top_values"].tolist()
@@ -495,15 +564,18 @@ def _build_catalog(model, segmenter, layer, numbers, protocol, seed, tally: Tall
     qkeys = [str(q) for q in QUANTILE_LEVELS]
     i99 = QUANTILE_LEVELS.index(0.99)
     best_iou_r = np.round(best_iou, 4).tolist()
+    best_iqr_r = np.round(best_iqr, 5).tolist()
     for u in range(C):
-        k = int(best_iou[u].argmax())
+        k = int(best_score[u].argmax())
         value = float(best_iou[u, k])
-        li = int(best_level[u, k]) if value > 0 else q_default
+        li = int(best_level[u, k]) if best_score[u, k] > 0 else q_default
         keep = [j for j in np.argsort(-best_iou[u], kind="stable").tolist()
                 if best_iou[u, j] > LIST_MIN_IOU]
+        good = value > IOU_THRESHOLD and (protocol != "iqr" or best_iqr[u, k] > IQR_THRESHOLD)
         entry = {
             "unit": u, "label": concepts[k], "iou": _r(value),
-            "interpretable": bool(value > IOU_THRESHOLD),
+            "iqr": best_iqr_r[u][k], "iou_chance": _r(best_chance[u, k]),
+            "interpretable": bool(good),
             "threshold": _r(thresholds[u, li]), "level": _r(levels[u, li], 5),
             "quantile_99": _r(quantiles[u, i99]),
             "quantiles": {key: _r(v) for key, v in zip(qkeys, quantiles[u].tolist())},
@@ -511,17 +583,16 @@ def _build_catalog(model, segmenter, layer, numbers, protocol, seed, tally: Tall
             "top_max": [_r(v) for n, v in zip(top_numbers[u], top_values[u]) if n >= 0],
             "concept_iou": {concepts[j]: best_iou_r[u][j] for j in keep},
         }
-        if entry["interpretable"]:
+        if good:
             interpretable[concepts[k]] += 1
         units.append(entry)
     rankings = {}
-    rows = np.arange(C)
-    best_thr = np.round(thresholds[rows[:, None], best_level], 4).tolist()   # [C, K]
+    best_thr = np.round(thresholds[rows, best_level], 4).tolist()          # [C, K]
     for j, c in enumerate(concepts):
-        order = np.argsort(-best_iou[:, j], kind="stable").tolist()
+        order = np.argsort(-best_score[:, j], kind="stable").tolist()
         keep = [u for i, u in enumerate(order) if i < RANK_MIN or best_iou[u, j] > LIST_MIN_IOU]
-        rankings[c] = [{"unit": u, "iou": best_iou_r[u][j], "threshold": best_thr[u][j]}
-                       for u in keep]
+        rankings[c] = [{"unit": u, "iou": best_iou_r[u][j], "iqr": best_iqr_r[u][j],
+                        "threshold": best_thr[u][j]} for u in keep]
     cpx = res["concept_pixels"].tolist()
     means = np.round(res["concept_means"].numpy(), 4)
     draw = {c: means[:, j].tolist() for j, c in enumerate(concepts) if cpx[j] > 0}
@@ -529,13 +600,14 @@ def _build_catalog(model, segmenter, layer, numbers, protocol, seed, tally: Tall
     name = getattr(model, "name", None) or (bundle.name if bundle is not None else "model")
     catalog = {
         "format": FORMAT, "version": VERSION, "model": name, "layer": layer,
-        "protocol": protocol, "protocol_description": PROTOCOL_TEXT[protocol],
+        "protocol": protocol, "protocol_text": PROTOCOL_TEXT[protocol],
         "quantile_method": _quantile_method(tally, res),
         "threshold_method": (f"exact counts over all images on a per-unit grid of {tally.bins} "
                              "bins of upsampled activation (width doubles as needed); each "
                              "candidate level realised by the grid edge whose exact level is "
                              "nearest ('level' is that exact level)"),
         "iou_threshold": IOU_THRESHOLD,
+        "ranked_by": "iqr" if protocol == "iqr" else "iou",
         "samples": len(numbers),
         "image_numbers": compact_numbers(numbers),
         "seed": int(seed),
@@ -555,6 +627,8 @@ def _build_catalog(model, segmenter, layer, numbers, protocol, seed, tally: Tall
         "interpretable": interpretable,
     }
     palette = getattr(segmenter, "palette", None)
+    if protocol == "iqr":
+        catalog["iqr_threshold"] = IQR_THRESHOLD
     if palette:
         catalog["palette"] = [[int(v) for v in p] for p in palette]
     return catalog
@@ -645,25 +719,35 @@ def load_catalog(path, model=None, layer: str | None = None) -> dict:
 
 # =============================================================================== reports
 def summary_table(catalog: dict) -> str:
-    """Plain-text table: per concept, interpretable units (label = concept, IoU > 0.04) and the
-    best unit / IoU for it."""
+    """Plain-text table: per concept, the interpretable units labelled with it, and the top unit
+    of its ranking with that unit's IoU (and IQR and chance IoU when the catalog has them)."""
     concepts = catalog["concept_list"]
     n_units = len(catalog["units"])
     inter = catalog.get("interpretable", {})
     width = max([len("concept")] + [len(c) for c in concepts])
+
+    def num(v, fmt=".3f"):
+        return "-" if v is None else format(v, fmt)
     lines = [f"{catalog.get('model', '')} {catalog['layer']}: {n_units} units, "
              f"{catalog.get('samples', '?')} samples, protocol {catalog.get('protocol', '?')}, "
              f"segmenter {catalog.get('segmenter', '?')}",
-             f"{'concept'.ljust(width)}  interpretable  best unit  best IoU"]
+             f"{'concept'.ljust(width)}  interpretable  top unit  its IoU  its IQR  chance IoU"]
     for c in concepts:
         ranking = catalog["concepts"].get(c) or []
-        best = ranking[0] if ranking else None
-        lines.append(f"{c.ljust(width)}  {inter.get(c, 0):>13}  "
-                     f"{(str(best['unit']) if best else '-'):>9}  "
-                     f"{(format(best['iou'], '.3f') if best and best['iou'] is not None else '-'):>8}")
+        best = ranking[0] if ranking else {}
+        chance = None
+        if best and 0 <= best.get("unit", -1) < n_units:
+            u = catalog["units"][best["unit"]]
+            chance = u.get("iou_chance") if u.get("label") == c else None
+        lines.append(f"{c.ljust(width)}  {inter.get(c, 0):>13}  {str(best.get('unit', '-')):>8}  "
+                     f"{num(best.get('iou')):>7}  {num(best.get('iqr'), '.4f'):>7}  "
+                     f"{num(chance):>10}")
     total = sum(inter.values())
+    rule = f"IoU > {catalog.get('iou_threshold', IOU_THRESHOLD)}"
+    if "iqr_threshold" in catalog:
+        rule += f" and IQR > {catalog['iqr_threshold']}"
     lines.append(f"{'all'.ljust(width)}  {total:>13}  ({100 * total / max(1, n_units):.0f}% of "
-                 f"{n_units} units have IoU > {catalog.get('iou_threshold', IOU_THRESHOLD)})")
+                 f"{n_units} units: {rule})")
     return "\n".join(lines)
 
 
@@ -802,4 +886,4 @@ def top_images(model, catalog: dict, unit: int, count: int | None = None,
 __all__ = ["dissect", "DissectionStopped", "Tally", "save_catalog", "load_catalog",
            "summary_table", "layer_chart", "unit_overlay", "top_images", "upsample",
            "interpolation_matrix", "compact_numbers", "FORMAT", "VERSION", "PROTOCOLS",
-           "MAXIOU_LEVELS", "QUANTILE_LEVELS", "IOU_THRESHOLD"]
+           "MAXIOU_LEVELS", "QUANTILE_LEVELS", "IOU_THRESHOLD", "IQR_THRESHOLD"]

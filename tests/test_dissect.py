@@ -50,6 +50,21 @@ def brute(model, seg, layer, numbers):
     return feats.double().numpy(), up.double().numpy(), labels.numpy()
 
 
+def brute_iqr(inter, a, cpx, total):
+    """Information quality ratio I(M;Y)/H(M,Y) from the 2x2 table, and the chance IoU."""
+    iqr, chance = [], []
+    for i, c in zip(inter, cpx):
+        table = np.array([[i, a - i], [c - i, total - a - c + i]], dtype=float) / total
+        pm, py = table.sum(1), table.sum(0)
+        mi = sum(table[x, y] * np.log(table[x, y] / (pm[x] * py[y]))
+                 for x in range(2) for y in range(2) if table[x, y] > 0)
+        h = -sum(p * np.log(p) for p in table.ravel() if p > 0)
+        iqr.append(max(mi, 0) / h if h > 0 else 0.0)
+        fa, fc = a / total, c / total
+        chance.append(fa * fc / (fa + fc - fa * fc) if fa + fc > 0 else 0.0)
+    return np.array(iqr), np.array(chance)
+
+
 # ----------------------------------------------------------------------------- upsampling
 def pixel_centre_bilinear(a: np.ndarray, H: int, W: int) -> np.ndarray:
     """Explicit formula: output pixel (i, j) samples the input at its centre mapped back,
@@ -132,6 +147,9 @@ def test_maxiou_counts_and_iou_match_brute_force(maxiou_run):
             assert abs(float(res["levels"][u, li]) - (1 - a / total)) <= 2 / total
             iou = inter / np.maximum(a + cpx - inter, 1)
             assert np.allclose(res["iou"][u, li].numpy(), iou, atol=1e-3)
+            iqr, chance = brute_iqr(inter, a, cpx, total)
+            assert np.allclose(res["iqr"][u, li].numpy(), iqr, atol=1e-3)
+            assert np.allclose(res["iou_chance"][u, li].numpy(), chance, atol=1e-3)
             best[u] = np.maximum(best[u], iou)
         # the candidate levels are realised closely (exact level recorded in "levels")
         assert np.abs(res["levels"][u].numpy() - np.array(MAXIOU_LEVELS)).max() < 0.03
@@ -217,6 +235,35 @@ def test_top1_protocol_threshold_is_the_upsampled_99_quantile():
             ious.append(i / (m.sum() + (labels == k).sum() - i))
         assert entry["label"] == seg.concepts[int(np.argmax(ious))]
         assert entry["iou"] == pytest.approx(max(ious), abs=1e-3)
+
+
+def test_iqr_protocol_labels_by_information_and_is_chance_free():
+    model = tiny_model()
+    seg = FakeSegmenter()
+    numbers = list(range(24))
+    cat, tally, res = _dissect(model, seg, "layer3", numbers, protocol="iqr", batch_size=12)
+    assert cat["protocol"] == "iqr" and cat["ranked_by"] == "iqr" and cat["iqr_threshold"] == 0.01
+    iqr, iou = res["iqr"].numpy(), res["iou"].numpy()
+    for u, entry in enumerate(cat["units"]):
+        best = iqr[u].max(0)                                             # per concept
+        k = int(best.argmax())
+        li = int(iqr[u, :, k].argmax())
+        assert entry["label"] == seg.concepts[k]
+        assert entry["iqr"] == pytest.approx(best[k], abs=1e-5)
+        assert entry["iou"] == pytest.approx(iou[u, li, k], abs=1e-4)
+        assert entry["threshold"] == pytest.approx(float(res["thresholds"][u, li]), abs=1e-4)
+        assert entry["interpretable"] == (iou[u, li, k] > 0.04 and best[k] > 0.01)
+    for k, c in enumerate(seg.concepts):
+        ranked = [e["iqr"] for e in cat["concepts"][c]]
+        assert ranked == sorted(ranked, reverse=True)
+    # a unit mask independent of the concept has IQR ~0 but a large chance IoU
+    t = Tally(1, 2, (1, 1), (2, 2), 4000, levels=MAXIOU_LEVELS, bins=64)
+    g = torch.Generator().manual_seed(0)
+    for i in range(0, 4000, 500):
+        t.update(torch.randn(500, 1, 1, 1, generator=g), torch.randint(0, 2, (500, 2, 2), generator=g),
+                 range(i, i + 500))
+    r = t.finish()
+    assert r["iqr"].max() < 0.002 and r["iou"].max() > 0.3 and r["iou_chance"].max() > 0.3
 
 
 def test_segmentation_smaller_than_the_image():
@@ -316,7 +363,7 @@ def test_summary_table_and_layer_chart(tmp_path, maxiou_run):
     cat = maxiou_run[3]
     table = summary_table(cat)
     assert "layer3" in table and all(c in table for c in cat["concept_list"])
-    assert "interpretable" in table and "best IoU" in table
+    assert "interpretable" in table and "its IoU" in table and "IoU > 0.04" in table
     other = {**cat, "layer": "layer4", "interpretable": {"other": 2, "red": 1, "green": 0}}
     path = layer_chart([cat, other], tmp_path / "layers.png")
     with Image.open(path) as im:
@@ -330,6 +377,17 @@ def test_summary_table_and_layer_chart(tmp_path, maxiou_run):
 def test_compact_numbers():
     assert compact_numbers([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
     assert compact_numbers([3]) == "3"
+
+
+def test_stylegan2_layer_and_catalog_check(tmp_path):
+    from conftest import make_stylegan2
+    g = make_stylegan2()
+    model = core.load_model(Bundle(None, {"name": "sg2", "architecture": "stylegan2"}, g))
+    layer = model.layers[2]
+    cat = dissect(model, FakeSegmenter(), layer, 6, batch_size=3)
+    assert cat["feature_shape"][0] == g.layer_channels(layer) == len(cat["units"])
+    assert cat["noise"] == "buffers" and cat["truncation"] == 1.0
+    load_catalog(save_catalog(cat, tmp_path / f"{layer}.json"), model=model, layer=layer)
 
 
 # ----------------------------------------------------------------------------- overlay
@@ -351,6 +409,17 @@ def test_unit_overlay_dims_outside_and_outlines_the_mask():
     assert (out[inner & mask] == 127).all()
     full = unit_overlay(image, torch.ones(4, 4), 0.5)                  # image edge is no border
     assert (full == 127).all()
+
+
+def test_top_images_regenerates_the_catalog_top_with_overlays(maxiou_run):
+    from core.dissect import top_images
+    model, seg, numbers, cat, tally, res = maxiou_run
+    shots = top_images(model, cat, 2, count=3)
+    assert [n for n, _ in shots] == cat["units"][2]["top"][:3]
+    z = model.sample_z([shots[0][0]])
+    want = unit_overlay(model.generate(z)[0], model.features(z, "layer3")[0, 2],
+                        cat["units"][2]["threshold"])
+    assert shots[0][1].shape == (16, 16, 3) and np.array_equal(shots[0][1], want)
 
 
 # ----------------------------------------------------------------------------- callbacks, bad input
@@ -381,7 +450,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="no image numbers"):
         dissect(model, seg, "layer2", [])
     with pytest.raises(ValueError, match="protocol"):
-        dissect(model, seg, "layer2", 4, protocol="iqr")
+        dissect(model, seg, "layer2", 4, protocol="netdissect")
     with pytest.raises(ValueError, match="batch_size"):
         dissect(model, seg, "layer2", 4, batch_size=0)
 
@@ -414,7 +483,7 @@ def test_cli_dissect_one_layer(bundle_with_segmenter, capsys):
     cat = load_catalog(path, model=core.load_model(bundle_with_segmenter), layer="layer3")
     assert cat["samples"] == 12 and cat["segmenter"] == "toyseg-test" and cat["model"] == "tiny-progan"
     assert cat["concept_list"] == ["sky", "tree", "wall"] and len(cat["units"][0]["top"]) == 3
-    assert "best IoU" in out and "wrote" in out and str(path) in out
+    assert "its IoU" in out and "wrote" in out and str(path) in out
 
 
 def test_cli_dissect_all_layers(bundle_with_segmenter, tmp_path, capsys):
