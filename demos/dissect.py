@@ -94,7 +94,7 @@ def build(ctx: AppContext):
         counts = cat.get("interpretable", {})
         summary = (f"**{layer}**: {len(cat['units'])} units, {cat['samples']} samples, "
                    f"protocol `{cat['protocol']}` — {cat.get('protocol_text', '')}  \n"
-                   "Interpretable units (IoU > 0.04): "
+                   "Interpretable units: "
                    + (", ".join(f"{c} {n}" for c, n in counts.items() if n) or "none"))
         concepts = ["all"] + [c for c in cat["concept_list"] if counts.get(c)]
         return tiles, [u["unit"] for u in units], summary, gr.update(

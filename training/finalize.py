@@ -79,7 +79,8 @@ def main(argv=None):
         build(Path("runs/gan"), Path("runs/segmenter"), a.bundle)
     layer = json.loads((a.bundle / "config.json").read_text()).get("paint_layer", "layer4")
     if "dissect" not in a.skip:
-        core_main(["dissect", str(a.bundle), "--layer", "all", "--samples", str(a.samples)])
+        core_main(["dissect", str(a.bundle), "--layer", "all", "--samples", str(a.samples),
+                   "--protocol", "iqr"])
     if "causal" not in a.skip:
         add_causal_rankings(a.bundle, layer)
     if "stats" not in a.skip:
