@@ -48,7 +48,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .edits import EditStack, WeightEdit, _generator
 from .generators import LayerState
@@ -390,7 +390,7 @@ class PhotoLoss:
     """``L1(render, photo) + feature_weight * sum_k mse(f_k(render), f_k(photo)) / mean f_k(photo)^2``
     with ``f_k`` the segmenter's intermediate activations (photo features computed once)."""
 
-    def __init__(self, photo: torch.Tensor, segmenter=None, feature_weight: float = 0.5):
+    def __init__(self, photo: torch.Tensor, segmenter=None, feature_weight: float = 0.1):
         self.photo = photo
         self.feature_weight = float(feature_weight)
         self.segmenter = segmenter if self.feature_weight > 0 else None
@@ -516,7 +516,7 @@ def _random_starts(g, model, target_loss: PhotoLoss, starts: int, seed: int, dev
 
 
 def invert(model, photo, steps: int = 150, encoder=None, segmenter=None, layer: str | None = None,
-           lr: float = 0.1, residual_lr: float | None = None, feature_weight: float = 0.5,
+           lr: float = 0.2, residual_lr: float | None = None, feature_weight: float = 0.1,
            residual_weight: float = 0.05, starts: int = 16, seed: int = 0,
            progress: Callable | None = None, stop: Callable[[], bool] | None = None,
            preview_every: int = 10) -> Iterator[dict]:
@@ -622,8 +622,8 @@ class AdaptResult:
 
 
 def adapt(model, inversion: InversionResult, photo, steps: int = 100,
-          fine_layers: list[str] | None = None, penalty: float = 10.0, lr: float = 0.002,
-          segmenter=None, feature_weight: float = 0.5, progress: Callable | None = None,
+          fine_layers: list[str] | None = None, penalty: float = 10.0, lr: float = 0.005,
+          segmenter=None, feature_weight: float = 0.1, progress: Callable | None = None,
           stop: Callable[[], bool] | None = None, preview_every: int = 10) -> Iterator[dict]:
     """Fit dense ΔW on ``fine_layers`` (default :func:`default_fine_layers`: only layers well after the
     paint layer) so the inverted photo matches the photo: Adam (``lr``, cosine-decayed) on
@@ -724,19 +724,27 @@ def _blur(mask: torch.Tensor, radius: int) -> torch.Tensor:
 
 def edit_mask(before, after, size: tuple[int, int] | None = None, threshold: float = 0.08,
               dilate: int = 1, feather: int = 2) -> torch.Tensor:
-    """``[H, W]`` float mask in [0, 1]: where ``|after - before|`` (max over RGB, [-1, 1] units)
-    exceeds ``threshold``, grown by ``dilate + feather`` pixels and then feathered (Gaussian of
-    radius ``feather``) so it is 1 on every changed pixel and exactly 0 further than
-    ``dilate + 2*feather`` pixels from one. ``size`` resizes the images first (to the photo's)."""
+    """``[H, W]`` float mask in [0, 1] of where an edit changed the render.
+
+    ``|after - before|`` (max over RGB, [-1, 1] units) above ``threshold``, at the renders'
+    resolution, grown by ``dilate + feather`` pixels, resized to ``size`` (nearest) and feathered
+    by a Gaussian of radius ``feather`` (so it is 1 on every changed pixel and exactly 0 further
+    than ``dilate + 2*feather`` render pixels from one). ``dilate`` and ``feather`` are in render
+    pixels: with a 512-px photo and 64-px renders, ``feather=2`` softens the edge over 16 photo
+    pixels."""
     b, a = _as_float(before), _as_float(after)
-    if size is not None and tuple(b.shape[-2:]) != tuple(size):
-        b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
-        a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+    if a.shape != b.shape:
+        raise ValueError(f"before and after must have the same shape, got {list(b.shape)} and "
+                         f"{list(a.shape)}")
     changed = ((a - b).abs().amax(dim=1, keepdim=True) > threshold).float()
     grow = max(0, int(dilate)) + max(0, int(feather))
     if grow:
         changed = F.max_pool2d(changed, 2 * grow + 1, stride=1, padding=grow)
-    m = _blur(changed, max(0, int(feather)))
+    scale = 1.0
+    if size is not None and tuple(changed.shape[-2:]) != tuple(size):
+        scale = size[0] / changed.shape[-2]
+        changed = F.interpolate(changed, size=size, mode="nearest")
+    m = _blur(changed, max(0, int(round(feather * scale))))
     m = torch.where(m > 0.999, torch.ones_like(m), m)
     m = torch.where(m < 1e-4, torch.zeros_like(m), m)
     return m[0, 0]
@@ -747,11 +755,12 @@ def composite(photo, adapted_before, adapted_after, feather: int = 2, threshold:
     """The original photo with only the edited region replaced by ``adapted_after``.
 
     ``adapted_before``/``adapted_after``: renders of the inverted (and adapted) photo without and
-    with the user's edits; they may be smaller than ``photo`` (upsampled bilinearly). The region is
-    :func:`edit_mask` (difference > ``threshold``, dilated, feathered by ``feather`` pixels of the
-    photo). Pixels where the mask is 0 are exactly the photo's. Returns the same kind as ``photo``:
-    a PIL image (blended in 8 bits) for a PIL image or uint8 array, else a ``[1,3,H,W]`` tensor;
-    ``(image, mask)`` with ``return_mask``."""
+    with the user's edits, ``[1,3,r,r]`` in [-1, 1]; the photo may be larger (the renders are
+    upsampled bilinearly). The region is :func:`edit_mask` (difference > ``threshold``, grown by
+    ``dilate`` and feathered by ``feather`` render pixels). Pixels where the mask is 0 are exactly
+    the photo's. Returns the same kind as ``photo``: a PIL image (blended in 8 bits) for a PIL
+    image or HWC uint8 array, else a ``[1,3,H,W]`` tensor; ``(image, mask)`` with
+    ``return_mask``."""
     as_pil = isinstance(photo, (Image.Image, np.ndarray))
     p = _as_float(photo)
     size = tuple(p.shape[-2:])

@@ -155,7 +155,7 @@ def _render(ctx: AppContext, model_id, number: int, stack: EditStack):
     return ctx.renderer(model_id).render(model.sample_z([number]), stack)[0].cpu()
 
 
-def _edit_rows(stack: EditStack, layer_hw=None) -> pd.DataFrame:
+def _edit_rows(stack: EditStack) -> pd.DataFrame:
     rows = []
     for i, e in enumerate(stack, 1):
         mode, _, concept = (getattr(e, "label", "") or "").partition(" ")

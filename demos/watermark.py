@@ -166,7 +166,7 @@ def build(ctx: AppContext):
                    for im, (n, s) in zip(images, found[:48])]
         text = (f"**{len(found)}** of {len(core.parse_image_numbers(SCAN))} samples ({SCAN}) have a "
                 f"watermark (≥ {100 * MIN_FRACTION:.1f}% of pixels)"
-                + (f"; showing the first 48." if len(found) > 48 else "."))
+                + ("; showing the first 48." if len(found) > 48 else "."))
         return gallery, text, numbers[0]
 
     def remove(model_id, n_units, source, picked, progress=gr.Progress()):

@@ -124,6 +124,7 @@ def test_exif_rotation_honoured(fmt):
     assert np.abs(a[4, 28] - (255, 0, 0)).max() < 40
     assert np.abs(a[60, 4] - (255, 255, 255)).max() < 40
     x = u8(load_photo(buf.getvalue(), 16))        # centre square of the upright image
+    assert np.array_equal(u8(load_photo(up, 16)), x)          # not rotated twice
     assert np.abs(x[2, 2].astype(int) - (0, 0, 255)).max() < 40
 
 
@@ -317,7 +318,8 @@ def test_composite_keeps_untouched_pixels_exact():
     outt = composite(xp, before, after)
     assert torch.is_tensor(outt) and outt.shape == (1, 3, 64, 64)
     far64 = np.ones((64, 64), bool)
-    far64[0:28, 30:62] = False
+    far64[0:8 * 2 + 2 * 5 + 2, 20 * 2 - 2 * 5 - 2:] = False     # (dilate + 2 feather) x 2, +2
+    assert (np.asarray(composite(photo, before, after, return_mask=True)[1]) > 0).sum() < 32 * 32 / 2
     assert torch.equal(outt[..., torch.from_numpy(far64)], xp[..., torch.from_numpy(far64)])
     assert np.array_equal(u8(outt)[far64], u8(xp)[far64])
 

@@ -14,8 +14,11 @@ image. Loss (ganseeing's hybrid loss, simplified):
 Adam, cosine-decayed learning rate over the time budget. Writes encoder.safetensors + encoder.json
 into the bundle (with the training settings and held-out metrics on image numbers 0..63, seed 1).
 
-Cost (64-px Toytown, batch 16, pixel batch 4): roughly 1 s per step on 2 CPU cores, so the
-10-minute budget is about 500-700 steps (8-11k generated images).
+Cost (64-px Toytown sizes, batch 16, pixel batch 4, width 24): about 0.7 CPU-seconds per step
+(measured single-threaded), so the 10-minute budget is roughly 850 steps (~14k generated images)
+on one free core and somewhat more with two; far fewer if the cores are shared with other jobs.
+The step count is whatever fits in ``--minutes`` (the learning rate decays over the time budget);
+``--steps`` caps it. Held-out metrics are computed after the budget (about 10 s more).
 """
 from __future__ import annotations
 
