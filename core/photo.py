@@ -33,6 +33,13 @@ ProGAN) is fitted with the same losses plus ``penalty * sum ||ΔW||^2 / ||W||^2`
 untouched, so painted concepts keep their meaning. The result is a tuple of
 ``WeightEdit.full(layer, ΔW)``: a per-session edit. The output (toRGB) layer is not a named layer
 and cannot be expressed as a WeightEdit, so it is never adapted.
+
+Defaults and cost (64-px Toytown sizes, one CPU thread; CPU-seconds measured on a busy 2-core box):
+``invert(steps=150, lr=0.2, feature_weight=0.1, residual_weight=0.05, starts=16)`` ~11 s and
+``adapt(steps=100, lr=0.005, penalty=10)`` ~5.5 s, so ~17 s per photo. On the early (577-step)
+Toytown GAN a held-out Toytown render inverted to ~25 dB PSNR and adaptation added ~0.5 dB
+(ΔW/W ~ 1e-4). Higher lr (0.1 -> 0.2) and a lighter perceptual weight (0.5 -> 0.1) were each worth
+1-3 dB there; adaptation lr 0.01 overshoots (PSNR falls; the best iterate is kept).
 """
 from __future__ import annotations
 
