@@ -222,15 +222,16 @@ def test_live_stroke_endpoint_applies(client, app_bundle, tmp_path):
     assert _rows(out[4]) == []
 
 
-def test_strength_is_clamped(client, app_bundle, tmp_path):
+def test_strength_out_of_range_is_refused_clearly(client, app_bundle, tmp_path):
+    """Gradio's slider refuses values outside 1..30 before our function runs (which would
+    otherwise clamp them); the message says why and the session is unchanged."""
+    from gradio_client.exceptions import AppError
     client.predict(str(app_bundle), 7, api_name="/paint_load")
-    try:
-        out = client.predict(_editor(tmp_path, (0, 64, 0, 64)), "Draw", 500,
-                             api_name="/paint_apply")
-    except Exception as e:        # the slider itself may refuse out-of-range values
-        assert "500" in str(e) or "maximum" in str(e).lower()
-    else:
-        assert _rows(out[4])[-1][4] == "0, 1, 2"       # clamped to 30, tree has 3 units
+    with pytest.raises(AppError, match="greater than maximum value 30"):
+        client.predict(_editor(tmp_path, (0, 64, 0, 64)), "Draw", 500, api_name="/paint_apply")
+    out = client.predict(_editor(tmp_path, (0, 64, 0, 64)), "Draw", 30, api_name="/paint_apply")
+    assert [r[4] for r in _rows(out[4])] == ["0, 1, 2"]         # tree has only 3 units
+    assert "only 3 unit" in out[5]
     client.predict(api_name="/paint_reset")
 
 
