@@ -277,7 +277,12 @@ def _tensors_for_saving(generator: Generator) -> dict[str, torch.Tensor]:
     return out
 
 
-def _atomic_write(dest: Path, data: bytes) -> None:
+def atomic_write(dest: Path, data: bytes | str) -> None:
+    """Write ``dest`` via a temporary file in the same folder and a rename, so readers never see
+    a half-written file."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    dest = Path(dest)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix="." + dest.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -363,9 +368,9 @@ def save_bundle(generator: Generator, dest, name: str | None = None, source: dic
     check_state_dict(generator, tensors, f"generator {cfg['name']!r}")
     dest.mkdir(parents=True, exist_ok=True)
     meta = {"format": "pt", "architecture": cfg["architecture"], "bundle_format": FORMAT}
-    _atomic_write(dest / WEIGHTS_FILE, st_save(tensors, metadata=meta))
-    _atomic_write(dest / CARD_FILE, model_card(cfg, generator).encode("utf-8"))
-    _atomic_write(dest / CONFIG_FILE, (json.dumps(cfg, indent=2) + "\n").encode("utf-8"))
+    atomic_write(dest / WEIGHTS_FILE, st_save(tensors, metadata=meta))
+    atomic_write(dest / CARD_FILE, model_card(cfg, generator).encode("utf-8"))
+    atomic_write(dest / CONFIG_FILE, (json.dumps(cfg, indent=2) + "\n").encode("utf-8"))
     return dest
 
 

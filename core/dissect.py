@@ -85,8 +85,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -660,15 +658,8 @@ def save_catalog(catalog: dict, path) -> Path:
     text = _dumps(catalog)
     json.loads(text)                                    # never write something unreadable
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .bundle import atomic_write
+    atomic_write(path, text)
     return path
 
 

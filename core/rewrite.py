@@ -39,14 +39,11 @@ everything on top of earlier weight edits; the returned edit is relative to that
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -302,15 +299,8 @@ def save_key_stats(stats: KeyStats, path) -> Path:
     tensors["count"] = torch.tensor([int(stats.count)], dtype=torch.int64)
     meta.update({str(k): str(v) for k, v in stats.meta.items()})
     data = st_save(tensors, metadata=meta)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .bundle import atomic_write
+    atomic_write(path, data)
     return path
 
 

@@ -220,6 +220,17 @@ def _same(new, old) -> bool:
     return True
 
 
+def brush_settings(mode, n_units) -> tuple[str, int]:
+    """("draw"|"remove", number of units) from the widgets; clear errors, no clamping."""
+    mode = str(mode or "Draw").strip().lower()
+    if mode not in ("draw", "remove"):
+        raise gr.Error(f"Mode must be Draw or Remove, got {mode!r}.")
+    try:
+        return mode, int(round(float(n_units)))
+    except (TypeError, ValueError):
+        raise gr.Error(f"Strength must be a number of units (1-{MAX_UNITS}), got {n_units!r}.")
+
+
 def _masks(editor_value, concepts) -> list[tuple[str, np.ndarray]]:
     """(concept, HxW bool mask) for each editor layer, in declared order (alpha > 0)."""
     out = []
@@ -287,13 +298,7 @@ def build(ctx: AppContext):
         model, state = _session(state)
         if editor_value is None or editor_value.get("background") is None:
             raise gr.Error("No image in the editor yet: load an image first.")
-        mode = str(mode or "Draw").strip().lower()
-        if mode not in ("draw", "remove"):
-            raise gr.Error(f"Mode must be Draw or Remove, got {mode!r}.")
-        try:
-            n = int(round(float(n_units)))
-        except (TypeError, ValueError):
-            raise gr.Error(f"Strength must be a number of units (1-{MAX_UNITS}), got {n_units!r}.")
+        mode, n = brush_settings(mode, n_units)
         notes = []
         if not 1 <= n <= MAX_UNITS:
             clamped = min(max(n, 1), MAX_UNITS)

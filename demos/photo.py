@@ -220,13 +220,7 @@ def build(ctx: AppContext):
         model, state = _session(state)
         if editor_value is None or editor_value.get("background") is None:
             raise gr.Error("No image in the editor yet: invert a photo first.")
-        mode = str(mode or "Draw").strip().lower()
-        if mode not in ("draw", "remove"):
-            raise gr.Error(f"Mode must be Draw or Remove, got {mode!r}.")
-        try:
-            n = int(round(float(n_units)))
-        except (TypeError, ValueError):
-            raise gr.Error(f"Strength must be a number of units (1-{MAX_UNITS}), got {n_units!r}.")
+        mode, n = _paint_helpers().brush_settings(mode, n_units)
         n = min(max(n, 1), MAX_UNITS)
         layer = state["inv"].layer
         _, h, w = layer_shape(model, layer)
