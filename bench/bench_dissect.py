@@ -13,7 +13,7 @@ def run(quick: bool = False) -> list[dict]:
     seg = load_segmenter(model.bundle.path)
     layer = model.bundle.config.get("paint_layer", "layer4")
     rows = []
-    for n in ((200,) if quick else (1000, 3000)):
+    for n in ((200,) if quick else (1000, 10000)):
         t = time.perf_counter()
         cat = dissect(model, seg, layer, range(n))
         total = time.perf_counter() - t

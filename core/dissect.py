@@ -734,12 +734,17 @@ def summary_table(catalog: dict) -> str:
                      f"{num(best.get('iou')):>7}  {num(best.get('iqr'), '.4f'):>7}  "
                      f"{num(chance):>10}")
     total = sum(inter.values())
+    lines.append(f"{'all'.ljust(width)}  {total:>13}  ({100 * total / max(1, n_units):.0f}% of "
+                 f"{n_units} units: {interpretable_rule(catalog)})")
+    return "\n".join(lines)
+
+
+def interpretable_rule(catalog: dict) -> str:
+    """The catalog's interpretability rule in words, e.g. ``IoU > 0.04 and IQR > 0.01``."""
     rule = f"IoU > {catalog.get('iou_threshold', IOU_THRESHOLD)}"
     if "iqr_threshold" in catalog:
         rule += f" and IQR > {catalog['iqr_threshold']}"
-    lines.append(f"{'all'.ljust(width)}  {total:>13}  ({100 * total / max(1, n_units):.0f}% of "
-                 f"{n_units} units: {rule})")
-    return "\n".join(lines)
+    return rule
 
 
 _CHART_COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -781,8 +786,8 @@ def layer_chart(catalogs: Sequence[dict], path) -> Path:
     bar_w, gap = 46, 22
     left, right, top_m, bottom = 60, 190, 50, 70
     plot_h = 320
-    title = f"Interpretable units per layer ({catalogs[0].get('model', '')}, IoU > " \
-            f"{catalogs[0].get('iou_threshold', IOU_THRESHOLD)})"
+    title = f"Interpretable units per layer ({catalogs[0].get('model', '')}, " \
+            f"{interpretable_rule(catalogs[0])})"
     width = max(left + len(catalogs) * (bar_w + gap) + gap + right,
                 left + int(font.getlength(title)) + 20)
     height = max(top_m + plot_h + bottom, top_m + 22 * len(shown) + 20)

@@ -19,6 +19,8 @@ paper, see reference/originals-rewriting.md §4):
 CLI (registered by the ``eval`` dispatcher, core/cli_eval.py, through :func:`add_eval_parser`)::
 
     python -m core eval rewrite SOURCE RULE [--images 100000-100199] [--out FILE.json]
+
+RULE is a rule JSON file or the name of a bundle preset (``default spires_to_trees``).
 """
 from __future__ import annotations
 
@@ -142,6 +144,10 @@ def _main(args) -> int:
     if seg is None:
         raise ValueError(f"{args.source}: the bundle has no segmenter (segmenter.json), which the "
                          "evaluation needs")
+    rule = Path(args.rule)
+    preset = Path(model.bundle.path) / "rules" / f"{args.rule}.json"
+    if not rule.is_file() and preset.is_file():     # a preset name, e.g. spires_to_trees
+        rule = preset
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bar = None
     try:
@@ -157,7 +163,7 @@ def _main(args) -> int:
             bar.refresh()
 
     t0 = time.perf_counter()
-    out = evaluate_rewrite(model, seg, args.rule, args.images, args.source_concept,
+    out = evaluate_rewrite(model, seg, rule, args.images, args.source_concept,
                            args.target_concept, layer=args.layer, rank=args.rank, methods=methods,
                            niter_original=args.niter, batch_size=args.batch_size, progress=progress)
     if bar is not None:
@@ -170,7 +176,7 @@ def _main(args) -> int:
               f"{f(r['collateral_clean'], 10, 4)} {f(r['collateral_outside'], 9, 4)} "
               f"{f(r['seconds'], 8, 2)}")
     if args.out:
-        doc = {"model": model.name, "rule": str(args.rule), "images": args.images,
+        doc = {"model": model.name, "rule": str(rule), "images": args.images,
                "source_concept": args.source_concept, "target_concept": args.target_concept,
                "total_seconds": time.perf_counter() - t0, "results": out}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +192,8 @@ def add_eval_parser(subparsers) -> None:
                               "original method; report effectiveness, generality, collateral "
                               "change and update time on held-out images.")
     p.add_argument("source", help="bundle folder (with stats/ and a segmenter) or 'default'")
-    p.add_argument("rule", help="rule JSON file")
+    p.add_argument("rule", help="rule JSON file, or the name of one of the bundle's presets "
+                   "(rules/<name>.json, e.g. spires_to_trees)")
     p.add_argument("--images", default=DEFAULT_IMAGES,
                    help=f"image numbers to evaluate on (default {DEFAULT_IMAGES})")
     p.add_argument("--out", default=None, help="write the results to this JSON file")

@@ -6,7 +6,8 @@ Format (davidbau/rewriting ``rewriteapp.py`` Save/Load; 60+ shipped mask files u
      "object": [image_number, "data:image/png;base64,..."],          # what to copy
      "paste":  [image_number, "data:image/png;base64,..."],          # where to paste it
      "query":  [image_number, "data:image/png;base64,..."],          # optional, UI only
-     "model": "church", "layer": "layer8", "rank": 1}                 # ours, optional
+     "model": "church", "layer": "layer8", "rank": 1,                 # ours, optional
+     "erase": true}                    # ours, optional: erase the context instead of copy/paste
 
 Masks are 256x256 PNGs; the weight of a pixel is its red channel / 255 after ``convert("RGB")``
 (the original ignores alpha). Decoding is defensive: only ``data:image/png;base64`` URLs, at most
@@ -37,7 +38,7 @@ MAX_MASK_SIDE = 4096
 MAX_RULE_BYTES = 64_000_000
 MAX_CONTEXTS = 1000
 _PREFIX = "data:image/png;base64,"
-_KNOWN = ("key", "object", "paste", "query", "model", "layer", "rank")
+_KNOWN = ("key", "object", "paste", "query", "model", "layer", "rank", "erase")
 
 
 class RuleError(ValueError):
@@ -51,8 +52,9 @@ Entry = tuple[int, np.ndarray]
 class Rule:
     """A rewriting request. ``key``: context (image number, mask) pairs; ``object``/``paste``: the
     copy and paste (image number, mask); ``query``: the UI's "Match Sel" selection; ``model`` /
-    ``layer`` / ``rank``: settings a preset carries (None = not stated); ``extra``: unknown
-    fields, kept verbatim."""
+    ``layer`` / ``rank``: settings a preset carries (None = not stated); ``erase``: the rule
+    removes what its context shows (:func:`core.rewrite.erase`) instead of copy-paste;
+    ``extra``: unknown fields, kept verbatim."""
     key: list[Entry] = dataclasses.field(default_factory=list)
     object: Entry | None = None
     paste: Entry | None = None
@@ -60,6 +62,7 @@ class Rule:
     model: str | None = None
     layer: str | None = None
     rank: int | None = None
+    erase: bool = False
     extra: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -182,6 +185,10 @@ def rule_from_dict(d: Any) -> Rule:
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
             raise RuleError(f"'rank' must be a positive integer, got {r!r}")
         rule.rank = r
+    e = d.get("erase", False)
+    if not isinstance(e, bool):
+        raise RuleError(f"'erase' must be true or false, got {e!r}")
+    rule.erase = e
     rule.extra = {k: v for k, v in d.items() if k not in _KNOWN}
     return rule
 
@@ -203,6 +210,8 @@ def rule_to_dict(rule: Rule, size: int = MASK_SIZE) -> dict:
     for field in ("model", "layer", "rank"):
         if getattr(rule, field) is not None:
             d[field] = getattr(rule, field)
+    if rule.erase:
+        d["erase"] = True
     return d
 
 
@@ -270,7 +279,7 @@ def _model_masks(entries, res: int):
 
 
 def apply_rule(model, rule, layer: str | None = None, rank: int | None = None,
-               method: str = "closed_form", C=None, erase: bool = False, drank: int = 30,
+               method: str = "closed_form", C=None, erase: bool | None = None, drank: int = 30,
                weight_deltas=None, progress=None, stop=None, info: dict | None = None, **kwargs):
     """Run a rule on ``model`` and return the :class:`core.edits.WeightEdit`.
 
@@ -278,8 +287,9 @@ def apply_rule(model, rule, layer: str | None = None, rank: int | None = None,
     (rank 1 if it has none); a rule that states another model or layer is refused. ``C``: key
     statistics (default :func:`core.rewrite.get_stats`). Copy = ``object``, paste location = the
     centre of the ``paste`` mask's bounding box on the value grid; context = ``key`` (or the paste
-    selection when there is no key). ``erase=True`` runs :func:`core.rewrite.erase` instead (the
-    ``paste`` image is the target; no object needed). Other ``kwargs`` go to
+    selection when there is no key). ``erase=True`` (default: the rule's ``erase``) runs
+    :func:`core.rewrite.erase` instead (target image: ``paste``'s, else the first context's; no
+    object needed). Other ``kwargs`` go to
     :func:`core.rewrite.rewrite` (niter, lr, ridge, ...)."""
     from . import rewrite as rw
     if not isinstance(rule, Rule):
@@ -291,7 +301,7 @@ def apply_rule(model, rule, layer: str | None = None, rank: int | None = None,
         raise RuleError("empty context: the rule has no 'key' entries and no 'paste' selection")
     if C is None:
         C = rw.get_stats(model, layer)
-    if erase:
+    if rule.erase if erase is None else erase:
         image = rule.paste[0] if rule.paste is not None else None
         return rw.erase(model, layer, contexts, C, image_number=image, drank=drank, rank=rank,
                         method=method, weight_deltas=weight_deltas, progress=progress, stop=stop,

@@ -6,7 +6,8 @@ one, paint a region in the editor; **Add to context** (the tray; click a thumbna
 **Copy** the painted region of one image, **Paste** it into another (painted mask, or click on the
 paste preview to move it); **Execute change** fits the layer's weight (a rank-``rank`` update along
 the context direction) and pushes the ``WeightEdit`` onto the session's ``EditStack``; the gallery
-re-renders with the edited model. **Toggle original**, **Undo**, rule JSON download/upload and
+re-renders with the edited model. **Erase context** needs only the context: it rewrites the layer
+so that what the context shows (e.g. watermarks) is no longer drawn. **Toggle original**, **Undo**, rule JSON download/upload and
 presets (``<bundle>/rules/*.json``).
 
 All math is in ``core.rewrite`` / ``core.rules``; this module turns widget values into calls.
@@ -47,7 +48,7 @@ TRAY_SIZE = 96
 
 def _fresh(model_id=None) -> dict:
     return {"model_id": model_id, "numbers": [], "current": None, "context": [], "copy": None,
-            "paste": None, "stack": EditStack(), "history": [], "original": False}
+            "paste": None, "stack": EditStack(), "history": [], "original": False, "erase": False}
 
 
 def _session(st, model_id) -> dict:
@@ -320,6 +321,7 @@ def build(ctx: AppContext):
             raise gr.Error(_msg(e))
         st["copy"] = (st["current"], mask)
         st["paste"] = None
+        st["erase"] = False            # a copy starts a copy-paste request
         im = render(model_id, st, [st["current"]])[0]
         return _shade(im, mask, GALLERY_SIZE), None, st, f"Copied a region of image #{st['current']}."
 
@@ -383,7 +385,10 @@ def build(ctx: AppContext):
         return paste_at(model_id, layer, st, evt.index[0] * scale, evt.index[1] * scale)
 
     # ---------------------------------------------------------------- executing
-    def request(model, layer, rank, st) -> rules.Rule:
+    def request(model, layer, rank, st, erase=False) -> rules.Rule:
+        if erase:       # an erase rule is its context alone
+            return rules.Rule(key=[(n, _to_float(m)) for n, m in st["context"]],
+                              model=model.bundle.name, layer=layer, rank=int(rank), erase=True)
         return rules.Rule(key=[(n, _to_float(m)) for n, m in st["context"]],
                           object=(st["copy"][0], _to_float(st["copy"][1])) if st["copy"] else None,
                           paste=(st["paste"][0], _to_float(st["paste"][1])) if st["paste"] else None,
@@ -397,7 +402,7 @@ def build(ctx: AppContext):
         rank = check_rank(rank)
         if not rule.contexts:
             raise gr.Error("Empty context: paint a region on an image and press 'Add to context' first.")
-        if rule.object is None or rule.paste is None:
+        if not rule.erase and (rule.object is None or rule.paste is None):
             missing = " and ".join(f for f, v in (("copy", rule.object), ("paste", rule.paste)) if v is None)
             raise gr.Error(f"Nothing to rewrite yet: {missing} missing (use 'Copy' on one image and "
                            "'Paste' on another).")
@@ -426,6 +431,7 @@ def build(ctx: AppContext):
         st = dict(st)
         st["stack"] = base.push(edit)
         st["original"] = False
+        st["erase"] = rule.erase          # "Download rule JSON" saves an erase rule after an erase
         st["history"] = st["history"] + [[len(st["history"]) + 1, layer, rank,
                                           round(float(info.get("seconds", 0.0)), 2), edit.label]]
         return st, info
@@ -436,15 +442,18 @@ def build(ctx: AppContext):
         return (gallery_of(model_id, st), st, history_of(st),
                 f"{what} in {info.get('seconds', 0):.2f} s{loss}. {len(st['stack'])} edit(s) applied.")
 
-    def execute(model_id, layer, rank, st):
+    def execute(model_id, layer, rank, st, erase=False):
         st = _session(st, model_id)
         model = loaded_model(model_id)
         check_layer(model, layer)
         if not st["context"]:
             raise gr.Error("Empty context: paint a region on an image and press 'Add to context' first.")
-        rule = request(model, layer, check_rank(rank), st)
+        rule = request(model, layer, check_rank(rank), st, erase)
         st, info = yield from run_rule(model_id, layer, rank, st, rule)
-        yield finish(model_id, st, info, "Rewrote the model")
+        yield finish(model_id, st, info, "Erased the context" if erase else "Rewrote the model")
+
+    def erase(model_id, layer, rank, st):
+        yield from execute(model_id, layer, rank, st, erase=True)
 
     def load_rule(model, layer, rank, rule, st):
         """Check a rule against the model and put its request into the session."""
@@ -501,7 +510,7 @@ def build(ctx: AppContext):
         check_layer(model, layer)
         if not (st["context"] or st["copy"] or st["paste"]):
             raise gr.Error("Nothing to save yet: add context, copy and paste first.")
-        text = rules.write_rule(request(model, layer, check_rank(rank), st))
+        text = rules.write_rule(request(model, layer, check_rank(rank), st, st.get("erase", False)))
         folder = Path(tempfile.mkdtemp(prefix="rewrite-rule-"))
         path = folder / f"{model.bundle.name}-{layer}-rule.json"
         path.write_text(text, encoding="utf-8")
@@ -584,6 +593,7 @@ def build(ctx: AppContext):
         show_btn = gr.Button("Show", scale=1, elem_id="rewrite_show")
     with gr.Row():
         execute_btn = gr.Button("Execute change", variant="primary", elem_id="rewrite_execute")
+        erase_btn = gr.Button("Erase context", elem_id="rewrite_erase")
         stop_btn = gr.Button("Stop", variant="stop")
         toggle_btn = gr.Button("Toggle original", elem_id="rewrite_toggle")
         undo_btn = gr.Button("Undo", elem_id="rewrite_undo")
@@ -654,13 +664,15 @@ def build(ctx: AppContext):
     runs = [
         execute_btn.click(execute, [model_id, layer, rank, st], [gallery, st, history, status],
                           api_name="rewrite_execute", **heavy),
+        erase_btn.click(erase, [model_id, layer, rank, st], [gallery, st, history, status],
+                        api_name="rewrite_erase", **heavy),
         rule_in.upload(upload, [model_id, layer, rank, rule_in, st],
                        [gallery, st, history, status, tray, layer, rank], api_name="rewrite_rule_upload", **heavy),
         preset_btn.click(preset, [model_id, layer, rank, presets, st],
                          [gallery, st, history, status, tray, layer, rank], api_name="rewrite_preset", **heavy),
         stats_btn.click(compute_stats, [model_id, layer, samples], stats_out, api_name="rewrite_stats", **heavy),
     ]
-    runs[3].then(stats_info, [model_id, layer], stats_md, api_visibility="private")
+    runs[-1].then(stats_info, [model_id, layer], stats_md, api_visibility="private")
     stop_btn.click(None, None, None, cancels=runs)
     toggle_btn.click(toggle, [model_id, st], [gallery, st, status], api_name="rewrite_toggle")
     undo_btn.click(undo, [model_id, st], [gallery, st, history, status], api_name="rewrite_undo")

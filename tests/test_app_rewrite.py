@@ -95,12 +95,33 @@ def test_upload_rule_executes_and_undo_restores(app, rule_file):
     assert all(np.array_equal(a, b) for a, b in zip(before, undone))
 
 
+def test_erase_context(app, rule_file, tmp_path):
+    from gradio_client import handle_file
+    from core import rules
+    c = _client(app)
+    before = _pixels(c.predict(spec="0-3", api_name="/rewrite_show"))
+    c.predict(file=handle_file(str(rule_file)), api_name="/rewrite_rule_upload")   # puts a context in the session
+    c.predict(api_name="/rewrite_undo")
+    gallery, history, status = c.predict(api_name="/rewrite_erase")
+    assert "Erased" in status and "erase" in history["data"][0][4]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, _pixels(gallery)))
+    saved = rules.read_rule(open(c.predict(api_name="/rewrite_rule_download")).read())
+    assert saved.erase and saved.object is None and len(saved.key) == 2
+    # an erase rule file replays as an erase
+    path = tmp_path / "erase.json"
+    rules.write_rule(saved, path)
+    out = c.predict(file=handle_file(str(path)), api_name="/rewrite_rule_upload")
+    assert "erase" in out[1]["data"][-1][4] and len(out[1]["data"]) == 2
+
+
 def test_empty_context_is_a_clear_error(app):
     from gradio_client.exceptions import AppError
     c = _client(app)
     c.predict(spec="0-3", api_name="/rewrite_show")
     with pytest.raises(AppError, match="[Ee]mpty context"):
         c.predict(api_name="/rewrite_execute")
+    with pytest.raises(AppError, match="[Ee]mpty context"):
+        c.predict(api_name="/rewrite_erase")
     with pytest.raises(AppError, match="[Ee]mpty context"):
         c.predict(spec="0-9", api_name="/rewrite_search")
     with pytest.raises(AppError, match="[Nn]othing to undo"):

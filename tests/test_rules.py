@@ -178,6 +178,20 @@ def test_apply_rule_progan(tiny):
     assert "erase" in e.label
 
 
+def test_erase_rule_round_trip_and_apply(tiny):
+    g, st = tiny
+    rule = rules.Rule(key=[(0, _mask(32, 32, 128, 128))], layer="layer4", erase=True)
+    text = rules.write_rule(rule)
+    assert json.loads(text)["erase"] is True and "object" not in json.loads(text)
+    back = rules.read_rule(text)
+    assert back.erase and back.object is None
+    e = rules.apply_rule(g, back, C=st, drank=2)          # the rule's flag selects erase
+    assert "erase" in e.label
+    assert "erase" not in json.loads(rules.write_rule(rules.Rule(key=rule.key)))
+    with pytest.raises(rules.RuleError, match="'erase' must be true or false"):
+        rules.read_rule(json.dumps({"key": [], "erase": "yes"}))
+
+
 def test_apply_rule_errors(tiny, progan_bundle):
     import core
     g, st = tiny
@@ -188,9 +202,7 @@ def test_apply_rule_errors(tiny, progan_bundle):
     with pytest.raises(ValueError, match="no layer"):
         rules.apply_rule(g, rules.Rule(key=[(0, m)], object=(2, m), paste=(3, m)), C=st)
     with pytest.raises(KeyError, match="unknown layer"):
-        rules.apply_rule(g, ok, layer=None, C=st) if False else \
-            rules.apply_rule(g, rules.Rule(key=[(0, m)], object=(2, m), paste=(3, m),
-                                           layer="layer99"), C=st)
+        rules.apply_rule(g, rules.Rule(key=[(0, m)], object=(2, m), paste=(3, m), layer="layer99"), C=st)
     model = core.load_model(progan_bundle)
     other = rules.Rule(key=[(0, m)], object=(2, m), paste=(3, m), layer="layer4", model="church")
     with pytest.raises(ValueError, match="made for model 'church', not 'tiny-progan'"):

@@ -7,6 +7,7 @@
 3. causal rankings of the paint concepts at the paint layer      core.paint.causal_ranking
 4. key statistics of the rewritable layers                       python -m core stats
 5. quality metrics (FSD, class shares, watermark share)          training.quality
+6. rule presets (spires -> trees, domes -> spires, erase watermarks)  training.presets
 The photo encoder is trained separately: python -m training.encoder --bundle models/toytown.
 """
 from __future__ import annotations
@@ -70,7 +71,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", default="models/toytown", type=Path)
     p.add_argument("--samples", type=int, default=1000)
-    p.add_argument("--skip", nargs="*", default=[], choices=["bundle", "dissect", "causal", "stats", "quality"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["bundle", "dissect", "causal", "stats", "quality", "presets"])
     a = p.parse_args(argv)
     torch.set_num_threads(2)
     t0 = time.time()
@@ -89,6 +90,9 @@ def main(argv=None):
     if "quality" not in a.skip:
         from training.quality import main as quality_main
         quality_main(["--bundle", str(a.bundle)])
+    if "presets" not in a.skip:
+        from training.presets import build_presets
+        build_presets(a.bundle)
     print(f"finalized {a.bundle} in {(time.time() - t0) / 60:.1f} min")
 
 

@@ -169,7 +169,12 @@ def train(args):
           f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f} M")
 
     fixed_z = torch.from_numpy(np.random.RandomState(123).standard_normal((32, sizes[0])).astype(np.float32))
-    ema_beta = 0.5 ** (args.batch / args.ema_kimg / 1000)
+
+    def ema_beta():
+        # half-life ramps up with the images seen (as StyleGAN2-ADA): early EMA snapshots would
+        # otherwise average generators that are still far apart (blurry samples)
+        half_life = min(args.ema_kimg * 1000, max(1.0, step * args.batch * args.ema_rampup))
+        return 0.5 ** (args.batch / half_life)
     rng = torch.Generator().manual_seed(args.seed + step)
     t_end = time.time() + args.minutes * 60
     t_last = time.time()
@@ -191,13 +196,13 @@ def train(args):
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
 
     def train_step(step):
-        # --- discriminator: real vs generated, plus a lazy R1 penalty on reals
+        # one generated batch serves both updates (saves a generator forward per step)
         z = torch.randn(args.batch, sizes[0], generator=rng)
         real = real_batch()
         with autocast:
-            with torch.no_grad():
-                fake = G(z)
-            loss_d = F.softplus(D(fake.float())).mean() + F.softplus(-D(real)).mean()
+            fake = G(z)
+            # --- discriminator: real vs generated, plus a lazy R1 penalty on reals
+            loss_d = F.softplus(D(fake.detach().float())).mean() + F.softplus(-D(real)).mean()
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         r1 = torch.zeros(())
@@ -208,14 +213,14 @@ def train(args):
             (r1 * args.r1_gamma / 2 * args.r1_every).backward()
         opt_d.step()
         # --- generator: non-saturating loss
-        z = torch.randn(args.batch, sizes[0], generator=rng)
         with autocast:
-            loss_g = F.softplus(-D(G(z))).mean()
+            loss_g = F.softplus(-D(fake)).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        ema_update(G_ema, G, ema_beta)
-        return loss_d.item(), loss_g.item(), r1.item()
+        ema_update(G_ema, G, ema_beta())
+        # variety: mean per-pixel std over the batch (a collapsing G drives it towards 0)
+        return loss_d.item(), loss_g.item(), r1.item(), float(fake.detach().float().std(0).mean())
 
     def on_sigterm(*_):
         raise KeyboardInterrupt
@@ -223,13 +228,13 @@ def train(args):
     try:
         while step < args.steps and time.time() < t_end:
             t0 = time.time()
-            loss_d, loss_g, r1 = train_step(step)
+            loss_d, loss_g, r1, variety = train_step(step)
             step += 1
             seconds += time.time() - t0
             if step % 50 == 0:
                 dt = (time.time() - t_last) / 50
                 t_last = time.time()
-                msg = (f"step {step} loss_d {loss_d:.3f} loss_g {loss_g:.3f} r1 {r1:.3f} "
+                msg = (f"step {step} loss_d {loss_d:.3f} loss_g {loss_g:.3f} r1 {r1:.3f} variety {variety:.3f} "
                        f"{dt:.2f}s/step {seconds / 60:.1f}min")
                 print(msg, flush=True)
                 log.write(msg + "\n")
@@ -237,6 +242,7 @@ def train(args):
             if step % args.sample_every == 0:
                 with torch.no_grad():
                     save_grid(G_ema(fixed_z), run / f"samples_{step:06d}.png")
+                    save_grid(G(fixed_z), run / f"raw_{step:06d}.png")
             if step % args.save_every == 0:
                 save_state()
     except KeyboardInterrupt:
@@ -264,10 +270,13 @@ def main(argv=None):
     p.add_argument("--dataset-size", type=int, default=24000)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.0005)
-    p.add_argument("--r1-gamma", type=float, default=5.0)
-    p.add_argument("--r1-every", type=int, default=8)
+    p.add_argument("--lr", type=float, default=0.0015)
+    p.add_argument("--r1-gamma", type=float, default=0.05,
+                   help="R1 weight; StyleGAN2-ADA's heuristic 0.0002 * res^2 / batch gives 0.026 at 64 px")
+    p.add_argument("--r1-every", type=int, default=16)
     p.add_argument("--ema-kimg", type=float, default=10.0, help="EMA half-life in thousands of images")
+    p.add_argument("--ema-rampup", type=float, default=0.05,
+                   help="the EMA half-life is at most this fraction of the images seen")
     p.add_argument("--steps", type=int, default=10 ** 9)
     p.add_argument("--minutes", type=float, default=60)
     p.add_argument("--sample-every", type=int, default=500)

@@ -1,0 +1,46 @@
+"""Rule presets chosen from segmentations (training/presets.py), on synthetic label maps."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from core import rules
+from training.presets import copy_paste_rule, erase_rule
+
+CONCEPTS = ["sky", "tree", "spire", "watermark"]
+SEG = SimpleNamespace(concept_index=CONCEPTS.index)
+MODEL = SimpleNamespace(bundle=SimpleNamespace(name="toy"))
+
+
+def _labels():
+    lab = np.zeros((6, 16, 16), np.uint8)
+    lab[0, 2:8, 3:6] = 2            # the biggest spire
+    lab[1, 2:5, 10:14] = 2          # a smaller one
+    lab[2, 9:12, 1:4] = 1           # a 9-pixel tree
+    lab[3, 4:10, 4:10] = 1          # a 36-pixel tree
+    lab[3, 0:1, 0:3] = 2            # too small to be a context
+    lab[4, 14:16, :] = 3            # a watermark bar
+    lab[5, 15:16, :8] = 3
+    return lab
+
+
+def test_spires_to_trees_rule():
+    numbers = [10, 11, 12, 13, 14, 15]
+    rule = copy_paste_rule(MODEL, _labels(), numbers, "spire", "tree", SEG, "layer4", contexts=3)
+    assert [n for n, _ in rule.key] == [10, 11]                  # largest spire regions first
+    # paste over the biggest spire; copy the tree closest in size to it (9 px beats 36 px for 18)
+    assert rule.paste[0] == 10 and rule.object[0] == 12
+    # masks cover their region grown by one pixel and nothing far away
+    m = rule.key[0][1]
+    assert m[2:8, 3:6].min() == 1 and m[1, 2] == 1 and m[12:, :].max() == 0
+    text = rules.write_rule(rule)
+    back = rules.read_rule(text)
+    assert back.layer == "layer4" and back.model == "toy" and not back.erase
+
+
+def test_erase_rule_and_missing_concept():
+    rule = erase_rule(MODEL, _labels(), list(range(6)), "watermark", SEG, "layer5", contexts=4)
+    assert rule.erase and rule.object is None and [n for n, _ in rule.key] == [4, 5]
+    with pytest.raises(SystemExit, match="clear sky"):
+        copy_paste_rule(MODEL, np.ones((3, 8, 8), np.uint8), [0, 1, 2], "sky", "tree", SEG,
+                        "layer4", contexts=3)
