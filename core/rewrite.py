@@ -958,12 +958,16 @@ def region_loss(model, layer: str, image_number: int, target_value, region, edit
 
 
 # =============================================================================== erase
-def erase_units(model, layer: str, contexts, C, drank: int = 30, weight_deltas=None) -> list[int]:
+ERASE_UNITS = 30                      # the original's default drank
+
+
+def erase_units(model, layer: str, contexts, C, drank: int | None = None, weight_deltas=None) -> list[int]:
     """Key channels most active in the context: ranked by the mask-weighted mean of ``k²/E[k²]``
-    (``E[k²]`` = diag(C)), top ``drank`` (the original's ``normdissect_units``)."""
+    (``E[k²]`` = diag(C)), top ``drank`` (the original's ``normdissect_units``; default 30, or all
+    channels of a narrower layer)."""
     keys, weights = context_keys(model, layer, contexts, weight_deltas)
     c_in = keys.shape[1]
-    drank = int(drank)
+    drank = min(ERASE_UNITS, c_in) if drank is None else int(drank)
     if not 1 <= drank <= c_in:
         raise RewriteError(f"drank must be between 1 and {c_in} (the layer's key channels), got {drank}")
     scale = torch.diagonal(_C(C)).to(keys).clamp_min(1e-30)
@@ -983,7 +987,7 @@ def erase_target(model, layer: str, image_number: int, units: Sequence[int], wei
     return v, torch.ones(v.shape[-2:], dtype=torch.bool, device=v.device)
 
 
-def erase(model, layer: str, contexts, C, image_number: int | None = None, drank: int = 30,
+def erase(model, layer: str, contexts, C, image_number: int | None = None, drank: int | None = None,
           rank: int = 1, method: str = "closed_form", dirs=None, region=None, weight_deltas=None,
           **kwargs):
     """Remove what the context shows (e.g. watermarks) by rewriting: the target is the layer's
@@ -994,6 +998,7 @@ def erase(model, layer: str, contexts, C, image_number: int | None = None, drank
     if not contexts:
         raise RewriteError("empty context: erase needs (image number, mask) pairs showing what to remove")
     units = erase_units(model, layer, contexts, C, drank, weight_deltas)
+    drank = len(units)
     image_number = contexts[0][0] if image_number is None else image_number
     target, full = erase_target(model, layer, image_number, units, weight_deltas)
     if dirs is None:

@@ -279,7 +279,7 @@ def _model_masks(entries, res: int):
 
 
 def apply_rule(model, rule, layer: str | None = None, rank: int | None = None,
-               method: str = "closed_form", C=None, erase: bool | None = None, drank: int = 30,
+               method: str = "closed_form", C=None, erase: bool | None = None, drank: int | None = None,
                weight_deltas=None, progress=None, stop=None, info: dict | None = None, **kwargs):
     """Run a rule on ``model`` and return the :class:`core.edits.WeightEdit`.
 
