@@ -79,10 +79,60 @@ def test_dissect_click_unit_shows_top_images(page):
     _shot(page, "dissect")
 
 
-@pytest.mark.parametrize("tab", ["Paint", "Watermark", "Photo", "Rewrite"])
-def test_other_tabs_render(page, tab):
-    if page.get_by_role("tab", name=tab).count() == 0:
-        pytest.skip(f"no {tab} tab in this build")
-    _tab(page, tab)
-    page.wait_for_timeout(1500)
-    _shot(page, tab.lower())
+
+
+def test_paint_stroke_changes_the_image(page):
+    _tab(page, "Paint")
+    info = page.locator("#paint_info")
+    sync_api.expect(info).to_contain_text("Image #", timeout=60_000)
+    before = page.locator("#paint_result img").get_attribute("src")
+    canvas = page.locator("#paint_editor canvas").first
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(x + 0.3 * w, y + 0.35 * h)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x + (0.3 + 0.03 * i) * w, y + (0.35 + 0.02 * i) * h)
+    page.mouse.up()
+    page.locator("#paint_apply").click()          # live mode may have applied it already
+    sync_api.expect(info).to_contain_text("1 edit(s)", timeout=60_000)
+    sync_api.expect(page.locator("#paint_result img")).not_to_have_attribute("src", before or "")
+    _shot(page, "paint")
+
+
+def test_watermark_removal_reports_rates(page):
+    _tab(page, "Watermarks")
+    page.locator("#wm_remove").click()
+    result = page.locator("#wm_result")
+    sync_api.expect(result).to_contain_text("Watermark rate", timeout=120_000)
+    sync_api.expect(result).to_contain_text("→")
+    _shot(page, "watermark")
+
+
+def test_photo_upload_and_invert(page, monkeypatch):
+    import demos.photo as photo
+    monkeypatch.setattr(photo, "INVERT_STEPS", 20)      # a short run: the flow, not the quality
+    monkeypatch.setattr(photo, "ADAPT_STEPS", 10)
+    _tab(page, "Photo")
+    example = Path(photo.EXAMPLES_DIR) / "hill_trees.jpg"
+    page.locator("#photo_upload input[type=file]").set_input_files(str(example))
+    page.wait_for_timeout(1000)
+    page.locator("#photo_invert").click()
+    sync_api.expect(page.locator("#photo_status")).to_contain_text("Done", timeout=180_000)
+    sync_api.expect(page.locator("#photo_status")).to_contain_text("PSNR")
+    _shot(page, "photo")
+
+
+def test_rewrite_preset_and_toggle_original(page):
+    _tab(page, "Rewrite")
+    page.wait_for_selector("#rewrite_gallery img")
+    page.get_by_text("Rule files and presets").click()
+    page.get_by_role("button", name="Apply preset").click()
+    status = page.locator("#rewrite_status")
+    sync_api.expect(status).to_contain_text("Applied preset", timeout=120_000)
+    page.locator("#rewrite_toggle").click()
+    sync_api.expect(status).to_contain_text("Showing the original model", timeout=60_000)
+    page.locator("#rewrite_toggle").click()
+    sync_api.expect(status).to_contain_text("Showing the edited model", timeout=60_000)
+    _shot(page, "rewrite")
