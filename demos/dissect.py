@@ -10,6 +10,7 @@ import core
 from core.dissect import DissectionStopped, dissect, load_catalog, save_catalog, summary_table, top_images
 from core.edits import EditStack, UnitEdit
 from demos.context import AppContext, display, stoppable
+from demos.settings import STATE_TTL
 
 GALLERY_UNITS = 64      # tiles rendered per gallery view
 TOP_SHOWN = 8
@@ -160,7 +161,7 @@ def build(ctx: AppContext):
                             label="Layer", scale=2, elem_id="dissect_layer")
         concept = gr.Dropdown(["all"], value="all", label="Concept filter", scale=2)
     summary = gr.Markdown()
-    shown = gr.State([])
+    shown = gr.State([], time_to_live=STATE_TTL)
     gallery = gr.Gallery(label="Units sorted by IoU (click one)", columns=8, height=420,
                          allow_preview=False, format="png", elem_id="dissect_gallery")
     with gr.Row():

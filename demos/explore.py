@@ -8,6 +8,7 @@ import numpy as np
 
 import core
 from demos.context import AppContext, blend, colorize, display
+from demos.settings import STATE_TTL
 
 MAX_GRID = 64
 
@@ -63,7 +64,7 @@ def build(ctx: AppContext):
                           elem_id="explore_numbers")
         show_btn = gr.Button("Show", variant="primary", scale=1, elem_id="explore_show")
         random_btn = gr.Button("Random", scale=1)
-    numbers = gr.State([])
+    numbers = gr.State([], time_to_live=STATE_TTL)
     gallery = gr.Gallery(label="Samples (click one)", columns=8, height="auto", allow_preview=False,
                          format="png", elem_id="explore_gallery")
     caption = gr.Markdown()

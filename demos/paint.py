@@ -24,6 +24,8 @@ from core.edits import EditStack, layer_shape
 from core.images import MAX_IMAGE_NUMBER
 from core.paint import CatalogError, feature_mask, load_catalog, paint_edit, units_for
 from demos.context import AppContext, display
+from demos.gpu import gpu
+from demos.settings import STATE_TTL
 
 # concepts offered as editor layers, in this order, when the catalog has units for them
 PREFERRED = ("tree", "grass", "dome", "spire", "door", "window", "cloud", "roof", "sky", "wall")
@@ -31,7 +33,6 @@ NOT_PAINTED = ("watermark",)          # removed in the Watermark tab, not painte
 INTERPRETABLE_IOU = 0.04              # a ranking whose best IoU is below this is not offered
 MAX_UNITS = 30
 DEFAULT_UNITS = 10
-STATE_TTL = 1800                      # seconds a session's edits live after its last event
 SUGGESTIONS = list(range(12))         # image numbers shown as suggestions
 RANKING = "causal"                    # causal ranking when the catalog has one, else IoU
 FALLBACK_COLORS = {"sky": "#87ceeb", "cloud": "#f0f0f0", "grass": "#4caf50", "tree": "#1b5e20",
@@ -408,15 +409,17 @@ def build(ctx: AppContext):
     state = gr.State(None, time_to_live=STATE_TTL)
 
     outs = [number, editor, compare, result, table, info, state]
-    load_btn.click(load, [model_id, number], outs, api_name="paint_load")
-    number.submit(load, [model_id, number], outs, api_visibility="private")
-    random_btn.click(load_random, [model_id], outs, api_name="paint_random")
-    gallery.select(pick, [model_id], outs, api_name="paint_pick")
-    apply_btn.click(apply_button, [editor, mode, n_units, state], outs, api_name="paint_apply")
-    editor.input(apply_stroke, [editor, mode, n_units, live, state], outs,
+    heavy = gpu(duration=15)      # renders: on a ZeroGPU Space these get a GPU, elsewhere no-op
+    load_btn.click(heavy(load), [model_id, number], outs, api_name="paint_load")
+    number.submit(heavy(load), [model_id, number], outs, api_visibility="private")
+    random_btn.click(heavy(load_random), [model_id], outs, api_name="paint_random")
+    gallery.select(heavy(pick), [model_id], outs, api_name="paint_pick")
+    apply_btn.click(heavy(apply_button), [editor, mode, n_units, state], outs,
+                    api_name="paint_apply")
+    editor.input(heavy(apply_stroke), [editor, mode, n_units, live, state], outs,
                  api_name="paint_stroke", trigger_mode="always_last", show_progress="minimal")
-    undo_btn.click(undo, [state], outs, api_name="paint_undo")
-    reset_btn.click(reset, [state], outs, api_name="paint_reset")
+    undo_btn.click(heavy(undo), [state], outs, api_name="paint_undo")
+    reset_btn.click(heavy(reset), [state], outs, api_name="paint_reset")
     # on page load (gr.on without triggers and without inputs = the app's load event)
     gr.on(None, lambda: init(ids[0], SUGGESTIONS[0]), [], outs + [gallery, problem],
           api_name="paint_init", show_progress="hidden")

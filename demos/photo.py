@@ -38,12 +38,13 @@ from core.paint import CatalogError, feature_mask, paint_edit
 from core.photo import (PhotoError, adapt, composite, crop_resize, invert, load_photo, open_photo,
                         paint_layer)
 from demos.context import DISPLAY_SIZE, AppContext, display
+from demos.gpu import gpu
+from demos.settings import STATE_TTL
 
 # steps of the two optimisations (tests lower them through the environment or by assignment)
 INVERT_STEPS = int(os.environ.get("PWN_PHOTO_INVERT_STEPS", "150"))
 ADAPT_STEPS = int(os.environ.get("PWN_PHOTO_ADAPT_STEPS", "100"))
 PREVIEW_EVERY = int(os.environ.get("PWN_PHOTO_PREVIEW_EVERY", "10"))
-STATE_TTL = 1800                      # seconds a session's photo and edits live after its last event
 MAX_UNITS = 30
 DEFAULT_UNITS = 10
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
@@ -313,10 +314,12 @@ def build(ctx: AppContext):
     state = gr.State(None, time_to_live=STATE_TTL)
 
     paint_outs = [editor, compare, result, info, state]
-    run = invert_btn.click(run_invert, [model_id, upload, state],
+    # inversion + adaptation (a generator) and painting: on a ZeroGPU Space these get a GPU
+    run = invert_btn.click(gpu(duration=120)(run_invert), [model_id, upload, state],
                            [shown, recon, status] + paint_outs, api_name="photo_invert")
     stop_btn.click(None, None, None, cancels=[run], api_visibility="private")
-    apply_btn.click(apply, [editor, mode, n_units, state], paint_outs, api_name="photo_paint")
+    apply_btn.click(gpu(duration=15)(apply), [editor, mode, n_units, state], paint_outs,
+                    api_name="photo_paint")
     undo_btn.click(undo, [state], paint_outs, api_name="photo_undo")
     reset_btn.click(reset, [state], paint_outs, api_name="photo_reset")
     return {"outputs": [shown, recon, status] + paint_outs}

@@ -1,8 +1,18 @@
 """Serving limits, chosen deliberately for a 2-vCPU Space (see README "Deploying")."""
+import os
+
 import gradio as gr
 
 # Requests wait in one queue; more than this many waiting get a clear "queue is full" message.
 QUEUE = {"max_size": 32, "default_concurrency_limit": 2}
 # Uploads beyond this size are rejected by the server before they reach our code.
 MAX_FILE_SIZE = "10mb"
-LAUNCH = {"max_file_size": MAX_FILE_SIZE, "theme": gr.themes.Soft(), "footer_links": ["api", "gradio"]}
+# Seconds a session's gr.State (edit stacks, an inverted photo) lives after its last update; the
+# tabs read this. PWN_STATE_TTL shortens it for bench/bench_load.py. Gradio itself keeps the
+# state of a *closed* page for 1 h after its last update, whatever this says.
+STATE_TTL = float(os.environ.get("PWN_STATE_TTL", "1800"))
+# Gradio keeps a ~0.3 MB record per session (a copy of every component's config) even after its
+# gr.State expired, dropping the least recently used beyond this many (bench_load measures it).
+SESSION_CAPACITY = 1000
+LAUNCH = {"max_file_size": MAX_FILE_SIZE, "theme": gr.themes.Soft(), "footer_links": ["api", "gradio"],
+          "state_session_capacity": SESSION_CAPACITY}

@@ -23,7 +23,9 @@ from core.edits import EditStack, layer_shape
 from core.images import make_grid
 from core.paint import CatalogError, feature_mask, remove_units_edit, units_for, watermark_rate
 from demos.context import AppContext, display
+from demos.gpu import gpu
 from demos.paint import catalog_for, paint_layer
+from demos.settings import STATE_TTL
 
 CONCEPT = "watermark"
 SCAN = "0-399"                  # image numbers searched for watermarked samples
@@ -297,10 +299,12 @@ def build(ctx: AppContext):
             brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=16),
             eraser=gr.Eraser(default_size=16), canvas_size=(512, 512),
             label="Mark the watermark", elem_id="wm_mark_editor")
-    picked = gr.State([], time_to_live=1800)
+    picked = gr.State([], time_to_live=STATE_TTL)
 
-    find_btn.click(find, [model_id], [gallery, found_md, mark_number], api_name="watermark_find")
-    remove_btn.click(remove, [model_id, n_units, source, picked],
+    heavy = gpu(duration=60)      # hundreds of renders: on a ZeroGPU Space these get a GPU
+    find_btn.click(heavy(find), [model_id], [gallery, found_md, mark_number],
+                   api_name="watermark_find")
+    remove_btn.click(heavy(remove), [model_id, n_units, source, picked],
                      [compare, rate_before, rate_after, result_md], api_name="watermark_remove")
     model_id.change(units_table, [model_id], [units_df, units_md], api_name="watermark_units")
     mark_load.click(load_sample, [model_id, mark_number], [mark_editor],
