@@ -376,7 +376,7 @@ def build(ctx: AppContext):
                            scale=2, elem_id="paint_number")
         load_btn = gr.Button("Load", variant="primary", scale=1, elem_id="paint_load")
         random_btn = gr.Button("Random", scale=1, elem_id="paint_random")
-    gallery = gr.Gallery(label="Suggestions (click one)", columns=12, height="auto",
+    gallery = gr.Gallery(label="Suggestions (click one)", columns=12, rows=1, height=140,
                          allow_preview=False, format="png", elem_id="paint_suggestions")
     problem = gr.Markdown()
     with gr.Row():

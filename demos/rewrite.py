@@ -32,8 +32,9 @@ from core import rules
 from core.edits import EditStack
 from core.generators.base import LayerError
 from demos.context import DISPLAY_SIZE, AppContext, display, stoppable
+from demos.gpu import gpu
+from demos.settings import STATE_TTL
 
-STATE_TTL = 1800
 MAX_GALLERY = 32
 TOP_RESULTS = 12
 MAX_SEARCH = 2000
@@ -662,15 +663,15 @@ def build(ctx: AppContext):
     pasted.select(paste_click, [model_id, layer, st], [pasted, st, status], api_visibility="private")
     heavy = dict(concurrency_id="heavy", concurrency_limit=1)
     runs = [
-        execute_btn.click(execute, [model_id, layer, rank, st], [gallery, st, history, status],
+        execute_btn.click(gpu(duration=120)(execute), [model_id, layer, rank, st], [gallery, st, history, status],
                           api_name="rewrite_execute", **heavy),
-        erase_btn.click(erase, [model_id, layer, rank, st], [gallery, st, history, status],
+        erase_btn.click(gpu(duration=120)(erase), [model_id, layer, rank, st], [gallery, st, history, status],
                         api_name="rewrite_erase", **heavy),
-        rule_in.upload(upload, [model_id, layer, rank, rule_in, st],
+        rule_in.upload(gpu(duration=120)(upload), [model_id, layer, rank, rule_in, st],
                        [gallery, st, history, status, tray, layer, rank], api_name="rewrite_rule_upload", **heavy),
-        preset_btn.click(preset, [model_id, layer, rank, presets, st],
+        preset_btn.click(gpu(duration=120)(preset), [model_id, layer, rank, presets, st],
                          [gallery, st, history, status, tray, layer, rank], api_name="rewrite_preset", **heavy),
-        stats_btn.click(compute_stats, [model_id, layer, samples], stats_out, api_name="rewrite_stats", **heavy),
+        stats_btn.click(gpu(duration=300)(compute_stats), [model_id, layer, samples], stats_out, api_name="rewrite_stats", **heavy),
     ]
     runs[-1].then(stats_info, [model_id, layer], stats_md, api_visibility="private")
     stop_btn.click(None, None, None, cancels=runs)
