@@ -154,6 +154,14 @@ def build(ctx: AppContext):
             cat = yield from stoppable(job, lambda st: f"Dissecting {layer}: {st.get('done', 0)}/{samples} images…")
         except DissectionStopped:
             raise gr.Error("Dissection stopped.")
+        path = loaded.model.bundle.catalog_path(layer)
+        try:
+            save_catalog(cat, path)
+            where = f"saved to `{path}`"
+        except OSError:
+            where = "kept in memory (the bundle folder is not writable)"
+        cache.put(loaded.model, layer, cat)      # the .then() below shows it
+        yield f"Dissected `{layer}` over {samples} images; catalog {where}."
 
     with gr.Row():
         model_id = gr.Dropdown(ctx.model_ids(), value=ctx.model_ids()[0], label="Model", scale=2)

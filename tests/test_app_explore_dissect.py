@@ -98,3 +98,19 @@ def test_dissect_unknown_unit_is_a_clear_error(client, app_bundle):
     from gradio_client.exceptions import AppError
     with pytest.raises(AppError, match="does not exist"):
         client.predict(str(app_bundle), "layer2", 999, api_name="/dissect_unit")
+
+
+def test_dissect_run_from_the_ui_saves_and_shows_the_catalog(client, app_bundle):
+    gallery, _, summary = _units(client, app_bundle, "layer3")
+    assert gallery == [] and "no catalog" in summary
+    out = client.predict(str(app_bundle), "layer3", 100, api_name="/dissect_run")
+    assert "Dissected `layer3` over 100 images" in out and "saved" in out
+    assert (app_bundle / "catalog" / "layer3.json").is_file()
+    gallery, _, summary = _units(client, app_bundle, "layer3")
+    assert len(gallery) > 0
+
+
+def test_explore_random_shows_16_numbered_images(client, app_bundle):
+    spec, gallery = client.predict(str(app_bundle), api_name="/explore_random")
+    start, end = map(int, spec.split("-"))
+    assert end - start == 15 and len(gallery) == 16

@@ -165,3 +165,51 @@ def test_clients_are_isolated(app, rule_file):
     from gradio_client.exceptions import AppError
     with pytest.raises(AppError, match="[Nn]othing to undo"):
         b.predict(api_name="/rewrite_undo")
+
+
+def _editor_value(tmp_path, top, left, size=96):
+    """An ImageEditor value through the API: a background and one layer painted in a square."""
+    from gradio_client import handle_file
+    bg, layer = tmp_path / "bg.png", tmp_path / f"layer_{top}_{left}.png"
+    Image.new("RGB", (256, 256), (90, 120, 200)).save(bg)
+    a = np.zeros((256, 256, 4), np.uint8)
+    a[top:top + size, left:left + size] = 255
+    Image.fromarray(a, "RGBA").save(layer)
+    return {"background": handle_file(str(bg)), "layers": [handle_file(str(layer))], "composite": None}
+
+
+def test_context_copy_paste_flow_through_the_api(app, tmp_path):
+    from gradio_client.exceptions import AppError
+    c = _client(app)
+    c.predict(spec="0-3", api_name="/rewrite_show")
+    editor, caption = c.predict(n=1, api_name="/rewrite_open")
+    assert "1" in caption
+    tray, status = c.predict(ev=_editor_value(tmp_path, 32, 32), api_name="/rewrite_add_context")
+    assert len(tray) == 1 and "1 region" in status
+    gallery, status = c.predict(api_name="/rewrite_matches")
+    assert len(gallery) == 4 and "Highlighted" in status
+    copied, pasted, status = c.predict(ev=_editor_value(tmp_path, 64, 64), api_name="/rewrite_copy")
+    assert copied is not None and "Copied" in status
+    c.predict(n=2, api_name="/rewrite_open")
+    pasted, status = c.predict(ev=_editor_value(tmp_path, 128, 96), api_name="/rewrite_paste")
+    assert pasted is not None and "Pasted into image #2" in status
+    pasted, status = c.predict(x=4, y=5, api_name="/rewrite_paste_at")
+    assert "at (4, 5)" in status
+    with pytest.raises(AppError, match="outside"):
+        c.predict(x=99, y=5, api_name="/rewrite_paste_at")
+    gallery, history, status = c.predict(api_name="/rewrite_execute")
+    assert "Rewrote" in status and len(history["data"]) == 1
+    tray, status = c.predict(api_name="/rewrite_clear_context")
+    assert tray == [] and "cleared" in status
+    # the tiny bundle ships no presets: a clear error, nothing applied
+    with pytest.raises(AppError, match="no presets"):
+        c.predict(name="(no presets for this model)", api_name="/rewrite_preset")
+
+
+def test_statistics_endpoints(app):
+    c = _client(app)
+    assert "40 images" in c.predict(layer=LAYER, api_name="/rewrite_stats_info")
+    assert "no key statistics" in c.predict(layer="layer3", api_name="/rewrite_stats_info")
+    out = c.predict(layer="layer3", samples=10, api_name="/rewrite_stats")
+    assert "layer3 over 10 images" in out
+    assert "10 images" in c.predict(layer="layer3", api_name="/rewrite_stats_info")
