@@ -103,3 +103,20 @@ def colorize(labels: torch.Tensor, palette) -> np.ndarray:
 
 def blend(image_u8: np.ndarray, overlay_u8: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     return (image_u8 * (1 - alpha) + overlay_u8 * alpha).astype(np.uint8)
+
+
+def editor_layer_masks(editor_value, names) -> list[tuple[str, np.ndarray]]:
+    """(name, HxW bool mask) for each layer of an ImageEditor value, paired with ``names`` in
+    order: alpha > 0 for RGBA layers, any channel for RGB, > 0 for grey; empty layers skipped."""
+    out = []
+    for name, layer in zip(names, (editor_value or {}).get("layers") or []):
+        if layer is None:
+            continue
+        arr = np.asarray(layer)
+        if arr.ndim == 3 and arr.shape[-1] == 4:
+            out.append((name, arr[..., 3] > 0))
+        elif arr.ndim == 3:
+            out.append((name, arr.any(-1)))
+        elif arr.ndim == 2:
+            out.append((name, arr > 0))
+    return out

@@ -16,14 +16,13 @@ import random
 import threading
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 
 import core
 from core.edits import EditStack, layer_shape
 from core.images import MAX_IMAGE_NUMBER
 from core.paint import CatalogError, feature_mask, load_catalog, paint_edit, units_for
-from demos.context import AppContext, display
+from demos.context import AppContext, display, editor_layer_masks
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 
@@ -232,25 +231,6 @@ def brush_settings(mode, n_units) -> tuple[str, int]:
         raise gr.Error(f"Strength must be a number of units (1-{MAX_UNITS}), got {n_units!r}.")
 
 
-def _masks(editor_value, concepts) -> list[tuple[str, np.ndarray]]:
-    """(concept, HxW bool mask) for each editor layer, in declared order (alpha > 0)."""
-    out = []
-    for concept, layer in zip(concepts, (editor_value or {}).get("layers") or []):
-        if layer is None:
-            continue
-        arr = np.asarray(layer)
-        if arr.ndim == 3 and arr.shape[-1] == 4:
-            m = arr[..., 3] > 0
-        elif arr.ndim == 3:
-            m = arr.any(-1)
-        elif arr.ndim == 2:
-            m = arr > 0
-        else:
-            continue
-        out.append((concept, m))
-    return out
-
-
 # ------------------------------------------------------------------ the tab
 def build(ctx: AppContext):
     concepts, colors = _build_time_setup(ctx)
@@ -308,7 +288,7 @@ def build(ctx: AppContext):
             n = clamped
         layer = paint_layer(model)
         _, h, w = layer_shape(model, layer)
-        strokes = [(c, feature_mask(m, (h, w))) for c, m in _masks(editor_value, concepts)]
+        strokes = [(c, feature_mask(m, (h, w))) for c, m in editor_layer_masks(editor_value, concepts)]
         strokes = [(c, fm) for c, fm in strokes if bool((fm > 0).any())]
         if not strokes:
             if quiet:

@@ -37,7 +37,7 @@ from core.edits import EditStack, layer_shape
 from core.paint import CatalogError, feature_mask, paint_edit
 from core.photo import (PhotoError, adapt, composite, crop_resize, invert, load_photo, open_photo,
                         paint_layer)
-from demos.context import DISPLAY_SIZE, AppContext, display
+from demos.context import DISPLAY_SIZE, AppContext, display, editor_layer_masks
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 
@@ -106,21 +106,6 @@ def _encoder(model_id: str, model):
             except (EncoderError, OSError):
                 _encoders[model_id] = None
         return _encoders[model_id]
-
-
-def _masks(editor_value, concepts) -> list[tuple[str, np.ndarray]]:
-    out = []
-    for concept, layer in zip(concepts, (editor_value or {}).get("layers") or []):
-        if layer is None:
-            continue
-        arr = np.asarray(layer)
-        if arr.ndim == 3 and arr.shape[-1] == 4:
-            out.append((concept, arr[..., 3] > 0))
-        elif arr.ndim == 3:
-            out.append((concept, arr.any(-1)))
-        elif arr.ndim == 2:
-            out.append((concept, arr > 0))
-    return out
 
 
 def _fmt(v: float) -> str:
@@ -225,7 +210,7 @@ def build(ctx: AppContext):
         n = min(max(n, 1), MAX_UNITS)
         layer = state["inv"].layer
         _, h, w = layer_shape(model, layer)
-        strokes = [(c, feature_mask(m, (h, w))) for c, m in _masks(editor_value, concepts)]
+        strokes = [(c, feature_mask(m, (h, w))) for c, m in editor_layer_masks(editor_value, concepts)]
         strokes = [(c, fm) for c, fm in strokes if bool((fm > 0).any())]
         if not strokes:
             gr.Info("Nothing painted yet: pick a concept layer (Layers panel), brush over the "
