@@ -63,3 +63,38 @@ def progan_bundle(tmp_path, tiny_progan) -> Path:
     """Path of a tiny ProGAN bundle folder (config.json, generator.safetensors, README.md)."""
     from core.bundle import save_bundle
     return save_bundle(tiny_progan, tmp_path / "tiny-progan", name="tiny-progan")
+
+
+def free_port() -> int:
+    """A free local TCP port for an app server under test."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(demo, max_size: int = 16) -> str:
+    """Queue and launch ``demo`` on a free local port; returns its URL. Gradio's own reachability
+    check gives up after a 3 s HEAD request, which a busy test machine can miss; a patient check
+    replaces it here."""
+    import time
+
+    import gradio.networking
+    import httpx
+
+    def patient_url_ok(url):
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.head(url, timeout=60).status_code < 400:
+                    return True
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        return False
+
+    demo.queue(max_size=max_size)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gradio.networking, "url_ok", patient_url_ok)
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(),
+                                prevent_thread_lock=True, quiet=True)
+    return url

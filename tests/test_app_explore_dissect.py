@@ -1,21 +1,14 @@
 """Explore and Dissect tabs through the app's API (gradio_client against a local server)."""
 from __future__ import annotations
 
-import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_progan
+from conftest import free_port, make_progan
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +40,7 @@ def client(app_bundle):
     from demos.context import AppContext
     demo = build_app(AppContext(default_source=str(app_bundle)))
     demo.queue(max_size=16)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                             quiet=True)
     yield Client(url, verbose=False, download_files=True)
     demo.close()

@@ -2,25 +2,18 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_progan
+from conftest import launch, make_progan
 
 pytestmark = pytest.mark.slow
 
 CONCEPTS = ["sky", "cloud", "grass", "tree", "wall", "window", "door", "roof", "spire", "dome",
             "watermark"]
 SIZE = 512                      # the editor shows the 16-px test images at 512 px (32x)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_catalog() -> dict:
@@ -61,32 +54,6 @@ def make_app_bundle(folder):
 @pytest.fixture(scope="module")
 def app_bundle(tmp_path_factory):
     return make_app_bundle(tmp_path_factory.mktemp("paint") / "tiny")
-
-
-def launch(demo) -> str:
-    """Launch on a free local port. Gradio's own reachability check gives up after a 3 s HEAD
-    request, which a busy test machine can miss; a patient check replaces it here."""
-    import time
-
-    import gradio.networking
-    import httpx
-
-    def patient_url_ok(url):
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.head(url, timeout=60).status_code < 400:
-                    return True
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        return False
-
-    demo.queue(max_size=16)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gradio.networking, "url_ok", patient_url_ok)
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(),
-                                prevent_thread_lock=True, quiet=True)
-    return url
 
 
 @pytest.fixture(scope="module")

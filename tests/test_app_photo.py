@@ -2,25 +2,18 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_progan
+from conftest import free_port, make_progan
 
 pytestmark = pytest.mark.slow
 
 CONCEPTS = ["sky", "cloud", "grass", "tree", "wall", "window", "door", "roof", "spire", "dome",
             "watermark"]
 SIZE = 512                      # the tab shows photos and the editor at 512 px
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny_catalog() -> dict:
@@ -64,7 +57,7 @@ def client(app_bundle):
     photo_tab.INVERT_STEPS, photo_tab.ADAPT_STEPS, photo_tab.PREVIEW_EVERY = 12, 8, 4
     demo = build_app(AppContext(default_source=str(app_bundle)))
     demo.queue(max_size=16)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(),
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(),
                             prevent_thread_lock=True, quiet=True, max_file_size="10mb",
                             _frontend=False)   # skip launch()'s 3-s HEAD check: flaky on a busy CPU
     try:

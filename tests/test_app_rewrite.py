@@ -2,23 +2,16 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_progan
+from conftest import free_port, make_progan
 
 pytestmark = pytest.mark.slow
 
 LAYER = "layer4"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _square(t, l, size=6, res=16):
@@ -55,7 +48,7 @@ def app(bundle):
     from demos.context import AppContext
     demo = build_app(AppContext(default_source=str(bundle)))
     demo.queue(max_size=16)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(),
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(),
                             prevent_thread_lock=True, quiet=True)
     yield url
     demo.close()

@@ -2,25 +2,17 @@
 from __future__ import annotations
 
 import json
-import socket
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_progan
+from conftest import launch, make_progan
 
 pytestmark = pytest.mark.slow
 
 CONCEPTS = ["sky", "cloud", "grass", "tree", "wall", "window", "door", "roof", "spire", "dome",
             "watermark"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_catalog(causal: bool = True) -> dict:
@@ -86,30 +78,6 @@ def make_context(app_bundle, segmenter):
             loaded.segmenter = segmenter
             return loaded
     return Context(default_source=str(app_bundle))
-
-
-def launch(demo) -> str:
-    """Launch on a free local port, with a patient reachability check (Gradio's gives up after
-    a 3 s HEAD request, which a busy test machine can miss)."""
-    import gradio.networking
-    import httpx
-
-    def patient_url_ok(url):
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.head(url, timeout=60).status_code < 400:
-                    return True
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        return False
-
-    demo.queue(max_size=16)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gradio.networking, "url_ok", patient_url_ok)
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(),
-                                prevent_thread_lock=True, quiet=True)
-    return url
 
 
 @pytest.fixture(scope="module")

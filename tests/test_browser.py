@@ -5,12 +5,12 @@ shows them). Skipped when Chromium or Playwright is missing; `.ci/run` installs 
 """
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -24,19 +24,13 @@ if CHROMIUM is None:
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url():
     from demos import build_app
     from demos.settings import QUEUE
     demo = build_app()
     demo.queue(**QUEUE)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                             quiet=True)
     yield url
     demo.close()

@@ -6,7 +6,6 @@ import argparse
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import make_progan, make_stylegan2
 from core import rewrite as rw
