@@ -98,3 +98,13 @@ def launch(demo, max_size: int = 16) -> str:
         _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(),
                                 prevent_thread_lock=True, quiet=True)
     return url
+
+
+def close(demo) -> None:
+    """``demo.close()``, retried once: Gradio 6.31 sets an asyncio Event of its server loop from
+    this thread, which can race with the loop ("deque mutated during iteration"); the flag is set
+    by then, so the retry finishes the shutdown."""
+    try:
+        demo.close()
+    except RuntimeError:
+        demo.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import free_port, make_progan
+from conftest import close, free_port, make_progan
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def client(app_bundle):
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                             quiet=True)
     yield Client(url, verbose=False, download_files=True)
-    demo.close()
+    close(demo)
 
 
 def test_explore_show_renders_requested_images(client, app_bundle):

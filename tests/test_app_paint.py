@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import launch, make_progan
+from conftest import close, launch, make_progan
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def app(app_bundle):
     from demos.context import AppContext
     demo = build_app(AppContext(default_source=str(app_bundle)))
     yield launch(demo)
-    demo.close()
+    close(demo)
 
 
 def _client(url):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import free_port, make_progan
+from conftest import close, free_port, make_progan
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def client(app_bundle):
     try:
         yield Client(url, verbose=False, download_files=True, httpx_kwargs={"timeout": 120})
     finally:
-        demo.close()
+        close(demo)
         photo_tab.INVERT_STEPS, photo_tab.ADAPT_STEPS, photo_tab.PREVIEW_EVERY = saved
 
 

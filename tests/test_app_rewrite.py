@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import free_port, make_progan
+from conftest import close, free_port, make_progan
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def app(bundle):
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(),
                             prevent_thread_lock=True, quiet=True)
     yield url
-    demo.close()
+    close(demo)
 
 
 def _client(url):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import launch, make_progan
+from conftest import close, launch, make_progan
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def app(app_bundle, segmenter):
     from demos import build_app
     demo = build_app(make_context(app_bundle, segmenter))
     yield launch(demo)
-    demo.close()
+    close(demo)
 
 
 def _client(url):
