@@ -34,10 +34,11 @@ bar along the bottom), the artefact real scene GANs learned from scraped photos.
 ## Training recipe
 
 `python -m training.gan` (CPU): the Progressive GAN generator of `core/generators/progan.py`
-(PixelNorm, nearest upsampling, equalised learning rate; widths reduced for CPU), trained
-directly at 64 px against a residual discriminator with minibatch stddev; non-saturating logistic
-loss with lazy R1 (gamma 5, every 8 steps); Adam (lr 0.0005, betas 0/0.99); batch 32; the
-exponential moving average of the generator (half-life 10k images) is what ships.
+(PixelNorm, nearest upsampling, equalised learning rate; widths reduced for CPU), grown from
+8 to 64 px (each resolution faded in through training-only to-RGB convs) against a residual
+discriminator with minibatch stddev that grows the same way; non-saturating logistic loss with
+lazy R1; Adam (betas 0/0.99); the exponential moving average of the generator (half-life 10k
+images) is what ships.
 {training}
 
 The segmenter (`python -m training.segmenter`) is a small encoder-decoder trained on renders
@@ -61,7 +62,8 @@ def build(gan_dir: Path, seg_dir: Path, out: Path) -> Path:
     if state.exists():
         st = torch.load(state, map_location="cpu", weights_only=True)
         training = {"steps": int(st["step"]), "minutes": round(float(st["seconds"]) / 60, 1),
-                    "batch": 32, "images_seen": int(st["step"]) * 32}
+                    "images_seen": int(st.get("images", int(st["step"]) * 32)),
+                    "recipe": st.get("recipe", [])}
     extra = {"license": "mit", "paint_layer": PAINT_LAYER, "concepts": CLASSES,
              "training": training, "dataset": {"name": "toytown", "resolution": 64,
                                                "watermark_rate": WATERMARK_RATE}}
@@ -87,6 +89,10 @@ def write_card(out: Path):
     t = cfg.get("training") or {}
     training = (f"Trained for {t['steps']:,} steps ({t['images_seen']:,} images) in {t['minutes']} "
                 "minutes on 2 CPU cores." if t else "")
+    for r in t.get("recipe", []):
+        training += (f"\nFrom step {r['from_step']:,}: schedule `{r['schedule']}` (res:steps[:batch]), "
+                     f"fade {r['fade']} steps, lr {r['lr']}, R1 gamma {r['r1_gamma']} every "
+                     f"{r['r1_every']} steps.")
     card = model_card(cfg, g) + CARD_EXTRA.format(
         n=len(CLASSES), classes=", ".join(CLASSES), wm=WATERMARK_RATE, training=training,
         metrics="```json\n" + json.dumps(metrics, indent=1) + "\n```")

@@ -1,28 +1,23 @@
-"""Train the embedded default GAN on Toytown scenes, on CPU.
+"""Train the embedded default GAN on Toytown scenes, on CPU, growing it from 8 to 64 px.
 
-    python -m training.gan --minutes 90          # resumes from runs/gan/state.pt when present
+    python -m training.gan --minutes 85          # resumes from runs/gan/state.pt when present
 
-Recipe: the Progressive GAN generator (core.generators.progan: PixelNorm, nearest upsampling,
-equalised learning rate), trained directly at the final resolution against a residual
-discriminator with minibatch stddev; non-saturating logistic loss with lazy R1; Adam with beta1 = 0;
-an exponential moving average of the generator is what ships. channels_last on CPU (bf16 autocast is optional: it only
-pays off on CPUs with native bf16).
-No flips: they would teach the model mirrored watermark text.
+Recipe (Progressive GAN, Karras et al. 2018): the generator of core.generators.progan (PixelNorm,
+nearest upsampling, equalised learning rate) is trained at 8 px, then 16, 32 and 64 px, each new
+resolution faded in over ``--fade`` steps through training-only to-RGB convs (``GrowingGenerator``;
+only the ProGAN generator itself is exported). The residual discriminator with minibatch stddev
+grows the same way from the other end. Non-saturating logistic loss with lazy R1; Adam, beta1 = 0;
+an exponential moving average of the generator is what ships. channels_last on CPU (bf16 autocast
+is optional: it only pays off on CPUs with native bf16). No flips: they would teach the model
+mirrored watermark text.
 
-Measured on 2 CPU cores (AVX2, no native bf16): ~1.5 s/step at batch 32 alone, ~2-3 s/step beside
-other jobs. Every setting tried so far collapses (``variety`` in the log = mean per-pixel std over
-a generated batch; Toytown renders: 0.37; the ``raw_*.png`` grids show the un-averaged generator):
-
-- lr 0.0015, R1 gamma 1: one image by step 1,000 (session 1);
-- lr 0.0005, gamma 5 (the shipped step-577 model), continued: raw samples one image by step 1,000;
-- lr 0.0015, gamma 0.05, fresh: variety 0.375 at step 100, 0.09-0.15 by steps 450-500;
-- lr 0.0005, --lr-d 0.002, gamma 0.05, fresh: diverse at step 250 (variety 0.36), then loss_d fell
-  to 0.2 and variety to 0.14 by step 550.
-
-In the first three loss_d stayed near 1.1-1.4 (chance: 1.39): a discriminator too weak to see the
-lack of variety; a 4x faster D overpowered G instead. Next to try: a wider discriminator (16
-channels at 64 px is thin), spectral norm with the hinge loss, or a DCGAN-style generator check of
-the data pipeline. The defaults below are the shipped model's.
+Why growing: on 2 CPU cores (AVX2, no native bf16) a step at 64 px costs ~1.4 s at batch 32
+(0.77 s at batch 16), at 16 px ~0.65 s, at 8 px ~0.35 s, and every setting tried directly at 64 px
+collapsed within ~1,000 steps (``variety`` in the log = mean per-pixel std over a generated batch;
+Toytown renders: 0.27 at 8 px, 0.31 at 16, 0.34 at 32, 0.37 at 64; the ``raw_*.png`` grids show
+the un-averaged generator): lr 0.0015 with R1 gamma 1 or 0.05, lr 0.0005 with gamma 5, and a 4x
+faster discriminator all went from diverse to a few images. Growing spends most steps where they
+are cheap and lets the layout settle before the detail.
 """
 from __future__ import annotations
 
@@ -38,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.generators.progan import ProGANGenerator
+from core.generators.progan import ConvBlock, ProGANGenerator
 from training.toytown import render_batch
 
 RUN_DIR = Path("runs/gan")
-DEFAULT_SIZES = [128, 256, 192, 96, 48, 24]  # z, then channels at 4, 8, 16, 32, 64 px
+DEFAULT_SIZES = [128, 256, 192, 96, 32, 16]  # z, then channels at 4, 8, 16, 32, 64 px
 
 
 # ----------------------------------------------------------------------------- data
@@ -100,28 +95,95 @@ class DBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, resolution=64, channels=(16, 32, 64, 128, 256)):
+    """Residual discriminator that grows with the generator: one from-RGB 1x1 conv per resolution;
+    at resolution ``res`` the image enters at the matching block, faded in from the half
+    resolution's path while ``alpha`` < 1 (Progressive GAN)."""
+
+    def __init__(self, resolution=64, channels=(16, 32, 64, 128, 192)):
         super().__init__()
         n_down = int(math.log2(resolution)) - 2
         chans = list(channels[:n_down + 1])
-        self.from_rgb = EqConv(3, chans[0], 1)
-        self.blocks = nn.Sequential(*[DBlock(chans[i], chans[i + 1]) for i in range(n_down)])
+        self.resolution = resolution
+        self.from_rgb = nn.ModuleDict({str(resolution >> i): EqConv(3, chans[i], 1) for i in range(n_down + 1)})
+        self.blocks = nn.ModuleList([DBlock(chans[i], chans[i + 1]) for i in range(n_down)])
         c = chans[-1]
         self.final_conv = EqConv(c + 1, c, 3, 1)
         self.fc = EqLinear(c * 16, c)
         self.out = EqLinear(c, 1)
 
-    def forward(self, x):
-        x = F.leaky_relu(self.from_rgb(x), 0.2)
-        x = self.blocks(x)
+    def forward(self, x, alpha: float = 1.0):
+        res = x.shape[-1]
+        i = int(math.log2(self.resolution // res))
+        h = F.leaky_relu(self.from_rgb[str(res)](x), 0.2)
+        if i < len(self.blocks):
+            h = self.blocks[i](h)
+            if alpha < 1:
+                skip = F.leaky_relu(self.from_rgb[str(res // 2)](F.avg_pool2d(x, 2)), 0.2)
+                h = torch.lerp(skip, h, alpha)
+            for block in self.blocks[i + 1:]:
+                h = block(h)
         # Minibatch standard deviation (groups of 4) lets D see a lack of variety.
-        n, c, h, w = x.shape
+        n, c, hh, ww = h.shape
         g = min(4, n)
-        s = x.float().reshape(g, -1, c, h, w).std(dim=0).mean(dim=(1, 2, 3))
-        s = s.repeat(g).reshape(n, 1, 1, 1).expand(n, 1, h, w).to(x.dtype)
-        x = F.leaky_relu(self.final_conv(torch.cat([x, s], 1)), 0.2)
-        x = F.leaky_relu(self.fc(x.flatten(1)), 0.2)
-        return self.out(x)
+        s = h.float().reshape(g, -1, c, hh, ww).std(dim=0).mean(dim=(1, 2, 3))
+        s = s.repeat(g).reshape(n, 1, 1, 1).expand(n, 1, hh, ww).to(h.dtype)
+        h = F.leaky_relu(self.final_conv(torch.cat([h, s], 1)), 0.2)
+        h = F.leaky_relu(self.fc(h.flatten(1)), 0.2)
+        return self.out(h)
+
+
+class GrowingGenerator(nn.Module):
+    """The shipped ProGANGenerator plus a training-only to-RGB 1x1 conv for each lower
+    resolution, so it can be trained from 4 px upwards. At the final resolution it is exactly
+    ``self.g``; only ``self.g`` is exported."""
+
+    def __init__(self, sizes):
+        super().__init__()
+        self.g = ProGANGenerator(sizes)
+        res = [4 * 2 ** i for i in range(len(sizes) - 2)]
+        self.to_rgb = nn.ModuleDict({str(r): ConvBlock(sizes[1 + i], 3, 1, 0, upsample=False, gain=1.0,
+                                                       activate=False) for i, r in enumerate(res)})
+
+    def rgb(self, x, res):
+        return self.g.output(x) if res == self.g.resolution else self.to_rgb[str(res)](x)
+
+    def forward(self, z, res: int | None = None, alpha: float = 1.0):
+        res = res or self.g.resolution
+        n = 2 * (int(math.log2(res)) - 1)  # layers 1-2 draw 4 px, each further pair doubles it
+        state = self.g.start(z)
+        for name in self.g.layers[:n - 2]:
+            state = self.g.step(name, state)
+        before = state.x
+        for name in self.g.layers[n - 2:n]:
+            state = self.g.step(name, state)
+        out = self.rgb(state.x, res)
+        if alpha < 1 and res > 4:
+            low = F.interpolate(self.rgb(before, res // 2), scale_factor=2, mode="nearest")
+            out = torch.lerp(low, out, alpha)
+        return out
+
+
+def parse_schedule(text: str, batch: int) -> list[tuple[int, int, int]]:
+    """"8:400,16:1500,64:0:16" -> [(8, 400, batch), (16, 1500, batch), (64, 0, 16)]: resolution,
+    steps (the last stage runs on) and optionally its own batch size."""
+    stages = []
+    for part in text.split(","):
+        v = [int(x) for x in part.split(":")]
+        if len(v) not in (2, 3):
+            raise ValueError(f"bad schedule {text!r}: want res:steps[:batch],...")
+        stages.append((v[0], v[1], v[2] if len(v) == 3 else batch))
+    return stages
+
+
+def stage_at(stages, step: int, fade: int) -> tuple[int, float, int]:
+    """(resolution, fade-in alpha, batch) at a global step."""
+    start = 0
+    for k, (res, steps, batch) in enumerate(stages):
+        if k == len(stages) - 1 or step < start + steps:
+            alpha = 1.0 if k == 0 else min(1.0, (step - start + 1) / fade)
+            return res, alpha, batch
+        start += steps
+    raise AssertionError
 
 
 # ----------------------------------------------------------------------------- training
@@ -147,15 +209,18 @@ def train(args):
     print(f"dataset: {len(data)} renders at {args.resolution} px")
 
     sizes = DEFAULT_SIZES[:int(math.log2(args.resolution))]
-    G = ProGANGenerator(sizes)
-    G_ema = ProGANGenerator(sizes)
+    G = GrowingGenerator(sizes)
+    G_ema = GrowingGenerator(sizes)
     G_ema.load_state_dict(G.state_dict())
     D = Discriminator(args.resolution)
+    stages = parse_schedule(args.schedule, args.batch)
+    if stages[-1][0] != args.resolution:
+        raise SystemExit(f"the schedule must end at --resolution {args.resolution}")
     for m in (G, G_ema, D):
         m.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.0, 0.99), eps=1e-8)
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr_d or args.lr, betas=(0.0, 0.99), eps=1e-8)
-    step, seconds = 0, 0.0
+    step, seconds, images, recipe = 0, 0.0, 0, []
     state_path = run / "state.pt"
     if not state_path.exists() and Path(args.resume_from).exists() and not args.fresh:
         # The committed compact checkpoint (weights only; Adam moments restart from zero).
@@ -174,18 +239,24 @@ def train(args):
         G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"]); D.load_state_dict(st["D"])
         opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"])
         step, seconds = int(st["step"]), float(st["seconds"])
+        images, recipe = int(st.get("images", step * args.batch)), list(st.get("recipe", []))
         print(f"resumed at step {step} ({seconds / 60:.1f} min trained)")
-    n_params = sum(p.numel() for p in G.parameters())
+    # the settings of each stretch of training, for the model card
+    settings = {k: getattr(args, k) for k in ("lr", "lr_d", "r1_gamma", "r1_every", "batch", "schedule",
+                                              "fade", "ema_kimg", "ema_rampup")}
+    if not recipe or {k: v for k, v in recipe[-1].items() if k != "from_step"} != settings:
+        recipe.append({"from_step": step, **settings})
+    n_params = sum(p.numel() for p in G.g.parameters())
     print(f"G: sizes {sizes}, {n_params / 1e6:.2f} M parameters; D: "
           f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f} M")
 
     fixed_z = torch.from_numpy(np.random.RandomState(123).standard_normal((32, sizes[0])).astype(np.float32))
 
-    def ema_beta():
+    def ema_beta(batch):
         # half-life ramps up with the images seen (as StyleGAN2-ADA): early EMA snapshots would
         # otherwise average generators that are still far apart (blurry samples)
-        half_life = min(args.ema_kimg * 1000, max(1.0, step * args.batch * args.ema_rampup))
-        return 0.5 ** (args.batch / half_life)
+        half_life = min(args.ema_kimg * 1000, max(1.0, images * args.ema_rampup))
+        return 0.5 ** (batch / half_life)
     rng = torch.Generator().manual_seed(args.seed + step)
     t_end = time.time() + args.minutes * 60
     t_last = time.time()
@@ -194,42 +265,51 @@ def train(args):
     def save_state():
         torch.save({"G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(),
                     "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step,
-                    "seconds": seconds, "sizes": sizes}, state_path.with_suffix(".tmp"))
+                    "seconds": seconds, "sizes": sizes, "images": images, "recipe": recipe},
+                   state_path.with_suffix(".tmp"))
         os.replace(state_path.with_suffix(".tmp"), state_path)
         from safetensors.torch import save_file
-        save_file({k: v.contiguous() for k, v in G_ema.state_dict().items()}, run / "generator_ema.safetensors")
+        save_file({k: v.contiguous() for k, v in G_ema.g.state_dict().items()}, run / "generator_ema.safetensors")
 
-    def real_batch():
-        idx = torch.randint(len(data), (args.batch,), generator=rng)
+    def real_batch(res, alpha, batch):
+        idx = torch.randint(len(data), (batch,), generator=rng)
         x = data[idx].float() / 127.5 - 1
+        x = F.avg_pool2d(x, args.resolution // res) if res < args.resolution else x
+        if alpha < 1:  # fade the new detail in, as the generator's output is
+            x = torch.lerp(F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest"), x, alpha)
         return x.contiguous(memory_format=torch.channels_last)
+
+    def grid(model, res, alpha, path):
+        with torch.no_grad():
+            x = model(fixed_z, res, alpha)
+        save_grid(F.interpolate(x, size=args.resolution, mode="nearest"), path)
 
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
 
-    def train_step(step):
+    def train_step(step, res, alpha, batch):
         # one generated batch serves both updates (saves a generator forward per step)
-        z = torch.randn(args.batch, sizes[0], generator=rng)
-        real = real_batch()
+        z = torch.randn(batch, sizes[0], generator=rng)
+        real = real_batch(res, alpha, batch)
         with autocast:
-            fake = G(z)
+            fake = G(z, res, alpha)
             # --- discriminator: real vs generated, plus a lazy R1 penalty on reals
-            loss_d = F.softplus(D(fake.detach().float())).mean() + F.softplus(-D(real)).mean()
+            loss_d = F.softplus(D(fake.detach().float(), alpha)).mean() + F.softplus(-D(real, alpha)).mean()
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         r1 = torch.zeros(())
         if step % args.r1_every == 0:
             real.requires_grad_(True)
-            (grad,) = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+            (grad,) = torch.autograd.grad(D(real, alpha).sum(), real, create_graph=True)
             r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
             (r1 * args.r1_gamma / 2 * args.r1_every).backward()
         opt_d.step()
         # --- generator: non-saturating loss
         with autocast:
-            loss_g = F.softplus(-D(fake)).mean()
+            loss_g = F.softplus(-D(fake, alpha)).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        ema_update(G_ema, G, ema_beta())
+        ema_update(G_ema, G, ema_beta(batch))
         # variety: mean per-pixel std over the batch (a collapsing G drives it towards 0)
         return loss_d.item(), loss_g.item(), r1.item(), float(fake.detach().float().std(0).mean())
 
@@ -239,28 +319,29 @@ def train(args):
     try:
         while step < args.steps and time.time() < t_end:
             t0 = time.time()
-            loss_d, loss_g, r1, variety = train_step(step)
+            res, alpha, batch = stage_at(stages, step, args.fade)
+            loss_d, loss_g, r1, variety = train_step(step, res, alpha, batch)
             step += 1
+            images += batch
             seconds += time.time() - t0
             if step % 50 == 0:
                 dt = (time.time() - t_last) / 50
                 t_last = time.time()
-                msg = (f"step {step} loss_d {loss_d:.3f} loss_g {loss_g:.3f} r1 {r1:.3f} variety {variety:.3f} "
+                msg = (f"step {step} {res}px loss_d {loss_d:.3f} loss_g {loss_g:.3f} r1 {r1:.3f} variety {variety:.3f} "
                        f"{dt:.2f}s/step {seconds / 60:.1f}min")
                 print(msg, flush=True)
                 log.write(msg + "\n")
                 log.flush()
             if step % args.sample_every == 0:
-                with torch.no_grad():
-                    save_grid(G_ema(fixed_z), run / f"samples_{step:06d}.png")
-                    save_grid(G(fixed_z), run / f"raw_{step:06d}.png")
+                res, alpha, _ = stage_at(stages, step - 1, args.fade)
+                grid(G_ema, res, alpha, run / f"samples_{step:06d}.png")
+                grid(G, res, alpha, run / f"raw_{step:06d}.png")
             if step % args.save_every == 0:
                 save_state()
     except KeyboardInterrupt:
         print("interrupted: saving")
     save_state()
-    with torch.no_grad():
-        save_grid(G_ema(fixed_z), run / f"samples_{step:06d}.png")
+    grid(G_ema, *stage_at(stages, max(step - 1, 0), args.fade)[:2], run / f"samples_{step:06d}.png")
     print(f"done: step {step}, {seconds / 60:.1f} min of training")
 
 
@@ -281,9 +362,12 @@ def main(argv=None):
     p.add_argument("--dataset-size", type=int, default=24000)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.0005)
+    p.add_argument("--schedule", default="8:300,16:1500,32:2000,64:0:16",
+                   help="res:steps per stage of progressive growing; the last stage runs until --steps/--minutes")
+    p.add_argument("--fade", type=int, default=500, help="steps over which a new resolution fades in")
+    p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--lr-d", type=float, default=None, help="discriminator learning rate (default: --lr)")
-    p.add_argument("--r1-gamma", type=float, default=5.0,
+    p.add_argument("--r1-gamma", type=float, default=1.0,
                    help="R1 weight (StyleGAN2-ADA's heuristic 0.0002 * res^2 / batch gives 0.026 at 64 px)")
     p.add_argument("--r1-every", type=int, default=8)
     p.add_argument("--ema-kimg", type=float, default=10.0, help="EMA half-life in thousands of images")
@@ -291,8 +375,8 @@ def main(argv=None):
                    help="the EMA half-life is at most this fraction of the images seen")
     p.add_argument("--steps", type=int, default=10 ** 9)
     p.add_argument("--minutes", type=float, default=60)
-    p.add_argument("--sample-every", type=int, default=500)
-    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--sample-every", type=int, default=250)
+    p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true",
