@@ -12,7 +12,12 @@ paper, see reference/originals-rewriting.md §4):
   inside their source region;
 - ``collateral_clean``: mean |Δpixel| over images without the source concept;
 - ``collateral_outside``: mean |Δpixel| outside the source regions (all images);
-- ``seconds``: wall time of the weight update alone (direction and target are shared).
+- ``removal``: share of source-concept pixels no longer labelled source after the edit;
+- ``rate_before`` / ``rate_after``: share of images with >= 0.5% source-concept pixels;
+- ``seconds``: wall time of the weight update alone.
+
+An erase rule (``"erase": true``) has no target: it is judged by ``removal`` and the rates (name
+the concept it removes, e.g. ``--source-concept watermark``); effectiveness and generality are None.
 
 |Δpixel| is the absolute RGB difference in [0, 1] units (1 = 255 levels), averaged over channels.
 
@@ -43,19 +48,23 @@ def _concept(segmenter, name: str) -> int:
     return concepts.index(name)
 
 
-def evaluate_rewrite(model, segmenter, rule, image_numbers, source_concept: str = "spire",
+RATE_SHARE = 0.005  # an image "shows" a concept from this pixel share on
+
+
+def evaluate_rewrite(model, segmenter, rule, image_numbers, source_concept: str | None = None,
                      target_concept: str = "tree", layer: str | None = None,
                      rank: int | None = None, C=None, methods=("ours", "original"),
                      niter_original: int | None = None, batch_size: int = 16,
                      progress=None) -> dict:
     """Apply ``rule`` with each method in ``methods`` ("ours", "original") and measure it on
     ``image_numbers`` (see the module docstring). Returns ``{method: {effectiveness, generality,
-    collateral_clean, collateral_outside, seconds, loss_before, loss, images,
-    images_with_source, source_pixels}}``. ``niter_original`` shortens the original method (for
-    tests); ``progress(done, total, None)`` counts rendered batches."""
+    collateral_clean, collateral_outside, removal, rate_before, rate_after, seconds, loss_before,
+    loss, images, images_with_source, source_pixels}}``. ``source_concept`` defaults to "spire"
+    for a copy-paste rule; an erase rule must name it. ``niter_original`` shortens the original
+    method (for tests); ``progress(done, total, None)`` counts rendered batches."""
     from . import rewrite as rw
     from .images import parse_image_numbers
-    from .rules import Rule, _check_settings, _model_masks, mask_at, read_rule
+    from .rules import Rule, _check_settings, apply_rule, read_rule
 
     if not isinstance(rule, Rule):
         rule = read_rule(rule)
@@ -65,33 +74,30 @@ def evaluate_rewrite(model, segmenter, rule, image_numbers, source_concept: str 
     numbers = list(parse_image_numbers(image_numbers))
     if not numbers:
         raise ValueError("no image numbers to evaluate on")
+    if source_concept is None:
+        if rule.erase:
+            raise ValueError("an erase rule has no target: name the concept it removes "
+                             "(source_concept, e.g. 'watermark')")
+        source_concept = "spire"
     src_i, tgt_i = _concept(segmenter, source_concept), _concept(segmenter, target_concept)
     g, layer, rank = _check_settings(model, rule, layer, rank)
     _, truncation, noise, _ = rw._parts(model)
-    if rule.object is None or rule.paste is None:
+    if not rule.erase and (rule.object is None or rule.paste is None):
         raise ValueError("the rule needs an 'object' and a 'paste' selection to be evaluated")
     if C is None:
         C = rw.get_stats(model, layer)
-
-    # shared: direction, copy, paste target
-    res = g.resolution
-    dirs = rw.context_direction(model, layer, _model_masks(rule.contexts, res), C, rank)
-    clip = rw.copy_value(model, layer, rule.object[0], mask_at(rule.object[1], res))
-    center = rw.paste_center(model, layer, mask_at(rule.paste[1], res))
-    target, region = rw.paste_target(model, layer, rule.paste[0], clip, center)
 
     deltas, results = {}, {}
     for name in methods:
         info = {}
         kw = {"niter": niter_original} if name == "original" and niter_original else {}
-        edit = rw.rewrite(model, layer, dirs, rule.paste[0], target, region, C,
-                          method=METHOD_NAMES[name], info=info, **kw)
+        edit = apply_rule(model, rule, layer, rank, method=METHOD_NAMES[name], C=C, info=info, **kw)
         deltas[name] = {layer: rw.edit_delta(edit).to(g.main_weight(layer))}
         results[name] = {"method": info["method"], "seconds": info["seconds"],
                          "loss_before": info.get("loss_before"), "loss": info.get("loss")}
 
-    acc = {name: dict(src=0, hit=0, imgs_src=0, gained=0, clean_sum=0.0, clean_n=0,
-                      out_sum=0.0, out_n=0) for name in methods}
+    acc = {name: dict(src=0, hit=0, removed=0, imgs_src=0, gained=0, clean_sum=0.0, clean_n=0,
+                      out_sum=0.0, out_n=0, shown_before=0, shown_after=0) for name in methods}
     bs = max(1, int(batch_size))
     total = (len(numbers) + bs - 1) // bs
     with torch.no_grad():
@@ -110,6 +116,9 @@ def evaluate_rewrite(model, segmenter, rule, image_numbers, source_concept: str 
                 a = acc[name]
                 a["src"] += int(src.sum())
                 a["hit"] += int((src & tgt1).sum())
+                a["removed"] += int((src & (seg1 != src_i)).sum())
+                a["shown_before"] += int((src.flatten(1).float().mean(1) >= RATE_SHARE).sum())
+                a["shown_after"] += int(((seg1 == src_i).flatten(1).float().mean(1) >= RATE_SHARE).sum())
                 a["imgs_src"] += int(has_src.sum())
                 gained = ((src & tgt1 & (seg0 != tgt_i)).flatten(1).sum(1) > 0) & has_src
                 a["gained"] += int(gained.sum())
@@ -127,7 +136,10 @@ def evaluate_rewrite(model, segmenter, rule, image_numbers, source_concept: str 
     for name in methods:
         a = acc[name]
         results[name].update(
-            effectiveness=ratio(a["hit"], a["src"]), generality=ratio(a["gained"], a["imgs_src"]),
+            effectiveness=None if rule.erase else ratio(a["hit"], a["src"]),
+            generality=None if rule.erase else ratio(a["gained"], a["imgs_src"]),
+            removal=ratio(a["removed"], a["src"]), rate_before=ratio(a["shown_before"], len(numbers)),
+            rate_after=ratio(a["shown_after"], len(numbers)),
             collateral_clean=ratio(a["clean_sum"], a["clean_n"]),
             collateral_outside=ratio(a["out_sum"], a["out_n"]), images=len(numbers),
             images_with_source=a["imgs_src"], source_pixels=a["src"])
@@ -168,12 +180,14 @@ def _main(args) -> int:
                            niter_original=args.niter, batch_size=args.batch_size, progress=progress)
     if bar is not None:
         bar.close()
-    print(f"{'method':10} {'effect.':>8} {'general.':>8} {'coll.clean':>10} {'coll.out':>9} {'seconds':>8}")
+    print(f"{'method':10} {'effect.':>8} {'general.':>8} {'removal':>8} {'rate':>11} "
+          f"{'coll.clean':>10} {'coll.out':>9} {'seconds':>8}")
     for name, r in out.items():
         def f(v, w, p=3):
             return f"{v:{w}.{p}f}" if v is not None else f"{'n/a':>{w}}"
-        print(f"{name:10} {f(r['effectiveness'], 8)} {f(r['generality'], 8)} "
-              f"{f(r['collateral_clean'], 10, 4)} {f(r['collateral_outside'], 9, 4)} "
+        rate = f"{r['rate_before']:.2f}->{r['rate_after']:.2f}"
+        print(f"{name:10} {f(r['effectiveness'], 8)} {f(r['generality'], 8)} {f(r['removal'], 8)} "
+              f"{rate:>11} {f(r['collateral_clean'], 10, 4)} {f(r['collateral_outside'], 9, 4)} "
               f"{f(r['seconds'], 8, 2)}")
     if args.out:
         doc = {"model": model.name, "rule": str(rule), "images": args.images,
@@ -199,7 +213,8 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--out", default=None, help="write the results to this JSON file")
     p.add_argument("--layer", default=None, help="layer (default: the rule's)")
     p.add_argument("--rank", type=int, default=None, help="rank (default: the rule's, else 1)")
-    p.add_argument("--source-concept", default="spire")
+    p.add_argument("--source-concept", default=None,
+                   help="the concept the rule changes (default spire; an erase rule must name it)")
     p.add_argument("--target-concept", default="tree")
     p.add_argument("--methods", default="ours,original", help="comma list of ours,original")
     p.add_argument("--niter", type=int, default=None,

@@ -459,6 +459,25 @@ def test_evaluate_rewrite_and_parser():
     assert args.images == "100000-100199" and args.out is None and callable(args.run)
 
 
+def test_evaluate_erase_rule():
+    from core.eval_rewrite import evaluate_rewrite
+    from core.rules import Rule
+    g = make_progan()
+    st = rw.collect_key_stats(g, "layer4", range(6))
+    seg = FakeSegmenter()
+    rule = Rule(key=[(0, box_mask(256, 64, 64, 160, 160).numpy())], erase=True, layer="layer4")
+    with pytest.raises(ValueError, match="erase rule has no target"):
+        evaluate_rewrite(g, seg, rule, "0-1", C=st)
+    concept = seg.concepts[1]
+    out = evaluate_rewrite(g, seg, rule, "0-5", source_concept=concept, C=st, methods=("ours",),
+                           batch_size=4)["ours"]
+    assert out["effectiveness"] is None and out["generality"] is None
+    clean = seg.segment(g.generate(g.sample_z(range(6))))
+    shown = ((clean == 1).flatten(1).float().mean(1) >= 0.005).float().mean()
+    assert out["rate_before"] == pytest.approx(float(shown))
+    assert 0 <= out["removal"] <= 1 and 0 <= out["rate_after"] <= 1 and out["collateral_outside"] > 0
+
+
 def test_cli_eval_rewrite_end_to_end(progan_bundle, tmp_path, capsys):
     import json
     from core import __main__ as cli
