@@ -61,3 +61,10 @@ def test_a_few_steps_train_resume_and_export(tmp_path, monkeypatch):
     g = from_state_dict(load_file(run / "generator_ema.safetensors"))
     assert g.resolution == 16 and torch.isfinite(g(torch.randn(2, 16))).all()
     assert (run / "samples_000005.png").exists() and (run / "raw_000005.png").exists()
+    # the committed compact checkpoint resumes as well, recipe included
+    compact = tmp_path / "resume.safetensors"
+    main(["--run-dir", str(run), "--export-resume", "--resume-from", str(compact)])
+    run2 = tmp_path / "run2"
+    main(["--run-dir", str(run2)] + args[2:-1] + ["--steps", "10", "--resume-from", str(compact)])
+    st2 = torch.load(run2 / "state.pt", weights_only=True)
+    assert st2["step"] == 10 and st2["images"] == st["images"] + 4 and st2["recipe"][0]["from_step"] == 0

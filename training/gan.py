@@ -22,6 +22,7 @@ are cheap and lets the layout settle before the detail.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
@@ -233,6 +234,7 @@ def train(args):
                 parts[head][name] = f.get_tensor(k)
         G.load_state_dict(parts["G"]); G_ema.load_state_dict(parts["G_ema"]); D.load_state_dict(parts["D"])
         step, seconds = int(meta["step"]), float(meta["seconds"])
+        images, recipe = int(meta.get("images", step * args.batch)), json.loads(meta.get("recipe", "[]"))
         print(f"resumed from {args.resume_from} at step {step} ({seconds / 60:.1f} min trained)")
     elif state_path.exists() and not args.fresh:
         st = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -351,7 +353,9 @@ def export_resume(run_dir: Path, dest: Path):
     st = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)
     tensors = {f"{part}.{k}": v.contiguous() for part in ("G", "G_ema", "D") for k, v in st[part].items()}
     dest.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, dest, metadata={"step": str(st["step"]), "seconds": str(st["seconds"])})
+    save_file(tensors, dest, metadata={"step": str(st["step"]), "seconds": str(st["seconds"]),
+                                       "images": str(st.get("images", st["step"] * 32)),
+                                       "recipe": json.dumps(st.get("recipe", []))})
     print(f"wrote {dest} (step {st['step']})")
 
 
