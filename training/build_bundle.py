@@ -20,7 +20,7 @@ from core.bundle import model_card, read_config, save_bundle
 from core.generators.progan import from_state_dict
 from training.toytown import CLASSES, WATERMARK_RATE
 
-PAINT_LAYER = "layer4"
+PAINT_LAYER = "layer6"  # 16x16: painting inserts there (measured: tree +0.049 vs -0.005 at layer4)
 
 CARD_EXTRA = """
 ## Data
