@@ -241,14 +241,14 @@ def train(args):
                 parts[head][name] = f.get_tensor(k)
         G.load_state_dict(parts["G"]); G_ema.load_state_dict(parts["G_ema"]); D.load_state_dict(parts["D"])
         step, seconds = int(meta["step"]), float(meta["seconds"])
-        images, recipe = int(meta.get("images", step * args.batch)), json.loads(meta.get("recipe", "[]"))
+        images, recipe = int(meta["images"]), json.loads(meta["recipe"])
         print(f"resumed from {args.resume_from} at step {step} ({seconds / 60:.1f} min trained)")
     elif state_path.exists() and not args.fresh:
         st = torch.load(state_path, map_location="cpu", weights_only=True)
         G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"]); D.load_state_dict(st["D"])
         opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"])
         step, seconds = int(st["step"]), float(st["seconds"])
-        images, recipe = int(st.get("images", step * args.batch)), list(st.get("recipe", []))
+        images, recipe = int(st["images"]), list(st["recipe"])
         print(f"resumed at step {step} ({seconds / 60:.1f} min trained)")
     # the settings of each stretch of training, for the model card
     settings = {k: getattr(args, k) for k in ("lr", "lr_d", "r1_gamma", "r1_every", "batch", "schedule",
@@ -361,8 +361,7 @@ def export_resume(run_dir: Path, dest: Path):
     tensors = {f"{part}.{k}": v.contiguous() for part in ("G", "G_ema", "D") for k, v in st[part].items()}
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, dest, metadata={"step": str(st["step"]), "seconds": str(st["seconds"]),
-                                       "images": str(st.get("images", st["step"] * 32)),
-                                       "recipe": json.dumps(st.get("recipe", []))})
+                                       "images": str(st["images"]), "recipe": json.dumps(st["recipe"])})
     print(f"wrote {dest} (step {st['step']})")
 
 
