@@ -63,7 +63,7 @@ def _share_inside(segmenter, images, index, region_px):
     return (labels == index)[:, inside].float().mean(dim=1)       # [N]
 
 
-def evaluate_photos(model, segmenter, source, steps: int = 150, adapt_steps: int = 100,
+def evaluate_photos(model, segmenter, source, steps: int = 150, adapt_steps: int = 300,
                     encoder="auto", concept: str = "tree", catalog: dict | None = None,
                     n_units: int = 10, reference_images: int = 32, reference_start: int = 100000,
                     limit: int | None = None,
@@ -218,7 +218,7 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("dir", help="folder of photos")
     p.add_argument("--out", help="JSON file to write")
     p.add_argument("--steps", type=int, default=150, help="inversion steps (default 150)")
-    p.add_argument("--adapt-steps", type=int, default=100, help="adaptation steps (default 100)")
+    p.add_argument("--adapt-steps", type=int, default=300, help="adaptation steps (default 300)")
     p.add_argument("--limit", type=int, default=None, help="only the first N photos")
     p.add_argument("--concept", default="tree", help="concept painted for editability (default tree)")
     p.add_argument("--paint-units", type=int, default=10, help="units per stroke (default 10)")

@@ -43,7 +43,7 @@ from demos.settings import STATE_TTL
 
 # steps of the two optimisations (tests lower them through the environment or by assignment)
 INVERT_STEPS = int(os.environ.get("PWN_PHOTO_INVERT_STEPS", "150"))
-ADAPT_STEPS = int(os.environ.get("PWN_PHOTO_ADAPT_STEPS", "100"))
+ADAPT_STEPS = int(os.environ.get("PWN_PHOTO_ADAPT_STEPS", "300"))
 PREVIEW_EVERY = int(os.environ.get("PWN_PHOTO_PREVIEW_EVERY", "10"))
 MAX_UNITS = 30
 DEFAULT_UNITS = 10
