@@ -16,8 +16,11 @@ anything else is ignored::
      "draw_values": {"tree": [per-unit value, ...]}}                 # optional (list by unit or
                                                                      #  {"unit": value} dict)
 
-Draw values: the concept-conditional mean activation when the catalog has it (``draw_values``),
-else each unit's 0.99 quantile (GANPaint's default). Remove value: 0.
+Draw values: each unit's 0.99 quantile (GANPaint's default), or with ``value="mean"`` the
+concept-conditional mean activation (``draw_values``). Remove value: 0. On the default model
+(layer6, 10 causal units, 1/16-image square, 100 held-out images) the quantile raised the concept's
+share inside the stroke by tree +0.21, cloud +0.22, grass +0.20, dome +0.06, window +0.02, door
+-0.005, and the mean by +0.005, +0.05, +0.08, -0.002, +0.006, +0.003: the mean is too weak to draw.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import torch.nn.functional as F
 from .edits import UnitEdit, _generator
 
 RANKINGS = ("causal", "iou")
+DRAW_VALUES = ("quantile_99", "mean")
 
 
 class CatalogError(ValueError):
@@ -145,11 +149,14 @@ def units_for(catalog: dict, concept: str, n: int = 10, ranking: str = "causal")
     return list(dict.fromkeys(units))[:n]
 
 
-def draw_values(catalog: dict, concept: str, units: Sequence[int]) -> list[float]:
-    """Per-unit values to draw ``concept`` with: the catalog's concept-conditional mean activation
-    (``draw_values``) when present, else each unit's ``quantile_99``."""
+def draw_values(catalog: dict, concept: str, units: Sequence[int], value: str = "quantile_99") -> list[float]:
+    """Per-unit values to draw ``concept`` with: each unit's ``quantile_99`` (``value="quantile_99"``)
+    or the catalog's concept-conditional mean activation (``value="mean"``, its ``draw_values``
+    table; units it lacks fall back to the quantile)."""
+    if value not in DRAW_VALUES:
+        raise ValueError(f"value must be one of {', '.join(DRAW_VALUES)}, got {value!r}")
     units = [int(u) for u in units]
-    table = (catalog.get("draw_values") or {}).get(concept)
+    table = (catalog.get("draw_values") or {}).get(concept) if value == "mean" else None
     if table:
         try:
             if isinstance(table, dict):
@@ -164,21 +171,23 @@ def draw_values(catalog: dict, concept: str, units: Sequence[int]) -> list[float
     missing = [u for u in units if u not in q]
     if missing:
         raise CatalogError(f"the {catalog.get('layer', '')} catalog has no draw value for units "
-                           f"{missing[:5]} (neither draw_values[{concept!r}] nor quantile_99)")
+                           f"{missing[:5]} (no quantile_99)")
     return [q[u] for u in units]
 
 
 def paint_edit(catalog: dict, layer: str, concept: str, mask, mode: str = "draw",
-               n_units: int = 10, ranking: str = "causal", alpha: float = 1.0) -> UnitEdit:
+               n_units: int = 10, ranking: str = "causal", alpha: float = 1.0,
+               value: str = "quantile_99") -> UnitEdit:
     """A UnitEdit that draws (``mode="draw"``) or removes (``"remove"``) ``concept`` inside
     ``mask`` (``[h, w]`` in [0, 1] at the layer's feature grid; other sizes are resized when
-    applied; None = everywhere) using the concept's top ``n_units`` units (GANPaint: 4/10/15)."""
+    applied; None = everywhere) using the concept's top ``n_units`` units (GANPaint: 4/10/15),
+    drawn at ``value`` (see :func:`draw_values`)."""
     if catalog.get("layer", layer) != layer:
         raise CatalogError(f"this is the catalog of {catalog.get('layer')!r}, not {layer!r}")
     if mode not in ("draw", "remove"):
         raise ValueError(f"mode must be 'draw' or 'remove', got {mode!r}")
     units = units_for(catalog, concept, n_units, ranking)
-    values = draw_values(catalog, concept, units) if mode == "draw" else None
+    values = draw_values(catalog, concept, units, value) if mode == "draw" else None
     if mask is not None and not isinstance(mask, torch.Tensor):
         mask = torch.as_tensor(np.asarray(mask, dtype=np.float32))
     return UnitEdit(layer, units, values, mask, alpha, f"{mode} {concept}")
@@ -303,4 +312,4 @@ def remove_units_edit(layer: str, units: Iterable[int], mask=None, label: str | 
 
 __all__ = ["feature_mask", "load_catalog", "units_for", "draw_values", "paint_edit",
            "causal_ranking", "ablation_effects", "watermark_rate", "remove_units_edit",
-           "CatalogError", "RANKINGS"]
+           "CatalogError", "RANKINGS", "DRAW_VALUES"]

@@ -98,11 +98,15 @@ def test_concept_without_units_is_a_clear_error():
         units_for(CATALOG, "tree", 4, ranking="ace")
 
 
-def test_draw_values_prefers_conditional_mean_then_quantile():
-    assert draw_values(CATALOG, "sky", [3, 4]) == [1.5, 2.0]
+def test_draw_values_quantile_or_conditional_mean():
     assert draw_values(CATALOG, "tree", [5, 1]) == [15.0, 11.0]      # quantile_99
+    assert draw_values(CATALOG, "sky", [3, 4]) == [13.0, 14.0]
+    assert draw_values(CATALOG, "sky", [3, 4], "mean") == [1.5, 2.0]
+    assert draw_values(CATALOG, "tree", [5, 1], "mean") == [15.0, 11.0]   # no table: the quantile
     cat = dict(CATALOG, draw_values={"tree": {"5": 2.5, "1": 0.5}})
-    assert draw_values(cat, "tree", [5, 1]) == [2.5, 0.5]
+    assert draw_values(cat, "tree", [5, 1], "mean") == [2.5, 0.5]
+    with pytest.raises(ValueError, match="value must be"):
+        draw_values(CATALOG, "tree", [5], "median")
     with pytest.raises(CatalogError, match="no draw value for units"):
         draw_values({"units": [{"unit": 0}]}, "tree", [0])
 
