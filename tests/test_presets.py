@@ -44,3 +44,23 @@ def test_erase_rule_and_missing_concept():
     with pytest.raises(SystemExit, match="clear sky"):
         copy_paste_rule(MODEL, np.ones((3, 8, 8), np.uint8), [0, 1, 2], "sky", "tree", SEG,
                         "layer4", contexts=3)
+
+
+def test_choose_layer_keeps_the_most_effective_layer_and_rank(monkeypatch):
+    import core.eval_rewrite
+    import training.presets as presets
+    measured = {("layer4", 1): 0.1, ("layer4", 2): 0.3, ("layer5", 1): 0.2, ("layer5", 2): 0.25}
+    seen = []
+
+    def fake_eval(model, seg, rule, images, C=None, methods=()):
+        seen.append((rule.layer, rule.rank, images, methods))
+        return {"ours": {"effectiveness": measured[rule.layer, rule.rank], "generality": 0.5,
+                         "collateral_clean": 0.01, "collateral_outside": 0.02}}
+
+    monkeypatch.setattr(core.eval_rewrite, "evaluate_rewrite", fake_eval)
+    monkeypatch.setattr(presets, "ensure_stats", lambda model, layer: None)
+    layer, rank, table = presets.choose_layer(MODEL, SEG, _labels(), list(range(6)),
+                                              ["layer4", "layer5"], [1, 2], contexts=3)
+    assert (layer, rank) == ("layer4", 2) and len(table) == 4
+    # measured on the validation images, never the evaluation's 100000+, with our method only
+    assert {s[2] for s in seen} == {presets.VALIDATION_IMAGES} and {s[3] for s in seen} == {("ours",)}

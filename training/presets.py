@@ -1,6 +1,7 @@
 """Rule presets of the default bundle (``<bundle>/rules/*.json``), chosen with its segmenter.
 
-    python -m training.presets [--bundle models/toytown] [--layer layer5] [--contexts 6]
+    python -m training.presets [--bundle models/toytown] [--layer layer5] [--contexts 6] [--rank 1]
+    python -m training.presets --choose layer3,layer4,layer5,layer6,layer7 [--ranks 1,2,4]
 
 - ``spires_to_trees``: context = the spire pixels of the images (0-1999) that show the most
   spire; copy = a tree of about a spire's size from another image; paste = over the largest
@@ -13,10 +14,17 @@ Masks are the segmenter's concept pixels grown by one pixel (the GAN's edges are
 the original app's 256 px PNG data URLs. The layer is the bundle's ``rewrite_layer`` (else
 ``--layer``); it is stored in each rule, so the Rewrite tab and ``python -m core eval rewrite``
 replay them as they are.
+
+``--choose`` measures the spires -> trees rule at each listed layer and rank on validation images
+(50000-50099: neither the search images nor the evaluation's 100000+), keeps the layer and rank
+whose effectiveness (share of spire pixels that become tree) is highest, computes that layer's key
+statistics when the bundle lacks them, and writes all presets there (``runs/preset_choice.json``
+holds the table).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -30,6 +38,7 @@ from core.rules import Rule, write_rule
 from core.segmenter import load_segmenter
 
 SEARCH_IMAGES = range(2000)          # the dissection images; evaluation uses 100,000+
+VALIDATION_IMAGES = "50000-50099"     # for choosing the layer and rank
 
 
 def segment_all(model, seg, numbers, batch: int = 100) -> np.ndarray:
@@ -81,7 +90,7 @@ def copy_region(labels: np.ndarray, k: int, want_pixels: int, skip: set[int],
 
 
 def copy_paste_rule(model, labels, numbers, source: str, target: str, seg, layer: str,
-                    contexts: int) -> Rule:
+                    contexts: int, rank: int = 1) -> Rule:
     ks, kt = seg.concept_index(source), seg.concept_index(target)
     ctx = context_images(labels, numbers, ks, contexts)
     if len(ctx) < 2:
@@ -90,32 +99,75 @@ def copy_paste_rule(model, labels, numbers, source: str, target: str, seg, layer
     paste_region = components(labels[ctx[0]] == ks)[0]
     o, obj = copy_region(labels, kt, int(paste_region.sum()), set(ctx))
     return Rule(key=key, object=(numbers[o], grow(obj)), paste=(numbers[ctx[0]], grow(paste_region)),
-                model=model.bundle.name, layer=layer, rank=1)
+                model=model.bundle.name, layer=layer, rank=rank)
 
 
-def erase_rule(model, labels, numbers, concept: str, seg, layer: str, contexts: int) -> Rule:
+def erase_rule(model, labels, numbers, concept: str, seg, layer: str, contexts: int,
+               rank: int = 1) -> Rule:
     k = seg.concept_index(concept)
     share = (labels == k).reshape(len(labels), -1).mean(1)
     ctx = [i for i in np.argsort(share)[::-1][:contexts] if share[i] > 0]
     if not ctx:
         raise SystemExit(f"no search image shows {concept}")
     return Rule(key=[(numbers[i], grow(labels[i] == k)) for i in ctx], model=model.bundle.name,
-                layer=layer, rank=1, erase=True)
+                layer=layer, rank=rank, erase=True)
 
 
-def build_presets(bundle: Path, layer: str | None = None, contexts: int = 6) -> dict[str, Path]:
+def ensure_stats(model, layer: str):
+    """The layer's key statistics, computed over the default sample and saved when missing."""
+    from core import rewrite as rw
+    try:
+        return rw.get_stats(model, layer)
+    except rw.MissingStatsError:
+        print(f"{layer}: computing key statistics ({rw.DEFAULT_STATS_SAMPLES} images)")
+        stats = rw.collect_key_stats(model, layer, range(rw.DEFAULT_STATS_SAMPLES))
+        rw.save_key_stats(stats, rw.stats_path(model, layer))
+        return stats
+
+
+def choose_layer(model, seg, labels, numbers, layers, ranks, contexts: int) -> tuple[str, int, list]:
+    """(layer, rank, table): the spires -> trees rule measured at each layer and rank."""
+    from core.eval_rewrite import evaluate_rewrite
+    table = []
+    for layer in layers:
+        C = ensure_stats(model, layer)
+        rule = copy_paste_rule(model, labels, numbers, "spire", "tree", seg, layer, contexts)
+        for rank in ranks:
+            r = evaluate_rewrite(model, seg, dataclasses.replace(rule, rank=rank), VALIDATION_IMAGES,
+                                 C=C, methods=("ours",))["ours"]
+            row = {"layer": layer, "rank": rank, **{k: r[k] for k in (
+                "effectiveness", "generality", "collateral_clean", "collateral_outside")}}
+            print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in row.items()), flush=True)
+            table.append(row)
+    best = max(table, key=lambda r: (r["effectiveness"], r["generality"]))
+    return best["layer"], best["rank"], table
+
+
+def build_presets(bundle: Path, layer: str | None = None, contexts: int = 6, rank: int = 1,
+                  choose: list[str] | None = None, ranks: list[int] = (1,)) -> dict[str, Path]:
     model = core.load_model(str(bundle))
     seg = load_segmenter(bundle)
     config_path = bundle / "config.json"
     config = json.loads(config_path.read_text())
-    layer = layer or config.get("rewrite_layer") or config.get("paint_layer", "layer4")
-    if layer not in model.layers:
-        raise SystemExit(f"unknown layer {layer!r}; the model has {', '.join(model.layers)}")
     numbers = list(SEARCH_IMAGES)
     labels = segment_all(model, seg, numbers)
-    rules = {"spires_to_trees": copy_paste_rule(model, labels, numbers, "spire", "tree", seg, layer, contexts),
-             "domes_to_spires": copy_paste_rule(model, labels, numbers, "dome", "spire", seg, layer, contexts),
-             "erase_watermarks": erase_rule(model, labels, numbers, "watermark", seg, layer, contexts)}
+    for name in list(choose or []) + [layer or ""]:
+        if name and name not in model.layers:
+            raise SystemExit(f"unknown layer {name!r}; the model has {', '.join(model.layers)}")
+    if choose:
+        layer, rank, table = choose_layer(model, seg, labels, numbers, choose, ranks, contexts)
+        Path("runs").mkdir(exist_ok=True)
+        Path("runs/preset_choice.json").write_text(json.dumps(table, indent=1) + "\n")
+        print(f"chosen: {layer}, rank {rank}")
+    layer = layer or config.get("rewrite_layer") or config.get("paint_layer", "layer4")
+    ensure_stats(model, layer)
+    rules = {"spires_to_trees": copy_paste_rule(model, labels, numbers, "spire", "tree", seg, layer,
+                                                contexts, rank),
+             "domes_to_spires": copy_paste_rule(model, labels, numbers, "dome", "spire", seg, layer,
+                                                contexts, rank),
+             "erase_watermarks": erase_rule(model, labels, numbers, "watermark", seg, layer, contexts,
+                                            rank)}
     out = bundle / "rules"
     out.mkdir(exist_ok=True)
     paths = {}
@@ -123,11 +175,15 @@ def build_presets(bundle: Path, layer: str | None = None, contexts: int = 6) -> 
         paths[name] = out / f"{name}.json"
         write_rule(rule, paths[name])
         what = "erase" if rule.erase else f"copy #{rule.object[0]} -> paste #{rule.paste[0]}"
-        print(f"{name}: {layer}, context images {[n for n, _ in rule.key]}, {what}")
+        print(f"{name}: {layer}, rank {rank}, context images {[n for n, _ in rule.key]}, {what}")
     if config.get("rewrite_layer") != layer:
         config["rewrite_layer"] = layer
         config_path.write_text(json.dumps(config, indent=1) + "\n")
     return paths
+
+
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
 
 
 def main(argv=None):
@@ -135,9 +191,13 @@ def main(argv=None):
     p.add_argument("--bundle", default="models/toytown", type=Path)
     p.add_argument("--layer", default=None, help="default: the bundle's rewrite_layer, else paint_layer")
     p.add_argument("--contexts", type=int, default=6, help="context images per rule")
+    p.add_argument("--rank", type=int, default=1)
+    p.add_argument("--choose", default=None, help="comma-separated layers to measure and choose from")
+    p.add_argument("--ranks", type=_ints, default=[1], help="ranks to try with --choose (e.g. 1,2,4)")
     a = p.parse_args(argv)
     torch.set_num_threads(2)
-    build_presets(a.bundle, a.layer, a.contexts)
+    build_presets(a.bundle, a.layer, a.contexts, a.rank, a.choose.split(",") if a.choose else None,
+                  a.ranks)
 
 
 if __name__ == "__main__":
