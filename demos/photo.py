@@ -50,6 +50,16 @@ DEFAULT_UNITS = 10
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 EXAMPLES = ("toytown_777_0.png", "toytown_777_1.png", "toytown_777_2.png", "field_house.jpg",
             "hill_trees.jpg")
+# real photographs: the app runs offline, so they come from the installed gradio package's media
+# assets (a tower under a blue sky with branches; a lion), offered when present
+REAL_PHOTOS_DIR = os.path.join(os.path.dirname(os.path.abspath(gr.__file__)), "media_assets", "images")
+REAL_PHOTOS = ("tower.jpg", "lion.jpg")
+
+
+def example_paths() -> list[str]:
+    paths = [os.path.join(EXAMPLES_DIR, f) for f in EXAMPLES]
+    paths += [os.path.join(REAL_PHOTOS_DIR, f) for f in REAL_PHOTOS]
+    return [p for p in paths if os.path.isfile(p)]
 
 _enc_lock = threading.Lock()
 _encoders: dict[str, object] = {}
@@ -256,12 +266,11 @@ def build(ctx: AppContext):
             upload = PhotoUpload(type="filepath", sources=["upload", "clipboard"],
                                  label="Your photo (centre-cropped to a square)",
                                  elem_id="photo_upload", height=320)
-            gr.Examples([os.path.join(EXAMPLES_DIR, f) for f in EXAMPLES
-                         if os.path.isfile(os.path.join(EXAMPLES_DIR, f))],
-                        inputs=[upload], cache_examples=False, label="Examples")
-            gr.Markdown("*This app runs offline, so the examples are fresh Toytown renders "
-                        "(a seed never used in training) and two synthesised photo-like scenes, "
-                        "not real photos. Upload your own to try one.*")
+            gr.Examples(example_paths(), inputs=[upload], cache_examples=False, label="Examples")
+            gr.Markdown("*Examples: fresh Toytown renders (a seed never used in training), two "
+                        "synthesised photo-like scenes and two real photographs (from gradio's "
+                        "own media assets; this app runs offline). Real photos lie far outside "
+                        "what a 64-px toy-town GAN can draw: expect a loose reconstruction.*")
             with gr.Row():
                 invert_btn = gr.Button("Invert", variant="primary", elem_id="photo_invert")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="photo_stop")
