@@ -77,6 +77,13 @@ def default_layer(model) -> str:
     return layers[max(0, round(0.4 * len(layers)) - 1)]
 
 
+def default_rank(model) -> int:
+    """The bundle's ``rewrite_rank`` (what its presets were measured best with), else 1."""
+    cfg = getattr(getattr(model, "bundle", None), "config", None) or {}
+    r = cfg.get("rewrite_rank")
+    return r if isinstance(r, int) and 1 <= r <= MAX_RANK else 1
+
+
 def preset_paths(model) -> dict[str, Path]:
     path = getattr(getattr(model, "bundle", None), "path", None)
     if path is None or not (Path(path) / "rules").is_dir():
@@ -579,8 +586,9 @@ def build(ctx: AppContext):
     try:
         first = ctx.model(ids[0])
         layers, layer0, presets0 = list(first.layers), default_layer(first), list(preset_paths(first))
+        rank0 = default_rank(first)
     except Exception:  # noqa: BLE001 - the app still builds; errors show on use
-        layers, layer0, presets0 = [], None, []
+        layers, layer0, presets0, rank0 = [], None, [], 1
     preset_choices = presets0 or [NO_PRESETS]
 
     gr.Markdown("Rewrite a rule of the model: paint **context** (where the rule applies), **copy** a "
@@ -589,7 +597,7 @@ def build(ctx: AppContext):
     with gr.Row():
         model_id = gr.Dropdown(ids, value=ids[0], label="Model", scale=2)
         layer = gr.Dropdown(layers, value=layer0, label="Layer", scale=1, elem_id="rewrite_layer")
-        rank = gr.Slider(1, MAX_RANK, value=1, step=1, label="Rank", scale=1, elem_id="rewrite_rank")
+        rank = gr.Slider(1, MAX_RANK, value=rank0, step=1, label="Rank", scale=1, elem_id="rewrite_rank")
         spec = gr.Textbox("0-11", label="Image numbers", scale=2, elem_id="rewrite_numbers")
         show_btn = gr.Button("Show", scale=1, elem_id="rewrite_show")
     with gr.Row():
@@ -683,9 +691,9 @@ def build(ctx: AppContext):
     def model_changed(m):
         model = loaded_model(m)
         names = list(preset_paths(model)) or [NO_PRESETS]
-        return (gr.update(choices=list(model.layers), value=default_layer(model)),
+        return (gr.update(choices=list(model.layers), value=default_layer(model)), default_rank(model),
                 gr.update(choices=names, value=names[0]), gr.update(interactive=names != [NO_PRESETS]))
-    model_id.change(model_changed, model_id, [layer, presets, preset_btn], api_visibility="private")
+    model_id.change(model_changed, model_id, [layer, rank, presets, preset_btn], api_visibility="private")
     return {"load": (show, [model_id, spec, st], [gallery, st])}
 
 

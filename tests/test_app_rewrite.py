@@ -206,3 +206,16 @@ def test_statistics_endpoints(app):
     out = c.predict(layer="layer3", samples=10, api_name="/rewrite_stats")
     assert "layer3 over 10 images" in out
     assert "10 images" in c.predict(layer="layer3", api_name="/rewrite_stats_info")
+
+
+def test_default_layer_and_rank_come_from_the_bundle():
+    from types import SimpleNamespace
+
+    from demos.rewrite import MAX_RANK, default_layer, default_rank
+
+    def model(cfg):
+        return SimpleNamespace(bundle=SimpleNamespace(config=cfg), layers=[f"layer{i}" for i in range(1, 9)])
+    assert (default_layer(model({"rewrite_layer": "layer8", "rewrite_rank": 4})),
+            default_rank(model({"rewrite_layer": "layer8", "rewrite_rank": 4}))) == ("layer8", 4)
+    assert default_layer(model({"paint_layer": "layer6"})) == "layer6"
+    assert default_rank(model({})) == 1 and default_rank(model({"rewrite_rank": MAX_RANK + 1})) == 1

@@ -12,7 +12,7 @@
 
 Masks are the segmenter's concept pixels grown by one pixel (the GAN's edges are soft), written as
 the original app's 256 px PNG data URLs. The layer is the bundle's ``rewrite_layer`` (else
-``--layer``); it is stored in each rule, so the Rewrite tab and ``python -m core eval rewrite``
+``--layer``), with the bundle's ``rewrite_rank``; both are stored in each rule, so the Rewrite tab and ``python -m core eval rewrite``
 replay them as they are.
 
 ``--choose`` measures the spires -> trees rule at each listed layer and rank on validation images
@@ -144,7 +144,7 @@ def choose_layer(model, seg, labels, numbers, layers, ranks, contexts: int) -> t
     return best["layer"], best["rank"], table
 
 
-def build_presets(bundle: Path, layer: str | None = None, contexts: int = 6, rank: int = 1,
+def build_presets(bundle: Path, layer: str | None = None, contexts: int = 6, rank: int | None = None,
                   choose: list[str] | None = None, ranks: list[int] = (1,)) -> dict[str, Path]:
     model = core.load_model(str(bundle))
     seg = load_segmenter(bundle)
@@ -161,6 +161,7 @@ def build_presets(bundle: Path, layer: str | None = None, contexts: int = 6, ran
         Path("runs/preset_choice.json").write_text(json.dumps(table, indent=1) + "\n")
         print(f"chosen: {layer}, rank {rank}")
     layer = layer or config.get("rewrite_layer") or config.get("paint_layer", "layer4")
+    rank = rank or config.get("rewrite_rank", 1)
     ensure_stats(model, layer)
     rules = {"spires_to_trees": copy_paste_rule(model, labels, numbers, "spire", "tree", seg, layer,
                                                 contexts, rank),
@@ -176,8 +177,8 @@ def build_presets(bundle: Path, layer: str | None = None, contexts: int = 6, ran
         write_rule(rule, paths[name])
         what = "erase" if rule.erase else f"copy #{rule.object[0]} -> paste #{rule.paste[0]}"
         print(f"{name}: {layer}, rank {rank}, context images {[n for n, _ in rule.key]}, {what}")
-    if config.get("rewrite_layer") != layer:
-        config["rewrite_layer"] = layer
+    if (config.get("rewrite_layer"), config.get("rewrite_rank")) != (layer, rank):
+        config.update(rewrite_layer=layer, rewrite_rank=rank)
         config_path.write_text(json.dumps(config, indent=1) + "\n")
     return paths
 
@@ -191,7 +192,7 @@ def main(argv=None):
     p.add_argument("--bundle", default="models/toytown", type=Path)
     p.add_argument("--layer", default=None, help="default: the bundle's rewrite_layer, else paint_layer")
     p.add_argument("--contexts", type=int, default=6, help="context images per rule")
-    p.add_argument("--rank", type=int, default=1)
+    p.add_argument("--rank", type=int, default=None, help="default: the bundle's rewrite_rank, else 1")
     p.add_argument("--choose", default=None, help="comma-separated layers to measure and choose from")
     p.add_argument("--ranks", type=_ints, default=[1], help="ranks to try with --choose (e.g. 1,2,4)")
     a = p.parse_args(argv)
