@@ -378,3 +378,11 @@ def test_eval_cli_registered():
     add_eval_parser(p.add_subparsers())
     args = p.parse_args(["photo", "default", "dir", "--out", "x.json"])
     assert args.dir == "dir" and args.out == "x.json" and callable(args.run)
+
+
+def test_adaptation_lr_warms_up_then_decays():
+    from core.photo import _lr_at
+    assert _lr_at(0.05, 0, 300, warmup=30) == pytest.approx(0.05 / 30, rel=0.01)
+    assert _lr_at(0.05, 29, 300, warmup=30) == pytest.approx(_lr_at(0.05, 29, 300), rel=1e-9)
+    assert _lr_at(0.05, 0, 300) == pytest.approx(0.05)                     # no warm-up: full lr
+    assert _lr_at(0.05, 300, 300) == pytest.approx(0.005)                  # decays to lr/10
