@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from .edits import UnitEdit, _generator
 
-RANKINGS = ("causal", "iou")
+RANKINGS = ("causal", "specific", "iou")
+SPECIFIC_FLOOR = 0.01               # collateral floor of the "specific" score (|Δpixel| on [-1, 1])
 DRAW_VALUES = ("quantile_99", "mean")
 
 
@@ -125,16 +126,26 @@ def _ranked(entries, score: str) -> list[int]:
 def units_for(catalog: dict, concept: str, n: int = 10, ranking: str = "causal") -> list[int]:
     """The top ``n`` units for ``concept``. ``ranking="causal"`` uses the catalog's causal ranking
     (units whose removal most reduces the concept) and falls back to IoU when the catalog has none
-    for the concept; ``"iou"`` uses the dissection IoU ranking (or the units labelled with the
-    concept, by IoU). Raises CatalogError when the concept has no units."""
+    for the concept; ``"specific"`` reorders the causal entries by effect per collateral
+    (``effect / (collateral + SPECIFIC_FLOOR)``: removes the concept, leaves the rest; plain causal
+    order when the entries have no ``collateral``); ``"iou"`` uses the dissection IoU ranking (or
+    the units labelled with the concept, by IoU). Raises CatalogError when the concept has no
+    units."""
     if ranking not in RANKINGS:
         raise ValueError(f"ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
     n = int(n)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     units: list[int] = []
-    if ranking == "causal":
-        units = _ranked((catalog.get("causal") or {}).get(concept), "effect")
+    if ranking in ("causal", "specific"):
+        entries = list((catalog.get("causal") or {}).get(concept) or [])
+        if ranking == "specific" and entries and all(isinstance(e, dict) and "collateral" in e
+                                                     for e in entries):
+            entries = [dict(e, specific=float(e["effect"]) / (float(e["collateral"]) + SPECIFIC_FLOOR))
+                       for e in entries]
+            units = _ranked(entries, "specific")
+        else:
+            units = _ranked(entries, "effect")
     if not units:
         units = _ranked((catalog.get("concepts") or {}).get(concept), "iou")
     if not units:
@@ -223,7 +234,8 @@ def ablation_effects(model, segmenter, layer: str, concept: str, image_numbers,
                      truncation=None, noise=None, seed: int = 1) -> dict:
     """For each set of units, zero them all at ``layer`` (whole image) and measure ``concept``'s
     pixel share with the segmenter. Returns ``{"base": mean share unedited, "shares": [mean share
-    per set], "per_image_base": [N], "per_image": [[N] per set]}``. The layers up to ``layer`` run
+    per set], "collateral": [mean |Δpixel| (images in [-1, 1]) over the pixels the unedited images
+    do not label ``concept``, per set], "per_image_base": [N], "per_image": [[N] per set]}``. The layers up to ``layer`` run
     once per image; the later layers and the segmenter run ``1 + len(unit_sets)`` times per image
     (several sets share one batch of about ``batch_size`` images)."""
     from .images import parse_image_numbers
@@ -245,12 +257,15 @@ def ablation_effects(model, segmenter, layer: str, concept: str, image_numbers,
         z = z.to(p.device)
     bs = max(1, int(batch_size))
     base_all, per_set = [], [[] for _ in sets]
+    change = [[0.0, 0] for _ in sets]                     # |Δpixel| sum and count outside concept
     for i in range(0, len(z), bs):
         zb = z[i:i + bs]
         nb = len(zb)
         state = g.run(g.start(zb, truncation=t, noise=nz), stop=layer)
-        base = _share(segmenter.segment(g.finish(g.run(state.clone()))), c).cpu()
-        base_all.append(base)
+        base_img = g.finish(g.run(state.clone()))
+        base_lab = segmenter.segment(base_img)
+        base_all.append(_share(base_lab, c).cpu())
+        outside = (base_lab != c).to(base_img.device)
         per_batch = max(1, bs // nb)
         for j in range(0, len(sets), per_batch):
             chunk = sets[j:j + per_batch]
@@ -260,12 +275,17 @@ def ablation_effects(model, segmenter, layer: str, concept: str, image_numbers,
             for k, units in enumerate(chunk):
                 if units:
                     tiled.x[k * nb:(k + 1) * nb, units] = 0
-            shares = _share(segmenter.segment(g.finish(g.run(tiled))), c).cpu()
+            images = g.finish(g.run(tiled))
+            shares = _share(segmenter.segment(images), c).cpu()
             for k in range(len(chunk)):
                 per_set[j + k].append(shares[k * nb:(k + 1) * nb])
+                diff = (images[k * nb:(k + 1) * nb] - base_img).abs().mean(1)
+                change[j + k][0] += float(diff[outside].sum())
+                change[j + k][1] += int(outside.sum())
     base_all = torch.cat(base_all)
     per_image = [torch.cat(s) for s in per_set]
     return {"base": base_all.mean().item(), "shares": [s.mean().item() for s in per_image],
+            "collateral": [total / max(1, count) for total, count in change],
             "per_image_base": base_all.tolist(), "per_image": [s.tolist() for s in per_image]}
 
 
@@ -274,8 +294,8 @@ def causal_ranking(model, segmenter, layer: str, concept: str, image_numbers,
                    truncation=None, noise=None, seed: int = 1) -> list[dict]:
     """Units ranked by how much zeroing each one alone (whole image) reduces ``concept``'s pixel
     share, as judged by ``segmenter``, averaged over ``image_numbers``:
-    ``[{"unit": u, "effect": base_share - ablated_share}, ...]``, largest effect first (the format
-    of a catalog's ``"causal"`` entry).
+    ``[{"unit": u, "effect": base_share - ablated_share, "collateral": mean |Δpixel| elsewhere},
+    ...]``, largest effect first (the format of a catalog's ``"causal"`` entry).
 
     Cost: the layers up to ``layer`` run once per image; the later layers plus the segmenter run
     ``(1 + n_candidates) * n_images`` times (candidates are batched together). Restrict
@@ -286,7 +306,8 @@ def causal_ranking(model, segmenter, layer: str, concept: str, image_numbers,
              else list(dict.fromkeys(int(u) for u in candidate_units)))
     res = ablation_effects(model, segmenter, layer, concept, image_numbers, [[u] for u in units],
                            batch_size, truncation, noise, seed)
-    ranked = [{"unit": u, "effect": res["base"] - s} for u, s in zip(units, res["shares"])]
+    ranked = [{"unit": u, "effect": res["base"] - s, "collateral": col}
+              for u, s, col in zip(units, res["shares"], res["collateral"])]
     ranked.sort(key=lambda r: (-r["effect"], r["unit"]))
     return ranked
 

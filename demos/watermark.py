@@ -3,7 +3,8 @@ draw it, and measure the watermark rate before and after.
 
 Everything is judged by the bundle's segmenter (an image "has a watermark" when at least 0.5% of
 its pixels are labelled ``watermark``). The units come from the painting layer's catalog: its
-causal ranking when it has one (units whose removal most reduces watermark pixels), else IoU; or,
+causal ranking when it has one, ordered by effect per collateral (units whose removal most reduces
+watermark pixels while changing the rest of the picture least), else IoU; or,
 optionally, from a region you mark on a sample (units most active there, relative to their 0.99
 quantile). Removing units is one ``remove_units_edit`` on an ``EditStack``, rendered by the
 model's shared Renderer (the layers before the painting layer run once per batch and are cached).
@@ -33,7 +34,8 @@ RATE_NUMBERS = "100000-100199"  # 200 held-out samples for the rate (dissection 
 MIN_FRACTION = 0.005            # >= 0.5% watermark pixels = "has a watermark"
 SHOW = 12                       # watermarked samples in the before/after grids
 MAX_UNITS = 40
-DEFAULT_UNITS = 20
+DEFAULT_UNITS = 5                     # more of these entangled units repaint the scene
+RANKING = "specific"                 # causal effect per collateral (core.paint.units_for)
 BATCH = 50
 TILE = 128                      # grid tiles are upscaled (nearest) to this size
 SOURCES = ("catalog ranking", "marked region")
@@ -103,11 +105,11 @@ def ranking_table(catalog: dict, n: int = MAX_UNITS) -> tuple[pd.DataFrame, str]
     labels = {int(u["unit"]): u.get("label", "") for u in catalog.get("units") or []
               if isinstance(u, dict) and "unit" in u}
     causal = (catalog.get("causal") or {}).get(CONCEPT)
-    which, score = ("causal effect", "effect") if causal else ("IoU", "iou")
+    which, score = ("causal effect (ordered by effect per collateral)", "effect") if causal else ("IoU", "iou")
     entries = causal or (catalog.get("concepts") or {}).get(CONCEPT) or []
     scores = {int(e["unit"]): float(e[score]) for e in entries
               if isinstance(e, dict) and "unit" in e and score in e}
-    units = units_for(catalog, CONCEPT, n, "causal")
+    units = units_for(catalog, CONCEPT, n, RANKING)
     rows = [[i + 1, u, round(scores[u], 4) if u in scores else None, labels.get(u, "")]
             for i, u in enumerate(units)]
     return pd.DataFrame(rows, columns=UNIT_HEADERS), which
@@ -191,7 +193,7 @@ def build(ctx: AppContext):
             units = [int(u) for u in picked][:n]
         else:
             try:
-                units = units_for(cat, CONCEPT, n, "causal") if n else []
+                units = units_for(cat, CONCEPT, n, RANKING) if n else []
             except CatalogError as e:
                 raise gr.Error(f"No watermark units: {e}")
         stack = EditStack()

@@ -86,6 +86,15 @@ def test_units_for_causal_iou_and_fallbacks():
 def test_units_for_unsorted_causal_entries_are_ranked_by_effect():
     cat = {"causal": {"tree": [{"unit": 1, "effect": 0.1}, {"unit": 2, "effect": 0.3}]}}
     assert units_for(cat, "tree", 2) == [2, 1]
+    assert units_for(cat, "tree", 2, "specific") == [2, 1]            # no collateral: causal order
+
+
+def test_specific_ranking_is_effect_per_collateral():
+    cat = {"causal": {"wm": [{"unit": 1, "effect": 0.004, "collateral": 0.07},     # 0.05
+                             {"unit": 2, "effect": 0.003, "collateral": 0.02},     # 0.1
+                             {"unit": 3, "effect": 0.001, "collateral": 0.0}]}}    # 0.1
+    assert units_for(cat, "wm", 3) == [1, 2, 3]
+    assert units_for(cat, "wm", 3, "specific") == [2, 3, 1]       # ties keep the causal order
 
 
 def test_concept_without_units_is_a_clear_error():
@@ -213,6 +222,13 @@ def test_ablation_effects_sets_and_errors():
     assert len(res["per_image"][1]) == 4
     z = g.sample_z(range(4))
     assert res["shares"][1] == pytest.approx(_share_after(g, seg, z, [0, 1, 2], "layer4"), abs=1e-6)
+    # collateral: mean |Δpixel| outside the concept's pixels of the unedited images
+    assert res["collateral"][0] == 0
+    before, after = (Renderer(g).render(z, EditStack().push(remove_units_edit("layer4", u)) if u
+                                        else EditStack()) for u in ([], [0, 1, 2]))
+    outside = seg.segment(before) != 1
+    want = (after - before).abs().mean(1)[outside].mean().item()
+    assert res["collateral"][1] == pytest.approx(want, rel=1e-4, abs=1e-6)
     with pytest.raises(ValueError, match="out of range"):
         ablation_effects(g, seg, "layer4", "red", [0], [[8]])
     with pytest.raises(ValueError, match="unknown concept"):

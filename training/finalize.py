@@ -56,14 +56,16 @@ def add_causal_rankings(bundle: Path, layer: str, candidates: int = 32, images: 
             print(f"causal {concept}: only {len(numbers)} images show it; skipped")
             continue
         cand = units_for(cat, concept, candidates, ranking="iou")
-        causal[concept] = [{"unit": r["unit"], "effect": round(r["effect"], 5)} for r in
+        causal[concept] = [{"unit": r["unit"], "effect": round(r["effect"], 5),
+                            "collateral": round(r["collateral"], 5)} for r in
                            causal_ranking(model, seg, layer, concept, numbers, candidate_units=cand)]
         print(f"causal {concept}: {len(numbers)} images, {len(cand)} candidates, "
               f"{time.time() - t:.0f} s; top {[r['unit'] for r in causal[concept][:5]]}")
     cat["causal"] = causal
     cat["causal_protocol"] = (f"per concept: the top {candidates} units by IoU, each zeroed alone over the "
                               f"whole image on up to {images} of images 0-1999 that show the concept; "
-                              "effect = drop of the concept's pixel share (segmenter)")
+                              "effect = drop of the concept's pixel share (segmenter); collateral = mean "
+                              "|Δpixel| over the pixels not labelled with it")
     save_catalog(cat, path)
 
 
