@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [NAME ...]: run benchmarks, print a table, write bench/results.json."""
+"""python -m bench [--quick] [NAME ...]: run benchmarks, print a table, update bench/results.json."""
 import argparse
 import importlib
 import json
@@ -41,7 +41,13 @@ def main(argv=None):
         print(f"{r['benchmark'] + ' / ' + r['metric']:<{width}} {r['value']!s:>12}  {r['unit']:<6} {r['note']}")
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "threads": a.threads, "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(), "quick": a.quick}
-    Path(a.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    # rows of benchmarks not run this time stay (each benchmark's rows come from its latest run)
+    out = Path(a.out)
+    old = json.loads(out.read_text()) if out.is_file() else {}
+    fresh = {r["benchmark"] for r in rows}
+    kept = [r for r in old.get("rows", []) if r.get("benchmark") not in fresh]
+    meta["kept_from_earlier_runs"] = sorted({r["benchmark"] for r in kept})
+    out.write_text(json.dumps({"meta": meta, "rows": kept + rows}, indent=1))
     print(f"\nwrote {a.out}")
 
 

@@ -386,3 +386,12 @@ def test_adaptation_lr_warms_up_then_decays():
     assert _lr_at(0.05, 29, 300, warmup=30) == pytest.approx(_lr_at(0.05, 29, 300), rel=1e-9)
     assert _lr_at(0.05, 0, 300) == pytest.approx(0.05)                     # no warm-up: full lr
     assert _lr_at(0.05, 300, 300) == pytest.approx(0.005)                  # decays to lr/10
+
+
+@pytest.mark.slow
+def test_photo_benchmark_runs_on_the_default_model():
+    from bench.bench_photo import run
+    rows = {r["metric"]: r for r in run(quick=True)}
+    assert set(rows) == {"PSNR after inversion", "PSNR after adaptation", "seconds per photo",
+                         "editability"}
+    assert rows["PSNR after adaptation"]["value"] >= rows["PSNR after inversion"]["value"] > 15
