@@ -176,7 +176,8 @@ def evaluate_interventions(model, segmenter, catalog: dict, image_numbers=DEFAUL
     result = {
         "model": getattr(model, "name", None), "layer": layer, "n_images": len(numbers),
         "images": image_numbers if isinstance(image_numbers, str) else f"{len(numbers)} numbers",
-        "ranking": ranking, "watermark_ranking": wm_ranking, "region_cells": [k, k], "region_fraction": k * k / (h * w),
+        "ranking": ranking, "watermark_ranking": wm_ranking, "region_cells": [k, k],
+        "region_fraction": k * k / (h * w),
         "watermark_units": wm_list, "tree_units": tree_list,
         "watermark_rate_before": mean(acc["wm_before"]),
         "watermark_rate_after": mean(acc["wm_after"]),

@@ -160,7 +160,8 @@ def units_for(catalog: dict, concept: str, n: int = 10, ranking: str = "causal")
     return list(dict.fromkeys(units))[:n]
 
 
-def draw_values(catalog: dict, concept: str, units: Sequence[int], value: str = "quantile_99") -> list[float]:
+def draw_values(catalog: dict, concept: str, units: Sequence[int],
+                value: str = "quantile_99") -> list[float]:
     """Per-unit values to draw ``concept`` with: each unit's ``quantile_99`` (``value="quantile_99"``)
     or the catalog's concept-conditional mean activation (``value="mean"``, its ``draw_values``
     table; units it lacks fall back to the quantile)."""
@@ -235,8 +236,8 @@ def ablation_effects(model, segmenter, layer: str, concept: str, image_numbers,
     """For each set of units, zero them all at ``layer`` (whole image) and measure ``concept``'s
     pixel share with the segmenter. Returns ``{"base": mean share unedited, "shares": [mean share
     per set], "collateral": [mean |Δpixel| (images in [-1, 1]) over the pixels the unedited images
-    do not label ``concept``, per set], "per_image_base": [N], "per_image": [[N] per set]}``. The layers up to ``layer`` run
-    once per image; the later layers and the segmenter run ``1 + len(unit_sets)`` times per image
+    do not label ``concept``, per set], "per_image_base": [N], "per_image": [[N] per set]}``.
+    The layers up to ``layer`` run once per image; the later layers and the segmenter run ``1 + len(unit_sets)`` times per image
     (several sets share one batch of about ``batch_size`` images)."""
     from .images import parse_image_numbers
     g = _generator(model)

@@ -29,8 +29,8 @@ render and of the photo (computed once); it is skipped when there is no segmente
 
 Adaptation (GANPaint Studio): the latent and residual stay fixed; a dense ΔW per *fine* layer
 (default: layers after the paint layer at >= 2x its resolution, e.g. layer7..layer10 of the 64-px
-Toytown ProGAN, whose paint layer is the 16-px layer6) is fitted with the same losses plus ``penalty * sum ||ΔW||^2 / ||W||^2``. Coarse layers are
-untouched, so painted concepts keep their meaning. The result is a tuple of
+Toytown ProGAN, whose paint layer is the 16-px layer6) is fitted with the same losses plus
+``penalty * sum ||ΔW||^2 / ||W||^2``. Coarse layers are untouched, so painted concepts keep their meaning. The result is a tuple of
 ``WeightEdit.full(layer, ΔW)``: a per-session edit. The output (toRGB) layer is not a named layer
 and cannot be expressed as a WeightEdit, so it is never adapted.
 

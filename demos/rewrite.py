@@ -691,9 +691,11 @@ def build(ctx: AppContext):
     def model_changed(m):
         model = loaded_model(m)
         names = list(preset_paths(model)) or [NO_PRESETS]
-        return (gr.update(choices=list(model.layers), value=default_layer(model)), default_rank(model),
-                gr.update(choices=names, value=names[0]), gr.update(interactive=names != [NO_PRESETS]))
-    model_id.change(model_changed, model_id, [layer, rank, presets, preset_btn], api_visibility="private")
+        return (gr.update(choices=list(model.layers), value=default_layer(model)),
+                default_rank(model), gr.update(choices=names, value=names[0]),
+                gr.update(interactive=names != [NO_PRESETS]))
+    model_id.change(model_changed, model_id, [layer, rank, presets, preset_btn],
+                    api_visibility="private")
     return {"load": (show, [model_id, spec, st], [gallery, st])}
 
 

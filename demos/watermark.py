@@ -105,7 +105,8 @@ def ranking_table(catalog: dict, n: int = MAX_UNITS) -> tuple[pd.DataFrame, str]
     labels = {int(u["unit"]): u.get("label", "") for u in catalog.get("units") or []
               if isinstance(u, dict) and "unit" in u}
     causal = (catalog.get("causal") or {}).get(CONCEPT)
-    which, score = ("causal effect (ordered by effect per collateral)", "effect") if causal else ("IoU", "iou")
+    which, score = (("causal effect (ordered by effect per collateral)", "effect") if causal
+                    else ("IoU", "iou"))
     entries = causal or (catalog.get("concepts") or {}).get(CONCEPT) or []
     scores = {int(e["unit"]): float(e[score]) for e in entries
               if isinstance(e, dict) and "unit" in e and score in e}

@@ -214,7 +214,8 @@ def test_default_layer_and_rank_come_from_the_bundle():
     from demos.rewrite import MAX_RANK, default_layer, default_rank
 
     def model(cfg):
-        return SimpleNamespace(bundle=SimpleNamespace(config=cfg), layers=[f"layer{i}" for i in range(1, 9)])
+        return SimpleNamespace(bundle=SimpleNamespace(config=cfg),
+                               layers=[f"layer{i}" for i in range(1, 9)])
     assert (default_layer(model({"rewrite_layer": "layer8", "rewrite_rank": 4})),
             default_rank(model({"rewrite_layer": "layer8", "rewrite_rank": 4}))) == ("layer8", 4)
     assert default_layer(model({"paint_layer": "layer6"})) == "layer6"

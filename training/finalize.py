@@ -64,8 +64,8 @@ def add_causal_rankings(bundle: Path, layer: str, candidates: int = 32, images: 
     cat["causal"] = causal
     cat["causal_protocol"] = (f"per concept: the top {candidates} units by IoU, each zeroed alone over the "
                               f"whole image on up to {images} of images 0-1999 that show the concept; "
-                              "effect = drop of the concept's pixel share (segmenter); collateral = mean "
-                              "|Δpixel| over the pixels not labelled with it")
+                              "effect = drop of the concept's pixel share (segmenter); "
+                              "collateral = mean |Δpixel| over the pixels not labelled with it")
     save_catalog(cat, path)
 
 

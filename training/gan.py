@@ -19,12 +19,12 @@ the un-averaged generator): lr 0.0015 with R1 gamma 1 or 0.05, lr 0.0005 with ga
 faster discriminator all went from diverse to a few images. Growing spends most steps where they
 are cheap and lets the layout settle before the detail.
 
-The shipped model (session 3): 7,289 steps (164,624 images) in 107 min: 8 px to step 300, 16 px
-to 1,800, 32 px to 3,000 (batch 32), then 64 px at batch 16; R1 gamma 1 until step 1,121, then
-0.1 (with gamma 1 the discriminator stayed at chance, loss_d ~1.2, and samples kept a speckle it
-could not see); ``variety`` 0.30-0.40 throughout at 64 px (no collapse); loss_d fell to 0.5-1.1
-late at 64 px. Samples are recognisable towns (buildings, roofs, spires, domes, windows, dusk
-skies) but blurry: more 64 px steps would sharpen them.
+The shipped model (sessions 3-4): 10,647 steps (218,352 images) in 169 min: 8 px to step 300,
+16 px to 1,800, 32 px to 3,000 (batch 32), then 64 px at batch 16; R1 gamma 1 until step 1,121,
+then 0.1 (with gamma 1 the discriminator stayed at chance, loss_d ~1.2, and samples kept a speckle
+it could not see); ``variety`` 0.30-0.40 throughout at 64 px (no collapse); loss_d 0.25-1.0 late
+at 64 px. FSD 24.6 at step 7,289, 22.1 at 10,647. Samples are recognisable towns (buildings,
+roofs, spires, domes, windows, dusk skies) but still blurry.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Rule presets of the default bundle (``<bundle>/rules/*.json``), chosen with its segmenter.
 
     python -m training.presets [--bundle models/toytown] [--layer layer5] [--contexts 6] [--rank 1]
-    python -m training.presets --choose layer3,layer4,layer5,layer6,layer7 [--ranks 1,2,4]
+    python -m training.presets --choose layer3,layer4,layer5,layer6,layer7,layer8 [--ranks 1,2,4]
 
 - ``spires_to_trees``: context = the spire pixels of the images (0-1999) that show the most
   spire; copy = a tree of about a spire's size from another image; paste = over the largest
@@ -12,8 +12,8 @@
 
 Masks are the segmenter's concept pixels grown by one pixel (the GAN's edges are soft), written as
 the original app's 256 px PNG data URLs. The layer is the bundle's ``rewrite_layer`` (else
-``--layer``), with the bundle's ``rewrite_rank``; both are stored in each rule, so the Rewrite tab and ``python -m core eval rewrite``
-replay them as they are.
+``--layer``), the rank its ``rewrite_rank`` (else ``--rank``); both are stored in each rule, so the
+Rewrite tab and ``python -m core eval rewrite`` replay them as they are.
 
 ``--choose`` measures the spires -> trees rule at each listed layer and rank on validation images
 (50000-50099: neither the search images nor the evaluation's 100000+), keeps the layer and rank
