@@ -833,7 +833,7 @@ def unit_overlay(image, activation, threshold: float) -> np.ndarray:
     ``activation`` ``[h,w]`` upsampled bilinearly (as in dissection) to ``[H,W]``; pixels with
     ``act > threshold`` are kept, the rest darkened to 50%, and mask pixels with a 4-neighbour
     outside the mask get a 1-px yellow (255,255,0) outline (the image edge is not a border)."""
-    from .images import to_uint8
+    from .images import mask_border, to_uint8
     img = to_uint8(torch.as_tensor(image).detach().float().cpu())
     if img.ndim != 3:
         raise ValueError("unit_overlay takes one image [3,H,W]")
@@ -844,12 +844,7 @@ def unit_overlay(image, activation, threshold: float) -> np.ndarray:
     mask = (upsample(act, (H, W)) > float(threshold)).numpy()
     out = img.astype(np.float32)
     out[~mask] *= 0.5
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    out[mask & ~inner] = (255, 255, 0)
+    out[mask_border(mask)] = (255, 255, 0)
     return out.astype(np.uint8)
 
 

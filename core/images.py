@@ -62,6 +62,32 @@ def to_pil(x) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+def mask_border(mask) -> np.ndarray:
+    """The pixels of a boolean mask ``[H,W]`` that have a 4-neighbour outside it (the image edge
+    is not a border)."""
+    mask = np.asarray(mask, dtype=bool)
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
+
+
+def outline(image, mask, color=(255, 0, 255)) -> np.ndarray:
+    """A copy of ``image`` (HWC uint8 or PIL) with the border of ``mask`` (bool ``[h,w]``, scaled
+    to the image by nearest neighbour, so a 64 px label map outlines a 128 px tile) in ``color``."""
+    img = np.array(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
+    H, W = img.shape[:2]
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != (H, W):
+        rows = np.arange(H) * mask.shape[0] // H
+        cols = np.arange(W) * mask.shape[1] // W
+        mask = mask[rows][:, cols]
+    img[mask_border(mask)] = color
+    return img
+
+
 def make_grid(images, nrow: int = 8, captions: Sequence[str] | None = None, pad: int = 2,
               background: int = 255) -> Image.Image:
     """Tile images ``nrow`` per row with ``pad`` pixels between them; optional caption under each."""

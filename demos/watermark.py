@@ -21,9 +21,9 @@ import torch
 
 import core
 from core.edits import EditStack, layer_shape
-from core.images import make_grid
+from core.images import make_grid, outline
 from core.paint import CatalogError, feature_mask, remove_units_edit, units_for, watermark_rate
-from demos.context import AppContext, display
+from demos.context import AppContext, display, editor_layer_masks
 from demos.gpu import gpu
 from demos.paint import catalog_for, paint_layer
 from demos.settings import STATE_TTL
@@ -40,6 +40,7 @@ BATCH = 50
 TILE = 128                      # grid tiles are upscaled (nearest) to this size
 SOURCES = ("catalog ranking", "marked region")
 UNIT_HEADERS = ["rank", "unit", "score", "unit label"]
+OUTLINE = (255, 0, 255)         # border of the pixels the segmenter calls watermark
 
 _lock = threading.Lock()
 _cache: "weakref.WeakKeyDictionary[core.Model, dict]" = weakref.WeakKeyDictionary()
@@ -133,8 +134,17 @@ def marked_units(model, catalog: dict, layer: str, number: int, mask, n: int = M
     return [int(u) for u in order], [float(score[u]) for u in order]
 
 
-def _grid(images, captions) -> np.ndarray:
+def _tiles(images, seg, wm: int, show_outline: bool) -> list:
+    """Display tiles of ``images``; with ``show_outline`` the segmenter's watermark pixels are
+    outlined, so one sees what is counted (and, after removal, what is left)."""
     tiles = [display(im, TILE) for im in images]
+    if not show_outline:
+        return tiles
+    labels = seg.segment(torch.as_tensor(images).float()).cpu().numpy()
+    return [outline(t, lab == wm, OUTLINE) for t, lab in zip(tiles, labels)]
+
+
+def _grid(tiles, captions) -> np.ndarray:
     return np.asarray(make_grid(tiles, nrow=min(6, len(tiles)), captions=captions))
 
 
@@ -159,7 +169,7 @@ def build(ctx: AppContext):
         return table, (f"Top {len(table)} watermark units at `{layer}` of `{model.name}`, "
                        f"ranked by **{which}**.")
 
-    def find(model_id, progress=gr.Progress()):
+    def find(model_id, show_outline=True, progress=gr.Progress()):
         loaded = ctx.get(model_id)
         seg, wm = _segmenter(loaded)
         found = scan(loaded.model, ctx.renderer(model_id), seg, wm, progress)
@@ -167,14 +177,14 @@ def build(ctx: AppContext):
             return [], f"No watermarked samples among images {SCAN}.", gr.skip()
         numbers = [n for n, _ in found]
         images = ctx.renderer(model_id).render_numbers(numbers[:48])
-        gallery = [(display(im, TILE), f"#{n} · {100 * s:.1f}%")
-                   for im, (n, s) in zip(images, found[:48])]
+        gallery = [(tile, f"#{n} · {100 * s:.1f}%") for tile, (n, s) in
+                   zip(_tiles(images, seg, wm, show_outline), found[:48])]
         text = (f"**{len(found)}** of {len(core.parse_image_numbers(SCAN))} samples ({SCAN}) have a "
                 f"watermark (≥ {100 * MIN_FRACTION:.1f}% of pixels)"
                 + ("; showing the first 48." if len(found) > 48 else "."))
         return gallery, text, numbers[0]
 
-    def remove(model_id, n_units, source, picked, progress=gr.Progress()):
+    def remove(model_id, n_units, source, picked, show_outline=True, progress=gr.Progress()):
         loaded = ctx.get(model_id)
         model = loaded.model
         seg, wm = _segmenter(loaded)
@@ -215,7 +225,8 @@ def build(ctx: AppContext):
                 f"**{100 * before_rate:.1f}% → {100 * after_rate:.1f}%**."
                 + ("" if found else "  \n(No watermarked samples were found; the grids show the "
                    "first samples instead.)"))
-        return ((_grid(before, caps), _grid(after, caps)), round(100 * before_rate, 2),
+        return ((_grid(_tiles(before, seg, wm, show_outline), caps),
+                 _grid(_tiles(after, seg, wm, show_outline), caps)), round(100 * before_rate, 2),
                 round(100 * after_rate, 2), text)
 
     def load_sample(model_id, number):
@@ -232,12 +243,8 @@ def build(ctx: AppContext):
         model = ctx.model(model_id)
         if editor_value is None or editor_value.get("background") is None:
             raise gr.Error("Load a sample to mark first.")
-        layers = [np.asarray(x) for x in editor_value.get("layers") or [] if x is not None]
-        mask = None
-        for arr in layers:
-            m = arr[..., 3] > 0 if arr.ndim == 3 and arr.shape[-1] == 4 else np.asarray(arr) > 0
-            m = m if m.ndim == 2 else m.any(-1)
-            mask = m if mask is None else (mask | m)
+        masks = [m for _, m in editor_layer_masks(editor_value, [CONCEPT])]
+        mask = masks[0] if masks else None
         if mask is None or not mask.any():
             gr.Info("Nothing marked yet: brush over the watermark, then press the button.")
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -265,6 +272,8 @@ def build(ctx: AppContext):
         find_btn = gr.Button("Find watermarked samples", variant="secondary", scale=1,
                              elem_id="wm_find")
         found_md = gr.Markdown(elem_id="wm_found")
+    show_outline = gr.Checkbox(True, label="Outline the pixels the segmenter calls watermark",
+                               elem_id="wm_outline")
     gallery = gr.Gallery(label=f"Watermarked samples among {SCAN}", columns=8, height="auto",
                          allow_preview=False, format="png", elem_id="wm_gallery")
     with gr.Row():
@@ -305,9 +314,9 @@ def build(ctx: AppContext):
     picked = gr.State([], time_to_live=STATE_TTL)
 
     heavy = gpu(duration=60)      # hundreds of renders: on a ZeroGPU Space these get a GPU
-    find_btn.click(heavy(find), [model_id], [gallery, found_md, mark_number],
+    find_btn.click(heavy(find), [model_id, show_outline], [gallery, found_md, mark_number],
                    api_name="watermark_find")
-    remove_btn.click(heavy(remove), [model_id, n_units, source, picked],
+    remove_btn.click(heavy(remove), [model_id, n_units, source, picked, show_outline],
                      [compare, rate_before, rate_after, result_md], api_name="watermark_remove")
     model_id.change(units_table, [model_id], [units_df, units_md], api_name="watermark_units")
     mark_load.click(load_sample, [model_id, mark_number], [mark_editor],

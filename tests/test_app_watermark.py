@@ -128,6 +128,12 @@ def test_units_find_and_remove(client, app_bundle):
     numbers = [int(g["caption"].split(" ")[0][1:]) for g in gallery]
     assert numbers and first == numbers[0] and "samples (0-399) have a watermark" in text
     assert all(0 <= n < 400 for n in numbers)
+    # watermark pixels are outlined by default; the checkbox turns that off (same samples)
+    plain, _, _ = client.predict(mid, False, api_name="/watermark_find")
+    assert [g["caption"] for g in plain] == [g["caption"] for g in gallery]
+    outlined, bare = _img(gallery[0]["image"]), _img(plain[0]["image"])
+    drawn = (outlined != bare).any(-1)
+    assert drawn.any() and (outlined[drawn] == (255, 0, 255)).all()
 
     compare, before, after, text = client.predict(mid, 2, "catalog ranking",
                                                   api_name="/watermark_remove")

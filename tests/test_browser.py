@@ -97,6 +97,8 @@ def test_paint_stroke_changes_the_image(page):
 
 def test_watermark_removal_reports_rates(page):
     _tab(page, "Watermarks")
+    page.locator("#wm_find").click()
+    sync_api.expect(page.locator("#wm_found")).to_contain_text("have a watermark", timeout=120_000)
     page.locator("#wm_remove").click()
     result = page.locator("#wm_result")
     sync_api.expect(result).to_contain_text("Watermark rate", timeout=120_000)

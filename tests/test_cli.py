@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from core import __main__ as cli
-from core.images import make_grid, parse_image_numbers, save_grid, to_pil, to_uint8
+from core.images import make_grid, outline, parse_image_numbers, save_grid, to_pil, to_uint8
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,6 +118,20 @@ def test_to_uint8_and_to_pil():
         to_pil(torch.zeros(2, 3, 4, 4))
     with pytest.raises(ValueError, match=r"\[3,H,W\]"):
         to_uint8(torch.zeros(4, 4))
+
+
+def test_outline_scales_the_mask_and_draws_only_its_border():
+    img = np.full((8, 8, 3), 10, np.uint8)
+    mask = np.zeros((4, 4), bool)
+    mask[1:3, 1:3] = True                                    # a 2x2 block -> 4x4 at the tile's size
+    out = outline(Image.fromarray(img), mask, (255, 0, 255))
+    drawn = (out == (255, 0, 255)).all(-1)
+    ring = np.zeros((8, 8), bool)
+    ring[2:6, 2:6] = True
+    ring[3:5, 3:5] = False
+    assert (drawn == ring).all() and (out[~ring] == 10).all()
+    assert (img == 10).all()                                 # the input is not changed
+    assert (outline(img, np.ones((8, 8), bool)) == 10).all()  # the image edge is no border
 
 
 def test_save_grid(tmp_path):
