@@ -85,10 +85,16 @@ def default_rank(model) -> int:
 
 
 def preset_paths(model) -> dict[str, Path]:
-    path = getattr(getattr(model, "bundle", None), "path", None)
+    """The bundle's rule presets, in the order of its config's ``presets`` list, then by name."""
+    bundle = getattr(model, "bundle", None)
+    path = getattr(bundle, "path", None)
     if path is None or not (Path(path) / "rules").is_dir():
         return {}
-    return {p.stem: p for p in sorted((Path(path) / "rules").glob("*.json"))}
+    order = (getattr(bundle, "config", None) or {}).get("presets") or []
+    order = [n for n in order if isinstance(n, str)]
+    found = sorted((Path(path) / "rules").glob("*.json"),
+                   key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem))
+    return {p.stem: p for p in found}
 
 
 # ------------------------------------------------------------------ masks and pictures (glue)

@@ -52,7 +52,9 @@ def test_choose_layer_keeps_the_most_effective_layer_and_rank(monkeypatch):
     measured = {("layer4", 1): 0.1, ("layer4", 2): 0.3, ("layer5", 1): 0.2, ("layer5", 2): 0.25}
     seen = []
 
-    def fake_eval(model, seg, rule, images, C=None, methods=()):
+    def fake_eval(model, seg, rule, images, source_concept=None, target_concept=None, C=None,
+                  methods=()):
+        assert (source_concept, target_concept) == ("spire", "tree")
         seen.append((rule.layer, rule.rank, images, methods))
         return {"ours": {"effectiveness": measured[rule.layer, rule.rank], "generality": 0.5,
                          "collateral_clean": 0.01, "collateral_outside": 0.02}}
@@ -64,3 +66,17 @@ def test_choose_layer_keeps_the_most_effective_layer_and_rank(monkeypatch):
     assert (layer, rank) == ("layer4", 2) and len(table) == 4
     # measured on the validation images, never the evaluation's 100000+, with our method only
     assert {s[2] for s in seen} == {presets.VALIDATION_IMAGES} and {s[3] for s in seen} == {("ours",)}
+
+
+def test_presets_are_listed_in_the_bundles_order(tmp_path):
+    from types import SimpleNamespace
+
+    from demos.rewrite import preset_paths
+    (tmp_path / "rules").mkdir()
+    for name in ("a_rule", "domes_to_spires", "spires_to_trees"):
+        (tmp_path / "rules" / f"{name}.json").write_text("{}")
+    model = SimpleNamespace(bundle=SimpleNamespace(path=tmp_path, config={
+        "presets": ["spires_to_trees", "domes_to_spires", 3]}))
+    assert list(preset_paths(model)) == ["spires_to_trees", "domes_to_spires", "a_rule"]
+    model.bundle.config = {}
+    assert list(preset_paths(model)) == ["a_rule", "domes_to_spires", "spires_to_trees"]

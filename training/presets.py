@@ -11,14 +11,17 @@
   rule (``"erase": true``), no copy or paste.
 
 Masks are the segmenter's concept pixels grown by one pixel (the GAN's edges are soft), written as
-the original app's 256 px PNG data URLs. The layer is the bundle's ``rewrite_layer`` (else
-``--layer``), the rank its ``rewrite_rank`` (else ``--rank``); both are stored in each rule, so the
-Rewrite tab and ``python -m core eval rewrite`` replay them as they are.
+the original app's 256 px PNG data URLs. The layer is ``--layer``, else the bundle's
+``rewrite_layer``; the rank ``--rank``, else its ``rewrite_rank``. Both are stored in each rule, so
+the Rewrite tab and ``python -m core eval rewrite`` replay them as they are; the bundle's config
+records the layer, the rank and the presets in the order the tab lists them (``presets``).
 
 ``--choose`` measures the spires -> trees rule at each listed layer and rank on validation images
 (50000-50099: neither the search images nor the evaluation's 100000+), keeps the layer and rank
 whose effectiveness (share of spire pixels that become tree) is highest, computes that layer's key
-statistics when the bundle lacks them, and writes all presets there (``runs/preset_choice.json``
+statistics when the bundle lacks them, measures domes -> spires at that layer for each rank and
+keeps its best (the GAN barely draws domes; at rank 4 their context direction changed every
+image: collateral 0.10 outside the domes), and writes all presets (``runs/preset_choice.json``
 holds the table).
 """
 from __future__ import annotations
@@ -125,23 +128,37 @@ def ensure_stats(model, layer: str):
         return stats
 
 
+def measure_ranks(model, seg, labels, numbers, source: str, target: str, layer: str, ranks,
+                  contexts: int) -> list[dict]:
+    """The ``source -> target`` copy-paste rule at ``layer``, measured at each rank on the
+    validation images: one row per rank."""
+    from core.eval_rewrite import evaluate_rewrite
+    C = ensure_stats(model, layer)
+    rule = copy_paste_rule(model, labels, numbers, source, target, seg, layer, contexts)
+    rows = []
+    for rank in ranks:
+        r = evaluate_rewrite(model, seg, dataclasses.replace(rule, rank=rank), VALIDATION_IMAGES,
+                             source_concept=source, target_concept=target, C=C,
+                             methods=("ours",))["ours"]
+        row = {"rule": f"{source}->{target}", "layer": layer, "rank": rank, **{k: r[k] for k in (
+            "effectiveness", "generality", "collateral_clean", "collateral_outside")}}
+        print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                        for k, v in row.items()), flush=True)
+        rows.append(row)
+    return rows
+
+
+def best(rows: list[dict]) -> dict:
+    """The most effective row (ties: the more general one)."""
+    return max(rows, key=lambda r: (r["effectiveness"], r["generality"]))
+
+
 def choose_layer(model, seg, labels, numbers, layers, ranks, contexts: int) -> tuple[str, int, list]:
     """(layer, rank, table): the spires -> trees rule measured at each layer and rank."""
-    from core.eval_rewrite import evaluate_rewrite
-    table = []
-    for layer in layers:
-        C = ensure_stats(model, layer)
-        rule = copy_paste_rule(model, labels, numbers, "spire", "tree", seg, layer, contexts)
-        for rank in ranks:
-            r = evaluate_rewrite(model, seg, dataclasses.replace(rule, rank=rank), VALIDATION_IMAGES,
-                                 C=C, methods=("ours",))["ours"]
-            row = {"layer": layer, "rank": rank, **{k: r[k] for k in (
-                "effectiveness", "generality", "collateral_clean", "collateral_outside")}}
-            print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                            for k, v in row.items()), flush=True)
-            table.append(row)
-    best = max(table, key=lambda r: (r["effectiveness"], r["generality"]))
-    return best["layer"], best["rank"], table
+    table = [row for layer in layers
+             for row in measure_ranks(model, seg, labels, numbers, "spire", "tree", layer, ranks,
+                                      contexts)]
+    return best(table)["layer"], best(table)["rank"], table
 
 
 def build_presets(bundle: Path, layer: str | None = None, contexts: int = 6, rank: int | None = None,
@@ -157,16 +174,23 @@ def build_presets(bundle: Path, layer: str | None = None, contexts: int = 6, ran
             raise SystemExit(f"unknown layer {name!r}; the model has {', '.join(model.layers)}")
     if choose:
         layer, rank, table = choose_layer(model, seg, labels, numbers, choose, ranks, contexts)
-        Path("runs").mkdir(exist_ok=True)
-        Path("runs/preset_choice.json").write_text(json.dumps(table, indent=1) + "\n")
         print(f"chosen: {layer}, rank {rank}")
     layer = layer or config.get("rewrite_layer") or config.get("paint_layer", "layer4")
     rank = rank or config.get("rewrite_rank", 1)
     ensure_stats(model, layer)
+    dome_rank = rank
+    if choose:      # the domes' rank is measured too: a weak concept's context wants a lower one
+        rows = measure_ranks(model, seg, labels, numbers, "dome", "spire", layer, ranks, contexts)
+        dome_rank = best(rows)["rank"]
+        table += rows
+        print(f"domes -> spires: rank {dome_rank}")
+    if choose:
+        Path("runs").mkdir(exist_ok=True)
+        Path("runs/preset_choice.json").write_text(json.dumps(table, indent=1) + "\n")
     rules = {"spires_to_trees": copy_paste_rule(model, labels, numbers, "spire", "tree", seg, layer,
                                                 contexts, rank),
              "domes_to_spires": copy_paste_rule(model, labels, numbers, "dome", "spire", seg, layer,
-                                                contexts, rank),
+                                                contexts, dome_rank),
              "erase_watermarks": erase_rule(model, labels, numbers, "watermark", seg, layer, contexts,
                                             rank)}
     out = bundle / "rules"
@@ -176,9 +200,10 @@ def build_presets(bundle: Path, layer: str | None = None, contexts: int = 6, ran
         paths[name] = out / f"{name}.json"
         write_rule(rule, paths[name])
         what = "erase" if rule.erase else f"copy #{rule.object[0]} -> paste #{rule.paste[0]}"
-        print(f"{name}: {layer}, rank {rank}, context images {[n for n, _ in rule.key]}, {what}")
-    if (config.get("rewrite_layer"), config.get("rewrite_rank")) != (layer, rank):
-        config.update(rewrite_layer=layer, rewrite_rank=rank)
+        print(f"{name}: {layer}, rank {rule.rank}, context images {[n for n, _ in rule.key]}, {what}")
+    settings = dict(rewrite_layer=layer, rewrite_rank=rank, presets=list(rules))
+    if any(config.get(k) != v for k, v in settings.items()):
+        config.update(settings)
         config_path.write_text(json.dumps(config, indent=1) + "\n")
     return paths
 
