@@ -46,7 +46,8 @@ def test_a_few_steps_train_resume_and_export(tmp_path, monkeypatch):
     from training.toytown import render_batch
 
     images, _ = render_batch(0, 16, size=16)
-    monkeypatch.setattr(gan, "load_dataset", lambda n, seed, size: torch.from_numpy(images).permute(0, 3, 1, 2))
+    monkeypatch.setattr(gan, "load_dataset",
+                        lambda n, seed, size, workers: torch.from_numpy(images).permute(0, 3, 1, 2))
     monkeypatch.setattr(gan, "DEFAULT_SIZES", [16, 16, 8, 8])
     run = tmp_path / "run"
     args = ["--run-dir", str(run), "--resolution", "16", "--schedule", "4:2,8:2,16:0:4", "--fade", "2",
@@ -68,3 +69,45 @@ def test_a_few_steps_train_resume_and_export(tmp_path, monkeypatch):
     main(["--run-dir", str(run2)] + args[2:-1] + ["--steps", "10", "--resume-from", str(compact)])
     st2 = torch.load(run2 / "state.pt", weights_only=True)
     assert st2["step"] == 10 and st2["images"] == st["images"] + 4 and st2["recipe"][0]["from_step"] == 0
+
+
+def test_dataset_rendered_by_several_workers_is_the_same(tmp_path):
+    from training.gan import load_dataset
+    one = load_dataset(10, seed=3, size=64, cache_dir=tmp_path / "a")
+    two = load_dataset(10, seed=3, size=64, cache_dir=tmp_path / "b", workers=3)
+    assert one.shape == (10, 3, 64, 64) and one.dtype == torch.uint8 and torch.equal(one, two)
+    assert torch.equal(load_dataset(10, seed=3, size=64, cache_dir=tmp_path / "b"), two)  # cached
+
+
+def test_device_plan_gives_each_resolution_its_share():
+    from training.device_gan import SHARES, plan
+    schedule, fade = plan({8: 0.01, 16: 0.01, 32: 0.02, 64: 0.04}, minutes=10)
+    stages = parse_schedule(schedule, batch=64)
+    assert [r for r, _, _ in stages] == [8, 16, 32, 64] and stages[-1][1] == 0
+    assert [n for _, n, _ in stages[:3]] == [int(600 * SHARES[0] / 0.01), int(600 * SHARES[1] / 0.01),
+                                             int(600 * SHARES[2] / 0.02)]
+    assert fade == min(n for _, n, _ in stages[1:3]) // 2
+
+
+def test_device_run_files_merge_into_a_resumable_state(tmp_path, monkeypatch):
+    import training.gan as gan
+    from training.device_gan import merge, write_parts
+    from training.toytown import render_batch
+
+    images, _ = render_batch(0, 16, size=16)
+    monkeypatch.setattr(gan, "load_dataset",
+                        lambda n, seed, size, workers: torch.from_numpy(images).permute(0, 3, 1, 2))
+    monkeypatch.setattr(gan, "DEFAULT_SIZES", [16, 16, 8, 8])
+    args = ["--resolution", "16", "--schedule", "4:2,16:0:4", "--fade", "2", "--batch", "8", "--fresh"]
+    gan.main(["--run-dir", str(tmp_path / "device")] + args + ["--steps", "3"])
+    files = tmp_path / "out"
+    files.mkdir()
+    write_parts(tmp_path / "device", files)
+    home = tmp_path / "home"
+    merge(files, home, tmp_path / "compact.safetensors")
+    st = torch.load(home / "state.pt", weights_only=True)
+    assert st["step"] == 3 and "opt_g" not in st and (tmp_path / "compact.safetensors").exists()
+    from safetensors.torch import load_file
+    assert from_state_dict(load_file(home / "generator_ema.safetensors")).resolution == 16
+    gan.main(["--run-dir", str(home)] + args[:-1] + ["--steps", "5"])   # Adam restarts, training goes on
+    assert torch.load(home / "state.pt", weights_only=True)["step"] == 5

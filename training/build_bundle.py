@@ -69,7 +69,7 @@ def build(gan_dir: Path, seg_dir: Path, out: Path) -> Path:
     old = out / "config.json"
     if old.exists():  # keep metrics and other keys written by later steps
         prev = read_config(out)
-        for k in ("metrics", "rankings", "rewrite_layer"):
+        for k in ("metrics", "rankings", "rewrite_layer", "rewrite_rank", "presets"):
             if k in prev:
                 extra[k] = prev[k]
     save_bundle(g, out, name="toytown", extra_config=extra, overwrite=True)
@@ -86,8 +86,10 @@ def write_card(out: Path):
     metrics = dict(cfg.get("metrics", {}))
     metrics["segmenter"] = seg.get("metrics", {})
     t = cfg.get("training") or {}
+    hardware = " and ".join(sorted({r.get("device", "2 CPU cores") for r in t.get("recipe", [])})
+                            or ["2 CPU cores"])
     training = (f"Trained for {t['steps']:,} steps ({t['images_seen']:,} images) in {t['minutes']} "
-                "minutes on 2 CPU cores." if t else "")
+                f"minutes on {hardware}." if t else "")
     for r in t.get("recipe", []):
         training += (f"\nFrom step {r['from_step']:,}: schedule `{r['schedule']}` (res:steps[:batch]), "
                      f"fade {r['fade']} steps, lr {r['lr']}, R1 gamma {r['r1_gamma']} every "

@@ -1,6 +1,7 @@
 """Train the embedded default GAN on Toytown scenes, on CPU, growing it from 8 to 64 px.
 
     python -m training.gan --minutes 85          # resumes from runs/gan/state.pt when present
+    python -m training.device_gan --minutes 7    # the same recipe in one call on a GPU machine
 
 Recipe (Progressive GAN, Karras et al. 2018): the generator of core.generators.progan (PixelNorm,
 nearest upsampling, equalised learning rate) is trained at 8 px, then 16, 32 and 64 px, each new
@@ -49,13 +50,29 @@ DEFAULT_SIZES = [128, 256, 192, 96, 32, 16]  # z, then channels at 4, 8, 16, 32,
 
 
 # ----------------------------------------------------------------------------- data
-def load_dataset(n: int, seed: int = 0, size: int = 64, cache_dir: Path = Path("runs")) -> torch.Tensor:
-    """``n`` Toytown renders as uint8 [n,3,S,S], cached on disk after the first call."""
+def _render_images(seed: int, n: int, start: int, size: int) -> np.ndarray:
+    return render_batch(seed, n, start=start, size=size)[0]
+
+
+def load_dataset(n: int, seed: int = 0, size: int = 64, cache_dir: Path = Path("runs"),
+                 workers: int = 1) -> torch.Tensor:
+    """``n`` Toytown renders as uint8 [n,3,S,S], cached on disk after the first call. Scene i
+    depends on (seed, i) alone, so ``workers`` processes render chunks of the same dataset."""
     path = cache_dir / f"toytown_s{seed}_n{n}_{size}px.npy"
     if path.exists():
         images = np.load(path)
     else:
-        images, _ = render_batch(seed, n, size=size)
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
+            chunk = -(-n // workers)
+            starts = list(range(0, n, chunk))
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                parts = pool.map(_render_images, [seed] * len(starts),
+                                 [min(chunk, n - s) for s in starts], starts, [size] * len(starts))
+                images = np.concatenate(list(parts))
+        else:
+            images = _render_images(seed, n, 0, size)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, images)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
@@ -213,8 +230,10 @@ def train(args):
     torch.set_num_threads(args.threads)
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(args.dataset_size, seed=args.data_seed, size=args.resolution)
-    print(f"dataset: {len(data)} renders at {args.resolution} px")
+    device = torch.device(args.device)
+    data = load_dataset(args.dataset_size, seed=args.data_seed, size=args.resolution,
+                        workers=args.workers).to(device)
+    print(f"dataset: {len(data)} renders at {args.resolution} px; training on {device}")
 
     sizes = DEFAULT_SIZES[:int(math.log2(args.resolution))]
     G = GrowingGenerator(sizes)
@@ -225,7 +244,7 @@ def train(args):
     if stages[-1][0] != args.resolution:
         raise SystemExit(f"the schedule must end at --resolution {args.resolution}")
     for m in (G, G_ema, D):
-        m.to(memory_format=torch.channels_last)
+        m.to(device, memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.0, 0.99), eps=1e-8)
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr_d or args.lr, betas=(0.0, 0.99), eps=1e-8)
     step, seconds, images, recipe = 0, 0.0, 0, []
@@ -246,27 +265,30 @@ def train(args):
     elif state_path.exists() and not args.fresh:
         st = torch.load(state_path, map_location="cpu", weights_only=True)
         G.load_state_dict(st["G"]); G_ema.load_state_dict(st["G_ema"]); D.load_state_dict(st["D"])
-        opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"])
+        if "opt_g" in st:       # a state merged from a device run has no Adam moments
+            opt_g.load_state_dict(st["opt_g"]); opt_d.load_state_dict(st["opt_d"])
         step, seconds = int(st["step"]), float(st["seconds"])
         images, recipe = int(st["images"]), list(st["recipe"])
         print(f"resumed at step {step} ({seconds / 60:.1f} min trained)")
     # the settings of each stretch of training, for the model card
     settings = {k: getattr(args, k) for k in ("lr", "lr_d", "r1_gamma", "r1_every", "batch", "schedule",
                                               "fade", "ema_kimg", "ema_rampup")}
+    if device.type != "cpu":      # recorded only off the CPU, so CPU recipes read as before
+        settings["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     if not recipe or {k: v for k, v in recipe[-1].items() if k != "from_step"} != settings:
         recipe.append({"from_step": step, **settings})
     n_params = sum(p.numel() for p in G.g.parameters())
     print(f"G: sizes {sizes}, {n_params / 1e6:.2f} M parameters; D: "
           f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f} M")
 
-    fixed_z = torch.from_numpy(np.random.RandomState(123).standard_normal((32, sizes[0])).astype(np.float32))
+    fixed_z = torch.from_numpy(np.random.RandomState(123).standard_normal((32, sizes[0])).astype(np.float32)).to(device)
 
     def ema_beta(batch):
         # half-life ramps up with the images seen (as StyleGAN2-ADA): early EMA snapshots would
         # otherwise average generators that are still far apart (blurry samples)
         half_life = min(args.ema_kimg * 1000, max(1.0, images * args.ema_rampup))
         return 0.5 ** (batch / half_life)
-    rng = torch.Generator().manual_seed(args.seed + step)
+    rng = torch.Generator(device).manual_seed(args.seed + step)
     t_end = time.time() + args.minutes * 60
     t_last = time.time()
     log = open(run / "log.txt", "a")
@@ -278,10 +300,11 @@ def train(args):
                    state_path.with_suffix(".tmp"))
         os.replace(state_path.with_suffix(".tmp"), state_path)
         from safetensors.torch import save_file
-        save_file({k: v.contiguous() for k, v in G_ema.g.state_dict().items()}, run / "generator_ema.safetensors")
+        save_file({k: v.detach().cpu().contiguous() for k, v in G_ema.g.state_dict().items()},
+                  run / "generator_ema.safetensors")
 
     def real_batch(res, alpha, batch):
-        idx = torch.randint(len(data), (batch,), generator=rng)
+        idx = torch.randint(len(data), (batch,), generator=rng, device=device)
         x = data[idx].float() / 127.5 - 1
         x = F.avg_pool2d(x, args.resolution // res) if res < args.resolution else x
         if alpha < 1:  # fade the new detail in, as the generator's output is
@@ -291,13 +314,13 @@ def train(args):
     def grid(model, res, alpha, path):
         with torch.no_grad():
             x = model(fixed_z, res, alpha)
-        save_grid(F.interpolate(x, size=args.resolution, mode="nearest"), path)
+        save_grid(F.interpolate(x, size=args.resolution, mode="nearest").cpu(), path)
 
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
     def train_step(step, res, alpha, batch):
         # one generated batch serves both updates (saves a generator forward per step)
-        z = torch.randn(batch, sizes[0], generator=rng)
+        z = torch.randn(batch, sizes[0], generator=rng, device=device)
         real = real_batch(res, alpha, batch)
         with autocast:
             fake = G(z, res, alpha)
@@ -305,7 +328,7 @@ def train(args):
             loss_d = F.softplus(D(fake.detach().float(), alpha)).mean() + F.softplus(-D(real, alpha)).mean()
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
-        r1 = torch.zeros(())
+        r1 = torch.zeros((), device=device)
         if step % args.r1_every == 0:
             real.requires_grad_(True)
             (grad,) = torch.autograd.grad(D(real, alpha).sum(), real, create_graph=True)
@@ -354,14 +377,19 @@ def train(args):
     print(f"done: step {step}, {seconds / 60:.1f} min of training")
 
 
+def state_metadata(st: dict) -> dict[str, str]:
+    """What a weights-only checkpoint keeps of a training state besides the weights."""
+    return {"step": str(st["step"]), "seconds": str(st["seconds"]), "images": str(st["images"]),
+            "recipe": json.dumps(st["recipe"]), "sizes": json.dumps(st["sizes"])}
+
+
 def export_resume(run_dir: Path, dest: Path):
     """Write the weights of a training state as one safetensors file (what gets committed)."""
     from safetensors.torch import save_file
     st = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)
     tensors = {f"{part}.{k}": v.contiguous() for part in ("G", "G_ema", "D") for k, v in st[part].items()}
     dest.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, dest, metadata={"step": str(st["step"]), "seconds": str(st["seconds"]),
-                                       "images": str(st["images"]), "recipe": json.dumps(st["recipe"])})
+    save_file(tensors, dest, metadata=state_metadata(st))
     print(f"wrote {dest} (step {st['step']})")
 
 
@@ -388,9 +416,12 @@ def main(argv=None):
     p.add_argument("--sample-every", type=int, default=250)
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (see training/device_gan.sh)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes that render the dataset when it is not cached yet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast: faster only on CPUs with native bf16 (10x slower on AVX2-only ones)")
+                   help="bf16 autocast: on GPUs, and on CPUs with native bf16 (10x slower on AVX2-only ones)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--resume-from", default="training/checkpoints/gan_resume.safetensors",
                    help="compact committed checkpoint used when RUN_DIR has no state.pt")
