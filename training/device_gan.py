@@ -18,7 +18,7 @@ grids, the log and ``device_gan.json`` (timings, schedule, steps). Back here:
 
 writes ``runs/gan/state.pt`` (weights, steps, recipe; Adam restarts if training goes on),
 ``runs/gan/generator_ema.safetensors`` and the committed compact checkpoint, after which
-``python -m training.finalize`` rebuilds the bundle as after a CPU run.
+``python -m training.rebuild`` rebuilds all the bundle ships, as after a CPU run.
 """
 from __future__ import annotations
 
