@@ -190,7 +190,11 @@ def _main(args) -> int:
               f"{rate:>11} {f(r['collateral_clean'], 10, 4)} {f(r['collateral_outside'], 9, 4)} "
               f"{f(r['seconds'], 8, 2)}")
     if args.out:
-        doc = {"model": model.name, "rule": str(rule), "images": args.images,
+        try:                  # the rule as the reader would name it, not this machine's path
+            shown = str(rule.resolve().relative_to(Path.cwd().resolve()))
+        except ValueError:
+            shown = str(rule)
+        doc = {"model": model.name, "rule": shown, "images": args.images,
                "source_concept": args.source_concept, "target_concept": args.target_concept,
                "total_seconds": time.perf_counter() - t0, "results": out}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
