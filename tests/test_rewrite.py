@@ -478,7 +478,7 @@ def test_evaluate_erase_rule():
     assert 0 <= out["removal"] <= 1 and 0 <= out["rate_after"] <= 1 and out["collateral_outside"] > 0
 
 
-def test_cli_eval_rewrite_end_to_end(progan_bundle, tmp_path, capsys):
+def test_cli_eval_rewrite_end_to_end(progan_bundle, tmp_path, capsys, monkeypatch):
     import json
     from core import __main__ as cli
     from core.rules import Rule, write_rule
@@ -498,5 +498,10 @@ def test_cli_eval_rewrite_end_to_end(progan_bundle, tmp_path, capsys):
                      "--niter", "5", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert set(doc["results"]) == {"ours", "original"} and doc["results"]["ours"]["images"] == 4
+    assert doc["rule"] == str(rule)             # outside the working folder: named as given
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["eval", "rewrite", str(progan_bundle), str(rule), "--images", "0",
+                     "--methods", "ours", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["rule"] == "rule.json"
     printed = capsys.readouterr().out
     assert "effect." in printed and "original" in printed and "wrote" in printed
