@@ -132,8 +132,24 @@ def concept_colors(concepts, segmenter) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def painting_note(model) -> str:
+    """How well each concept paints on ``model``: its bundle's measured insertion rises
+    (``python -m core eval interventions``, kept in the config's metrics); "" without them."""
+    cfg = getattr(getattr(model, "bundle", None), "config", None) or {}
+    measured = (cfg.get("metrics") or {}).get("interventions") or {}
+    rises = {c: r for c, r in (measured.get("insertion_rise") or {}).items()
+             if isinstance(r, (int, float))}
+    if not rises:
+        return ""
+    shown = ", ".join(f"{c} {r:+.2f}" for c, r in sorted(rises.items(), key=lambda kv: -kv[1]))
+    return (f"Measured on this model ({measured.get('n_images', '?')} held-out samples, 10 units "
+            f"painted over 1/16 of the image): the share of the stroke the segmenter then labels "
+            f"with the concept rises by {shown}.")
+
+
 def _build_time_setup(ctx: AppContext):
-    """(concepts, colours) from the default model, or fallbacks when it is not there yet."""
+    """(concepts, colours, painting note) from the default model, or fallbacks when it is not
+    there yet."""
     try:
         loaded = ctx.get()
         model = loaded.model
@@ -142,10 +158,10 @@ def _build_time_setup(ctx: AppContext):
         except CatalogError:
             cat = None
         concepts = paintable_concepts(cat)
-        return concepts, concept_colors(concepts, loaded.segmenter)
+        return concepts, concept_colors(concepts, loaded.segmenter), painting_note(model)
     except Exception:  # noqa: BLE001 - the app must build even before the model exists
         concepts = list(PREFERRED[:8])
-        return concepts, concept_colors(concepts, None)
+        return concepts, concept_colors(concepts, None), ""
 
 
 # ------------------------------------------------------------------ rendering a session
@@ -233,7 +249,7 @@ def brush_settings(mode, n_units) -> tuple[str, int]:
 
 # ------------------------------------------------------------------ the tab
 def build(ctx: AppContext):
-    concepts, colors = _build_time_setup(ctx)
+    concepts, colors, note = _build_time_setup(ctx)
     ids = ctx.model_ids()
 
     def load(model_id, number):
@@ -349,7 +365,8 @@ def build(ctx: AppContext):
         "Paint with neurons: choose a concept in the editor's **Layers** panel, brush over the "
         "image, and the units that draw that concept are switched on (**Draw**) or off "
         "(**Remove**) under your strokes. The brush colour is only a visual aid; the layer "
-        "decides the concept. Only what the model can draw *there* appears: a door needs a wall.")
+        "decides the concept. Only what the model can draw *there* appears: a door needs a wall."
+        + (f"  \n{note}" if note else ""), elem_id="paint_intro")
     with gr.Row():
         model_id = gr.Dropdown(ids, value=ids[0], label="Model", scale=2, visible=len(ids) > 1)
         number = gr.Number(value=SUGGESTIONS[0], label="Image number", precision=0, minimum=0,

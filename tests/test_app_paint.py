@@ -236,3 +236,16 @@ def test_init_and_suggestions(client):
     number, gallery, problem = out[0], out[6], out[7]
     assert number == 0 and problem == ""
     assert [g["caption"] for g in gallery][:3] == ["#0", "#1", "#2"]
+
+
+def test_painting_note_reports_the_measured_rises_best_first():
+    from types import SimpleNamespace
+
+    from demos.paint import painting_note
+    metrics = {"interventions": {"n_images": 200, "insertion_rise": {"door": 0.02, "tree": 0.39,
+                                                                     "dome": None}}}
+    model = SimpleNamespace(bundle=SimpleNamespace(config={"metrics": metrics}))
+    note = painting_note(model)
+    assert "200 held-out samples" in note and note.endswith("tree +0.39, door +0.02.")
+    assert painting_note(SimpleNamespace(bundle=SimpleNamespace(config={}))) == ""
+    assert painting_note(SimpleNamespace()) == ""
