@@ -97,6 +97,26 @@ def preset_paths(model) -> dict[str, Path]:
     return {p.stem: p for p in found}
 
 
+def preset_note(model, name: str) -> str:
+    """What the preset measured on held-out samples (the bundle's ``rewrite_<name>`` metrics,
+    written by ``training.rebuild``); "" without them."""
+    cfg = getattr(getattr(model, "bundle", None), "config", None) or {}
+    measured = (cfg.get("metrics") or {}).get(f"rewrite_{name}") or {}
+    ours, source, target = measured.get("ours") or {}, measured.get("source"), measured.get("target")
+    number = (int, float)
+    if not (source and isinstance(ours.get("collateral_outside"), number)):
+        return ""
+    if target and isinstance(ours.get("effectiveness"), number):
+        what = (f"{100 * ours['effectiveness']:.0f}% of {source} pixels became {target}, "
+                f"{100 * ours.get('generality', 0):.0f}% of the images with a {source} gained some")
+    elif isinstance(ours.get("removal"), number):
+        what = f"{100 * ours['removal']:.0f}% of {source} pixels were removed"
+    else:
+        return ""
+    return (f"Measured on held-out samples: {what}; mean change elsewhere "
+            f"{ours['collateral_outside']:.3f} (of 1).")
+
+
 # ------------------------------------------------------------------ masks and pictures (glue)
 def _to_float(mask_u8) -> np.ndarray:
     return np.asarray(mask_u8, np.float32) / 255.0
@@ -489,13 +509,13 @@ def build(ctx: AppContext):
             raise gr.Error(_msg(e))
         return layer, rank
 
-    def replay(model_id, layer, rank, st, rule, what):
+    def replay(model_id, layer, rank, st, rule, what, note=""):
         st = _session(st, model_id)
         model = loaded_model(model_id)
         layer, rank = load_rule(model, layer, rank, rule, st)
         st, info = yield from run_rule(model_id, layer, rank, st, rule, f" ({what})")
         gallery, st, hist, msg = finish(model_id, st, info, f"Applied {what}")
-        yield gallery, st, hist, msg, tray_of(model_id, st), layer, rank
+        yield gallery, st, hist, msg + (f"  \n{note}" if note else ""), tray_of(model_id, st), layer, rank
 
     def upload(model_id, layer, rank, file, st):
         if file is None:
@@ -516,7 +536,8 @@ def build(ctx: AppContext):
             rule = rules.read_rule(paths[name])
         except (rules.RuleError, OSError, ValueError) as e:
             raise gr.Error(f"Preset {name!r} is broken: {_msg(e)}")
-        yield from (_pad(o) for o in _gen_outputs(replay(model_id, layer, rank, st, rule, f"preset '{name}'")))
+        yield from (_pad(o) for o in _gen_outputs(replay(model_id, layer, rank, st, rule, f"preset '{name}'",
+                                                          preset_note(model, name))))
 
     def download(model_id, layer, rank, st):
         st = _session(st, model_id)

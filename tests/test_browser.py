@@ -125,6 +125,7 @@ def test_rewrite_preset_and_toggle_original(page):
     page.get_by_role("button", name="Apply preset").click()
     status = page.locator("#rewrite_status")
     sync_api.expect(status).to_contain_text("Applied preset", timeout=120_000)
+    sync_api.expect(status).to_contain_text("Measured on held-out samples")
     page.locator("#rewrite_toggle").click()
     sync_api.expect(status).to_contain_text("Showing the original model", timeout=60_000)
     page.locator("#rewrite_toggle").click()

@@ -27,6 +27,9 @@ def test_collect_metrics_copies_every_evaluation(tmp_path):
         ours = evals[f"rewrite_{name}"]["results"]["ours"]
         assert metrics[f"rewrite_{name}"]["ours"]["removal"] == round(ours["removal"], 4)
     assert "erased" in metrics["rewrite_erase_watermarks"]["note"]
+    assert metrics["rewrite_erase_watermarks"]["target"] is None
+    assert (metrics["rewrite_domes_to_spires"]["source"], metrics["rewrite_domes_to_spires"]["target"]) \
+        == ("dome", "spire")
     assert json.loads((bundle / "config.json").read_text())["metrics"] == metrics
     assert "rewrite_domes_to_spires" in (bundle / "README.md").read_text()
 

@@ -81,10 +81,10 @@ def collect_metrics(bundle: Path = BUNDLE, eval_dir: Path = EVAL) -> dict:
             metrics[f"rewrite_{name}"] = {
                 m: {k: _round(r.get(k)) for k in REWRITE_KEYS} for m, r in d["results"].items()}
             rule = json.loads((bundle / "rules" / f"{name}.json").read_text())
-            what = "erased" if rule.get("erase") else f"-> {d['target_concept']}"
-            metrics[f"rewrite_{name}"]["note"] = (
+            source, target = d["source_concept"] or "spire", None if rule.get("erase") else d["target_concept"]
+            metrics[f"rewrite_{name}"].update(source=source, target=target, note=(
                 f"held-out images {d['images']}, preset rules/{name}.json ({rule.get('layer')}, "
-                f"rank {rule.get('rank')}): {d['source_concept'] or 'spire'} {what}")
+                f"rank {rule.get('rank')}): {source} " + (f"-> {target}" if target else "erased")))
     path.write_text(json.dumps(config, indent=1) + "\n")
     write_card(bundle)
     return metrics
