@@ -138,7 +138,7 @@ def _tiles(images, seg, wm: int, show_outline: bool) -> list:
     """Display tiles of ``images``; with ``show_outline`` the segmenter's watermark pixels are
     outlined, so one sees what is counted (and, after removal, what is left)."""
     tiles = [display(im, TILE) for im in images]
-    if not show_outline:
+    if not show_outline or not tiles:
         return tiles
     labels = seg.segment(torch.as_tensor(images).float()).cpu().numpy()
     return [outline(t, lab == wm, OUTLINE) for t, lab in zip(tiles, labels)]
@@ -169,16 +169,20 @@ def build(ctx: AppContext):
         return table, (f"Top {len(table)} watermark units at `{layer}` of `{model.name}`, "
                        f"ranked by **{which}**.")
 
-    def find(model_id, show_outline=True, progress=gr.Progress()):
+    def found_gallery(model_id, show_outline, progress=None):
+        """(gallery items, found) of the watermarked samples among SCAN (the first 48 shown)."""
         loaded = ctx.get(model_id)
         seg, wm = _segmenter(loaded)
         found = scan(loaded.model, ctx.renderer(model_id), seg, wm, progress)
+        images = ctx.renderer(model_id).render_numbers([n for n, _ in found[:48]]) if found else []
+        return [(tile, f"#{n} · {100 * s:.1f}%") for tile, (n, s) in
+                zip(_tiles(images, seg, wm, show_outline), found[:48])], found
+
+    def find(model_id, show_outline=True, progress=gr.Progress()):
+        gallery, found = found_gallery(model_id, show_outline, progress)
         if not found:
             return [], f"No watermarked samples among images {SCAN}.", gr.skip()
         numbers = [n for n, _ in found]
-        images = ctx.renderer(model_id).render_numbers(numbers[:48])
-        gallery = [(tile, f"#{n} · {100 * s:.1f}%") for tile, (n, s) in
-                   zip(_tiles(images, seg, wm, show_outline), found[:48])]
         text = (f"**{len(found)}** of {len(core.parse_image_numbers(SCAN))} samples ({SCAN}) have a "
                 f"watermark (≥ {100 * MIN_FRACTION:.1f}% of pixels)"
                 + ("; showing the first 48." if len(found) > 48 else "."))
@@ -316,6 +320,11 @@ def build(ctx: AppContext):
     heavy = gpu(duration=60)      # hundreds of renders: on a ZeroGPU Space these get a GPU
     find_btn.click(heavy(find), [model_id, show_outline], [gallery, found_md, mark_number],
                    api_name="watermark_find")
+
+    def redraw(model_id, show_outline, shown):
+        """The outline checkbox redraws the found samples (nothing before the first search)."""
+        return found_gallery(model_id, show_outline)[0] if shown else gr.skip()
+    show_outline.change(redraw, [model_id, show_outline, gallery], gallery, api_visibility="private")
     remove_btn.click(heavy(remove), [model_id, n_units, source, picked, show_outline],
                      [compare, rate_before, rate_after, result_md], api_name="watermark_remove")
     model_id.change(units_table, [model_id], [units_df, units_md], api_name="watermark_units")

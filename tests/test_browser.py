@@ -99,6 +99,12 @@ def test_watermark_removal_reports_rates(page):
     _tab(page, "Watermarks")
     page.locator("#wm_find").click()
     sync_api.expect(page.locator("#wm_found")).to_contain_text("have a watermark", timeout=120_000)
+    first = page.locator("#wm_gallery img").first
+    outlined = first.get_attribute("src")
+    page.locator("#wm_outline input").uncheck()              # redraws the samples without outlines
+    page.wait_for_function("s => document.querySelector('#wm_gallery img').src !== s", arg=outlined)
+    page.locator("#wm_outline input").check()
+    page.wait_for_function("s => document.querySelector('#wm_gallery img').src === s", arg=outlined)
     page.locator("#wm_remove").click()
     result = page.locator("#wm_result")
     sync_api.expect(result).to_contain_text("Watermark rate", timeout=120_000)
