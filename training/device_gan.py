@@ -38,6 +38,7 @@ from training import gan
 RESOLUTIONS = (8, 16, 32, 64)
 SHARES = (0.05, 0.15, 0.25, 0.55)      # of the training time, per resolution (64 px: the rest)
 PARTS = ("G", "G_ema", "D")
+CALIBRATION_IMAGES = 4096              # step times do not depend on the dataset's size
 
 
 def plan(seconds_per_step: dict[int, float], minutes: float) -> tuple[str, int]:
@@ -47,9 +48,6 @@ def plan(seconds_per_step: dict[int, float], minutes: float) -> tuple[str, int]:
              for r, share in zip(RESOLUTIONS, SHARES)}
     schedule = ",".join(f"{r}:{steps[r]}" for r in RESOLUTIONS[:-1]) + f",{RESOLUTIONS[-1]}:0"
     return schedule, max(1, min(steps[r] for r in RESOLUTIONS[1:-1]) // 2)
-
-
-CALIBRATION_IMAGES = 4096              # step times do not depend on the dataset's size
 
 
 def _common(args, run: Path, images: int | None = None) -> list[str]:

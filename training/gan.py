@@ -416,7 +416,7 @@ def main(argv=None):
     p.add_argument("--sample-every", type=int, default=250)
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu", help="cpu, or cuda (see training/device_gan.sh)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda (see training/device_gan.py)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes that render the dataset when it is not cached yet")
     p.add_argument("--seed", type=int, default=0)
