@@ -1,21 +1,33 @@
-"""Toytown: procedural town scenes with an exact per-pixel label map.
+"""Toytown 2: procedural town scenes with an exact per-pixel label map, made to be learned.
 
-Every scene is drawn back to front (sky, clouds, hills and grass, buildings with roofs, windows and
-doors, towers topped by spires or domes, trees), so the label of a pixel is simply the class of the
-last shape painted there. About 7% of scenes carry a semi-transparent stock-photo watermark: a word
-in the middle and/or a bar along the bottom, always in the same place, as in scraped photo sets.
+A scene is a function of one latent vector: its random choices are read from fixed slots of
+``u = Phi(z)`` (``z`` ~ N(0, I) of ``Z_DIM``, ``Phi`` the normal CDF), so ``render_latents(z)`` is a
+deterministic function of ``z``. That lets a generator be regressed onto its data pixel by pixel
+(``training.gan --recipe regress``), and a scene is reproducible from its latent alone.
 
-    images, labels = render_batch(seed=0, n=16)   # uint8 [n,64,64,3], uint8 [n,64,64]
+What makes it learnable by a small GAN (Toytown 1 was not, see the model card):
+- flat shading and smooth gradients, no per-pixel grain (a generator without noise inputs cannot
+  draw grain, and a discriminator uses its absence as an easy tell);
+- every detail at least 3 px wide at 64 px (windows, doors, trunks, the watermark's strokes);
+- towers with a spire or a dome in most scenes, large enough to see;
+- a bold stock-photo watermark on ``WATERMARK_RATE`` of the scenes, always in the same place: the
+  word PHOTO in 3-px strokes across the middle, a dark banner along the bottom, or both.
 
-Deterministic per (seed, index): image i of a seed is the same whatever the batch it is drawn in.
+Drawn back to front (sky, clouds, hills and grass, buildings with roofs, windows and doors,
+towers, trees, watermark), so a pixel's label is the class of the last shape painted there.
+
+    images, labels = render_batch(seed=0, n=16)    # uint8 [n,64,64,3], uint8 [n,64,64]
+    z = latents(seed=0, n=16)                      # the [n,128] latents those scenes came from
+
+Image i of a seed depends on (seed, i) alone, whatever the batch it is drawn in.
 """
 from __future__ import annotations
 
-import bisect
 import functools
 import math
 
 import numpy as np
+from scipy.special import ndtr
 
 CLASSES = ["sky", "cloud", "grass", "tree", "wall", "window", "door", "roof", "spire", "dome",
            "watermark"]
@@ -25,195 +37,108 @@ PALETTE = np.array([[110, 170, 240], [245, 245, 245], [70, 170, 60], [20, 90, 30
                     [40, 50, 110], [120, 60, 20], [170, 40, 40], [240, 200, 40], [150, 60, 200],
                     [255, 0, 255]], dtype=np.uint8)
 
-WATERMARK_RATE = 0.07
+Z_DIM = 128
+WATERMARK_RATE = 0.17
+WATERMARK_KINDS = {"word": 0.6, "banner": 0.2, "both": 0.2}   # shares of the watermarked scenes
 WATERMARK_WORD = "PHOTO"
-# 3x5 bitmap glyphs for the watermark word and the bar's small text.
-_GLYPHS = {
+_GLYPHS = {  # 3x5 bitmaps, drawn at 3x scale (3-px strokes)
     "P": ["111", "101", "111", "100", "100"], "H": ["101", "101", "111", "101", "101"],
     "O": ["111", "101", "101", "101", "111"], "T": ["111", "010", "010", "010", "010"],
-    "S": ["111", "100", "111", "001", "111"], "C": ["111", "100", "100", "100", "111"],
-    "K": ["101", "110", "100", "110", "101"],
 }
+# Slots per part of a scene; the parts sit at fixed offsets of u whatever the scene holds.
+GLOBAL_SLOTS, CLOUD_SLOTS, STRUCTURE_SLOTS, TREE_SLOTS = 11, 4, 22, 6
+N_CLOUDS, N_STRUCTURES, N_TREES = 2, 4, 3
+N_SLOTS = GLOBAL_SLOTS + 1 + N_CLOUDS * CLOUD_SLOTS + N_STRUCTURES * STRUCTURE_SLOTS + N_TREES * TREE_SLOTS
+assert N_SLOTS <= Z_DIM
 
 
-@functools.lru_cache(maxsize=None)
-def _text_mask(word: str, scale: int) -> np.ndarray:
-    cols = []
-    for ch in word:
-        g = np.array([[c == "1" for c in row] for row in _GLYPHS[ch]])
-        cols += [g, np.zeros((5, 1), bool)]
-    m = np.concatenate(cols[:-1], axis=1)
-    m = np.kron(m, np.ones((scale, scale), bool))
-    m.flags.writeable = False  # cached and shared
-    return m
+class Slots:
+    """Random choices read in order from a fixed block of ``u``; ``block(k)`` hands the next k
+    slots to a part of the scene, so what that part draws never shifts the slots of the next."""
+
+    def __init__(self, u: np.ndarray):
+        self.u, self.i = u, 0
+
+    def next(self) -> float:
+        if self.i >= len(self.u):
+            raise IndexError("a part of the scene read more slots than it was given")
+        self.i += 1
+        return float(self.u[self.i - 1])
+
+    def block(self, k: int) -> "Slots":
+        self.i += k
+        if self.i > len(self.u):
+            raise IndexError("slot blocks overrun the latent")
+        return Slots(self.u[self.i - k:self.i])
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * self.next()
+
+    def colour(self, palette: list, lo: float = 0.85, hi: float = 1.15) -> tuple:
+        """A colour of ``palette`` shaded by a factor in [lo, hi), from one slot: its integer part
+        picks the colour, its fractional part the shade."""
+        v = self.next() * len(palette)
+        i = min(int(v), len(palette) - 1)
+        return _shade(palette[i], lo + (hi - lo) * (v - i))
+
+    def pick(self, shares: dict):
+        """A key of ``shares`` with probability proportional to its value."""
+        v, total = self.next() * sum(shares.values()), 0.0
+        for key, p in shares.items():
+            total += p
+            if v < total:
+                return key
+        return key
 
 
-_GRIDS: dict[int, np.ndarray] = {}
-_CENTRES: dict[int, np.ndarray] = {}
-
-
-def _grid(size: int):
-    if size not in _GRIDS:
-        _GRIDS[size] = np.mgrid[0:size, 0:size].astype(np.float32)
-    return _GRIDS[size]
-
-
-def _centres(size: int) -> np.ndarray:
-    """Pixel-centre coordinates 0.5, 1.5, ... (float32), the same along rows and columns."""
-    if size not in _CENTRES:
-        c = np.arange(size, dtype=np.float32) + 0.5
-        c.flags.writeable = False
-        _CENTRES[size] = c
-    return _CENTRES[size]
-
-
-_COLOURS32: dict[tuple, np.ndarray] = {}
-
-
-def _f32(color) -> np.ndarray:
-    """``np.asarray(color, np.float32)``, cached (read-only) for the constant colour tuples."""
-    if type(color) is tuple:
-        c = _COLOURS32.get(color)
-        if c is None:
-            c = np.asarray(color, np.float32)
-            c.flags.writeable = False
-            _COLOURS32[color] = c
-        return c
-    return np.asarray(color, np.float32)
-
-
+# ----------------------------------------------------------------------------- drawing
 class Canvas:
-    """An RGB float image and its label map, with clipped drawing primitives.
+    """An RGB float image (colour planes, values in [0, 1]) and its label map, with clipped shapes."""
 
-    Speed notes (every pixel is computed with the same float32 operations as in the plain
-    version, so the output is bit-identical; tests/test_toytown.py pins it): the image is stored
-    as colour planes; the grain factor ``1 + texture * grain`` is computed once per texture for
-    the whole canvas; ellipse and triangle masks are built from one row term and one column term
-    (both shapes are separable); masked fills use ``np.copyto(where=)`` instead of boolean
-    indexing; and shapes of one colour drawn back to back (a building's windows, a tree's leaf
-    blobs) are filled as one union.
-    """
-
-    def __init__(self, size: int, rng: np.random.RandomState):
+    def __init__(self, size: int):
         self.n = size
-        self.rng = rng
-        # The image is stored as three colour planes (fills then run along rows instead of over
-        # 3-channel pixels); ``img`` is the usual [S,S,3] view of the same memory.
         self.planes = np.zeros((3, size, size), np.float32)
-        self.img = self.planes.transpose(1, 2, 0)
         self.lab = np.zeros((size, size), np.uint8)
-        self.yy, self.xx = _grid(size)
-        self.centres = _centres(size)
-        # Low-amplitude texture shared by all surfaces of this scene (stucco, leaves, grass).
-        self.grain = rng.uniform(-1, 1, (size, size)).astype(np.float32)
-        self._factors: dict[float, np.ndarray] = {}
-
-    def factor(self, texture) -> np.ndarray:
-        """``1 + texture * grain`` over the whole canvas, cached per texture."""
-        f = self._factors.get(texture)
-        if f is None:
-            f = self._factors[texture] = 1 + texture * self.grain
-        return f
+        self.centres = np.arange(size, dtype=np.float32) + 0.5
 
     def _box(self, x0, y0, x1, y1):
         n = self.n
         return max(math.floor(y0), 0), min(math.ceil(y1), n), max(math.floor(x0), 0), min(math.ceil(x1), n)
 
-    def paint(self, mask, box, color, label, texture=0.06):
-        """Fill ``mask`` (bool, the size of ``box``) with ``color`` (+ grain), labelled ``label``."""
+    def paint(self, mask, box, colour, label):
         r0, r1, c0, c1 = box
-        if r1 <= r0 or c1 <= c0:
-            return
-        patch = _f32(color)[:, None, None] * self.factor(texture)[r0:r1, c0:c1]
-        np.copyto(self.planes[:, r0:r1, c0:c1], patch, where=mask)
-        np.copyto(self.lab[r0:r1, c0:c1], label, where=mask)
-
-    def rect(self, x0, y0, x1, y1, color, label, texture=0.06):
-        n = self.n
-        r0, r1 = max(math.floor(y0), 0), min(math.ceil(y1), n)
-        c0, c1 = max(math.floor(x0), 0), min(math.ceil(x1), n)
         if r1 > r0 and c1 > c0:
-            np.multiply(_f32(color)[:, None, None], self.factor(texture)[r0:r1, c0:c1],
-                        out=self.planes[:, r0:r1, c0:c1])
+            np.copyto(self.planes[:, r0:r1, c0:c1], np.asarray(colour, np.float32)[:, None, None], where=mask)
+            np.copyto(self.lab[r0:r1, c0:c1], label, where=mask)
+
+    def rect(self, x0, y0, x1, y1, colour, label):
+        """Pixels whose centres lie inside the rectangle (a shape of width w covers about w px)."""
+        r0, r1, c0, c1 = (max(round(y0), 0), min(round(y1), self.n), max(round(x0), 0), min(round(x1), self.n))
+        if r1 > r0 and c1 > c0:
+            self.planes[:, r0:r1, c0:c1] = np.asarray(colour, np.float32)[:, None, None]
             self.lab[r0:r1, c0:c1] = label
 
-    def rect_grid(self, yspans, xspans, color, label, texture=0.06):
-        """``rect(x0, y0, x1, y1, ...)`` for every (y0, y1) in ``yspans`` and (x0, x1) in ``xspans``.
-
-        The rectangles share colour, texture and label, so drawing them one after the other paints
-        exactly their union: the pixels in some row span and in some column span.
-        """
-        n = self.n
-        rows, cols = np.zeros(n, bool), np.zeros(n, bool)
-        for mask, spans in ((rows, yspans), (cols, xspans)):
-            for lo, hi in spans:
-                lo, hi = max(math.floor(lo), 0), min(math.ceil(hi), n)
-                if hi > lo:  # (a negative hi must not become a slice from the end)
-                    mask[lo:hi] = True
-        r, c = np.flatnonzero(rows), np.flatnonzero(cols)
-        if len(r) and len(c):
-            r0, r1, c0, c1 = r[0], r[-1] + 1, c[0], c[-1] + 1
-            self.paint(rows[r0:r1, None] & cols[None, c0:c1], (r0, r1, c0, c1), color, label, texture)
-
-    def _ellipse_mask(self, cx, cy, rx, ry, upper_only=False):
-        """(mask, box) of an ellipse, or None where its box is empty."""
-        box = self._box(cx - rx, cy - ry, cx + rx + 1, (cy + 1) if upper_only else cy + ry + 1)
+    def ellipse(self, cx, cy, rx, ry, colour, label, upper_only=False):
+        box = self._box(cx - rx, cy - ry, cx + rx, cy if upper_only else cy + ry)
         r0, r1, c0, c1 = box
         if r1 <= r0 or c1 <= c0:
-            return None
-        ys, xs = self.centres[r0:r1], self.centres[c0:c1]
-        m = (((xs - cx) / rx) ** 2)[None, :] + (((ys - cy) / ry) ** 2)[:, None] <= 1
-        if upper_only:
-            m &= (ys <= cy + 0.5)[:, None]
-        return m, box
-
-    def ellipse(self, cx, cy, rx, ry, color, label, texture=0.06, upper_only=False):
-        mb = self._ellipse_mask(cx, cy, rx, ry, upper_only)
-        if mb is not None:
-            self.paint(*mb, color, label, texture)
-
-    def ellipses(self, params, color, label, texture=0.06):
-        """``ellipse(cx, cy, rx, ry, ...)`` for each tuple in ``params``: one fill of their union
-        (they share colour, texture and label, so the order they are drawn in does not matter)."""
-        parts = [mb for mb in (self._ellipse_mask(*q) for q in params) if mb is not None]
-        if not parts:
             return
-        r0, r1 = min(b[0] for _, b in parts), max(b[1] for _, b in parts)
-        c0, c1 = min(b[2] for _, b in parts), max(b[3] for _, b in parts)
-        union = np.zeros((r1 - r0, c1 - c0), bool)
-        for m, (a0, a1, b0, b1) in parts:
-            union[a0 - r0:a1 - r0, b0 - c0:b1 - c0] |= m
-        self.paint(union, (r0, r1, c0, c1), color, label, texture)
+        ys, xs = self.centres[r0:r1], self.centres[c0:c1]
+        self.paint((((xs - cx) / rx) ** 2)[None, :] + (((ys - cy) / ry) ** 2)[:, None] <= 1, box, colour, label)
 
-    def triangle(self, cx, top, base_y, half_width, color, label, texture=0.04):
+    def triangle(self, cx, top, base_y, half_width, colour, label):
         """An isosceles triangle with its apex at (cx, top) and base from cx±half_width at base_y."""
-        box = self._box(cx - half_width, top, cx + half_width + 1, base_y)
+        box = self._box(cx - half_width, top, cx + half_width, base_y)
         r0, r1, c0, c1 = box
         if r1 <= r0 or c1 <= c0:
             return
         ys, xs = self.centres[r0:r1], self.centres[c0:c1]
         hw = half_width * (ys - top) / max(base_y - top, 1e-3)
-        self.paint(np.abs(xs - cx)[None, :] <= hw[:, None], box, color, label, texture)
+        self.paint(np.abs(xs - cx)[None, :] <= hw[:, None], box, colour, label)
 
 
-def _jitter(rng, color, amount=0.08):
-    """The colour with each channel scaled by a random factor in [1-amount, 1+amount]."""
-    # Same float64 arithmetic as numpy's, per channel, then rounded to float32 like ``astype``.
-    a, b, c = rng.random_sample(3).tolist()
-    f = np.array([1 + amount * (2 * a - 1), 1 + amount * (2 * b - 1), 1 + amount * (2 * c - 1)], np.float32)
-    return _f32(color) * f
-
-
-_CUMULATIVE: dict[tuple, tuple[list, float]] = {}
-
-
-def _pick(rng, options, p):
-    """``rng.choice(options, p=p)`` without its per-call overhead."""
-    key = tuple(p)
-    cum = _CUMULATIVE.get(key)
-    if cum is None:  # np.cumsum and sum() exactly as before, computed once per probability list
-        cum = _CUMULATIVE[key] = (np.cumsum(p).tolist(), sum(p))
-    return options[bisect.bisect_right(cum[0], rng.random_sample() * cum[1])]
+def _shade(colour, f: float):
+    return tuple(min(c * f, 1.0) for c in colour)
 
 
 WALL_COLOURS = [(0.85, 0.78, 0.62), (0.72, 0.38, 0.30), (0.70, 0.70, 0.70), (0.92, 0.90, 0.85),
@@ -221,206 +146,194 @@ WALL_COLOURS = [(0.85, 0.78, 0.62), (0.72, 0.38, 0.30), (0.70, 0.70, 0.70), (0.9
 ROOF_COLOURS = [(0.55, 0.15, 0.12), (0.30, 0.30, 0.35), (0.45, 0.28, 0.18), (0.25, 0.35, 0.45)]
 SPIRE_COLOURS = [(0.35, 0.38, 0.42), (0.25, 0.45, 0.40), (0.50, 0.22, 0.18), (0.30, 0.30, 0.32)]
 DOME_COLOURS = [(0.30, 0.55, 0.48), (0.80, 0.68, 0.30), (0.45, 0.45, 0.55), (0.70, 0.40, 0.25)]
+LIT_WINDOW, DARK_WINDOW = (0.95, 0.85, 0.40), (0.15, 0.20, 0.35)
+SKIES = {"day": ((0.25, 0.50, 0.90), (0.65, 0.80, 0.98)),
+         "overcast": ((0.55, 0.60, 0.68), (0.78, 0.80, 0.84)),
+         "dusk": ((0.25, 0.25, 0.55), (0.98, 0.62, 0.35))}
+CLOUD_COLOURS = {"day": (0.97, 0.97, 0.98), "overcast": (0.88, 0.88, 0.90), "dusk": (0.98, 0.80, 0.70)}
 
 
-def _windows(cv, rng, x0, x1, y0, y1, lit):
-    """A grid of windows inside the wall box, leaving room for the door at the bottom."""
-    w = x1 - x0
-    win_w = 2 + rng.randint(2)
-    win_h = 3 + rng.randint(2)
-    cols = max(1, int((w - 2) // (win_w + 3)))
-    rows = max(0, int((y1 - y0 - 8) // (win_h + 3)))
-    colour = (0.95, 0.85, 0.40) if lit else _jitter(rng, (0.15, 0.20, 0.35), 0.2)
-    gap = (w - cols * win_w) / (cols + 1)
-    if rows:  # window (r, c) spans rows wy_r .. wy_r + win_h and columns wx_c .. wx_c + win_w
-        wys = [y0 + 3 + r * (win_h + 3) for r in range(rows)]
-        wxs = [x0 + gap + c * (win_w + gap) for c in range(cols)]
-        cv.rect_grid([(wy, wy + win_h) for wy in wys], [(wx, wx + win_w) for wx in wxs], colour, WINDOW, 0.02)
-
-
-def _building(cv, rng, x0, width, ground, lit):
-    height = rng.uniform(12, 26)
+def _building(cv, u: Slots, x0, ground, s, window):
+    width, height = u.uniform(16, 24) * s, u.uniform(14, 26) * s
     top = ground - height
-    wall = _jitter(rng, WALL_COLOURS[rng.randint(len(WALL_COLOURS))])
-    cv.rect(x0, top, x0 + width, ground, wall, WALL)
-    roof = _jitter(rng, ROOF_COLOURS[rng.randint(len(ROOF_COLOURS))])
-    if rng.rand() < 0.75:  # gable roof
-        cv.triangle(x0 + width / 2, top - rng.uniform(5, 10), top + 0.5, width / 2 + 1.5, roof, ROOF)
-    else:                  # flat roof with a parapet
-        cv.rect(x0 - 1, top - 2, x0 + width + 1, top, roof, ROOF)
-    _windows(cv, rng, x0, x0 + width, top, ground, lit)
-    door_w = rng.uniform(3, 5)
-    door_h = min(rng.uniform(6, 9), height - 3)
-    dx = x0 + width / 2 - door_w / 2 + rng.uniform(-width / 4, width / 4)
-    cv.rect(dx, ground - door_h, dx + door_w, ground, _jitter(rng, (0.40, 0.22, 0.10), 0.25), DOOR, 0.03)
+    cv.rect(x0, top, x0 + width, ground, u.colour(WALL_COLOURS, 0.85, 1.1), WALL)
+    roof = u.colour(ROOF_COLOURS)
+    gable, roof_h = u.next() < 0.75, u.uniform(6, 11) * s
+    if gable:
+        cv.triangle(x0 + width / 2, top - roof_h, top + 0.5, width / 2 + 1.5 * s, roof, ROOF)
+    else:  # flat roof with a parapet
+        cv.rect(x0 - s, top - 3 * s, x0 + width + s, top, roof, ROOF)
+    # A grid of windows (3-4 px, 3-px gaps) above the door's height.
+    win_w, win_h = (s * v for v in u.pick({(3, 3): 1, (3, 4): 1, (4, 4): 1}))
+    cols = max(1, int((width - 3 * s) // (win_w + 3 * s)))
+    rows = max(0, int((height - 12 * s) // (win_h + 3 * s)))
+    gap = (width - cols * win_w) / (cols + 1)
+    for r in range(rows):
+        wy = top + 3 * s + r * (win_h + 3 * s)
+        for c in range(cols):
+            wx = x0 + gap + c * (win_w + gap)
+            cv.rect(wx, wy, wx + win_w, wy + win_h, window, WINDOW)
+    door_w, door_h = u.uniform(4, 6) * s, min(u.uniform(7, 10) * s, height - 3 * s)
+    dx = x0 + width / 2 - door_w / 2 + u.uniform(-0.25, 0.25) * (width - door_w)
+    cv.rect(dx, ground - door_h, dx + door_w, ground, u.colour([(0.40, 0.22, 0.10)], 0.8, 1.2), DOOR)
+    return width
 
 
-def _tower(cv, rng, cx, width, ground, kind, lit):
-    """A tower with a spire ("spire") or a dome ("dome") on top."""
-    height = rng.uniform(20, 34)
+def _tower(cv, u: Slots, cx, ground, s, window):
+    """A tower with a spire or a dome on top."""
+    width, height = u.uniform(10, 14) * s, u.uniform(20, 32) * s
     top = ground - height
-    wall = _jitter(rng, WALL_COLOURS[rng.randint(len(WALL_COLOURS))])
-    cv.rect(cx - width / 2, top, cx + width / 2, ground, wall, WALL)
-    # A belfry opening or a window column.
-    cv.rect(cx - 1, top + 3, cx + 1, top + 7, (0.95, 0.85, 0.40) if lit else (0.10, 0.12, 0.20), WINDOW, 0.02)
-    if kind == "spire":
-        colour = _jitter(rng, SPIRE_COLOURS[rng.randint(len(SPIRE_COLOURS))])
-        cv.triangle(cx, top - rng.uniform(1.6, 2.6) * width, top + 0.5, width / 2 + 1, colour, SPIRE)
+    cv.rect(cx - width / 2, top, cx + width / 2, ground, u.colour(WALL_COLOURS, 0.85, 1.1), WALL)
+    cv.rect(cx - 1.5 * s, top + 4 * s, cx + 1.5 * s, top + 8 * s, window, WINDOW)  # the belfry
+    spire, size = u.next() < 0.5, u.next()
+    if spire:
+        cv.triangle(cx, top - (1.5 + size) * width, top + 0.5, width / 2 + 1.5 * s, u.colour(SPIRE_COLOURS), SPIRE)
     else:
-        colour = _jitter(rng, DOME_COLOURS[rng.randint(len(DOME_COLOURS))])
-        r = width / 2 + rng.uniform(1.5, 3.5)
-        cv.ellipse(cx, top, r, r * rng.uniform(0.9, 1.3), colour, DOME, 0.04, upper_only=True)
-        cv.rect(cx - 0.5, top - r * 1.3 - 3, cx + 0.5, top - r * 1.1, colour, DOME, 0.0)
+        r = width / 2 + (2 + 2 * size) * s
+        colour = u.colour(DOME_COLOURS)
+        cv.ellipse(cx, top + 0.5, r, r * u.uniform(0.9, 1.3), colour, DOME, upper_only=True)
+    return width
 
 
-def _tree(cv, rng, cx, ground, scale):
-    trunk_h = rng.uniform(4, 8) * scale
-    trunk = _jitter(rng, (0.35, 0.22, 0.12), 0.15)
-    cv.rect(cx - 1 * scale, ground - trunk_h, cx + 1 * scale, ground, trunk, TREE, 0.05)
-    leaves = _jitter(rng, (0.12, 0.42, 0.15), 0.25)
-    if rng.rand() < 0.4:  # conifer
-        cv.triangle(cx, ground - trunk_h - rng.uniform(12, 18) * scale, ground - trunk_h * 0.5,
-                    rng.uniform(4, 6) * scale, leaves, TREE, 0.25)
-    else:                 # broadleaf: a cluster of blobs
-        r = rng.uniform(4, 7) * scale
-        cy = ground - trunk_h - r * 0.7
-        blobs = [(cx + rng.uniform(-r, r) * 0.5, cy + rng.uniform(-r, r) * 0.4,
-                  r * rng.uniform(0.6, 0.9), r * rng.uniform(0.5, 0.8)) for _ in range(3)]
-        cv.ellipses(blobs, leaves, TREE, 0.3)
+def _structure(cv, u: Slots, x, base, s, window) -> float:
+    """The structure in one slot of the street (or a gap); returns the x where the next one starts."""
+    kind = u.pick({"building": 0.3, "church": 0.35, "tower": 0.25, "gap": 0.1})
+    ground, gap = base + u.uniform(-1, 2) * s, u.uniform(1, 6) * s
+    body, tower = u.block(11), u.block(7)
+    if kind == "gap":
+        return x + 8 * s + gap
+    if kind == "tower":
+        return x + _tower(cv, tower, x + 7 * s, ground, s, window) / 2 + 7 * s + gap
+    if kind == "building":
+        return x + _building(cv, body, x, ground, s, window) + gap
+    # a church: a tower at one end of a building, drawn behind it
+    left = u.next() < 0.5
+    tower_x = x + 6 * s if left else x + 24 * s
+    _tower(cv, tower, tower_x, ground, s, window)
+    body_w = _building(cv, body, x + (10 * s if left else 0), ground, s, window)
+    return max(tower_x + 7 * s, x + body_w + (10 * s if left else 0)) + gap
 
 
-def _watermark(cv, rng):
-    """The stock-photo mark: white word in the middle and/or a dark bar with small text."""
-    n = cv.n
-    kind = _pick(rng, ["word", "bar", "both"], [0.5, 0.25, 0.25])
-    if kind in ("bar", "both"):
-        bar = (cv.yy >= n - 9)
-        cv.img[bar] = cv.img[bar] * 0.45 + 0.55 * np.array([0.10, 0.10, 0.12], np.float32)
-        small = _text_mask("STOCK", 1)
-        r0, c0 = n - 7, n // 2 - small.shape[1] // 2
-        region = np.zeros_like(bar)
-        region[r0:r0 + small.shape[0], c0:c0 + small.shape[1]] = small
-        cv.img[region] = cv.img[region] * 0.3 + 0.7
-        cv.lab[bar] = WATERMARK
-    if kind in ("word", "both"):
-        big = _text_mask(WATERMARK_WORD, 2)
-        h, w = big.shape
-        r0, c0 = n // 2 - h // 2, n // 2 - w // 2
-        region = np.zeros((n, n), bool)
-        region[r0:r0 + h, c0:c0 + w] = big
-        cv.img[region] = cv.img[region] * 0.45 + 0.55
-        cv.lab[region] = WATERMARK
+def _tree(cv, u: Slots, base, n, s):
+    if u.next() > 0.55:   # not every slot holds a tree
+        return
+    cx, ground, scale = u.uniform(0, n), u.uniform(base + 3 * s, n + 2 * s), s * u.uniform(0.8, 1.3)
+    conifer, leaves = u.next() < 0.4, _shade((0.12, 0.42, 0.15), u.uniform(0.75, 1.25))
+    trunk_h = 6 * scale
+    cv.rect(cx - 1.5 * scale, ground - trunk_h, cx + 1.5 * scale, ground, (0.35, 0.22, 0.12), TREE)
+    if conifer:
+        cv.triangle(cx, ground - trunk_h - 15 * scale, ground - trunk_h * 0.5, 5 * scale, leaves, TREE)
+    else:  # three overlapping blobs
+        r = 5.5 * scale
+        cy = ground - trunk_h - r * 0.6
+        for dx, dy, f in ((-0.5, 0.1, 0.75), (0.5, 0.1, 0.75), (0.0, -0.35, 0.85)):
+            cv.ellipse(cx + dx * r, cy + dy * r, r * f, r * f * 0.85, leaves, TREE)
 
 
-def _draw_scene(rng: np.random.RandomState, size: int = 64) -> Canvas:
-    """Draw one scene; returns its canvas (float image in [0, 255] before rounding, and labels)."""
-    cv = Canvas(size, rng)
-    n = size
-    s = n / 64
-    # --- lighting: day, overcast, dusk
-    mood = _pick(rng, ["day", "overcast", "dusk"], [0.6, 0.2, 0.2])
-    top_col, bottom_col = {
-        "day": ((0.25, 0.50, 0.90), (0.65, 0.80, 0.98)),
-        "overcast": ((0.55, 0.60, 0.68), (0.78, 0.80, 0.84)),
-        "dusk": ((0.25, 0.25, 0.55), (0.98, 0.62, 0.35)),
-    }[mood]
-    horizon = rng.uniform(0.55, 0.75) * n
-    t = np.minimum(np.arange(n, dtype=np.float32) / horizon, 1)[:, None, None]
-    cv.planes[:] = (_jitter(rng, top_col) * (1 - t) + _jitter(rng, bottom_col) * t).transpose(2, 0, 1)
-    cv.lab[:] = SKY
-    # --- clouds
-    for _ in range(rng.poisson(1.5)):
-        cx, cy = rng.uniform(0, n), rng.uniform(0.05, 0.4) * n
-        grey = (0.97, 0.97, 0.98) if mood != "overcast" else (0.88, 0.88, 0.9)
-        if mood == "dusk":
-            grey = (0.98, 0.80, 0.70)
-        for _ in range(rng.randint(2, 5)):
-            cv.ellipse(cx + rng.uniform(-8, 8) * s, cy + rng.uniform(-2, 2) * s, rng.uniform(4, 9) * s,
-                       rng.uniform(2, 4) * s, _jitter(rng, grey, 0.03), CLOUD, 0.02)
-    # --- ground: grass with a gentle hill line
-    amp, freq, phase = rng.uniform(0, 4) * s, rng.uniform(0.5, 2) / n, rng.uniform(0, 2 * np.pi)
-    rows = np.arange(n, dtype=np.float32)[:, None]
-    hill = horizon + amp * np.sin(2 * np.pi * freq * np.arange(n) + phase)
-    g = _jitter(rng, (0.30, 0.62, 0.22), 0.15)
-    # Only the rows from the hill's highest point down can hold grass.
-    r0 = int(np.searchsorted(rows[:, 0] >= hill.min(), True))
-    rows = rows[r0:]
-    grass = rows >= hill[None, :]
-    shade = 0.85 + 0.3 * (rows - horizon) / (n - horizon + 1e-3)
-    grass_rgb = g[:, None, None] * (shade * cv.factor(0.08)[r0:])
-    np.copyto(cv.planes[:, r0:], grass_rgb, where=grass)
-    np.copyto(cv.lab[r0:], GRASS, where=grass)
-    # --- buildings and towers along a base line just below the horizon
-    lit = mood == "dusk" and rng.rand() < 0.6
-    base = horizon + rng.uniform(2, 6) * s
-    slots = []
-    x = rng.uniform(-6, 10) * s
-    while x < n - 6 * s:
-        kind = _pick(rng, ["building", "church", "tower", "gap"], [0.35, 0.3, 0.2, 0.15])
-        slots.append((kind, x))
-        x += {"building": rng.uniform(18, 30), "church": rng.uniform(26, 36), "tower": rng.uniform(12, 18),
-              "gap": rng.uniform(6, 14)}[kind] * s
-    if not any(k in ("church", "tower") for k, _ in slots) and rng.rand() < 0.6:
-        i = rng.randint(len(slots))
-        slots[i] = ("church", slots[i][1])
-    for kind, x in slots:
-        ground = base + rng.uniform(-1, 2) * s
-        top_kind = "spire" if rng.rand() < 0.55 else "dome"
-        if kind == "building":
-            _building(cv, rng, x, rng.uniform(14, 24) * s, ground, lit)
-        elif kind == "tower":
-            _tower(cv, rng, x + 5 * s, rng.uniform(8, 12) * s, ground, top_kind, lit)
-        elif kind == "church":
-            tw = rng.uniform(8, 12) * s
-            left = rng.rand() < 0.5
-            body_x = x + (tw - 2 if left else 0)
-            _tower(cv, rng, x + tw / 2 if left else x + 20 * s, tw, ground, top_kind, lit)
-            _building(cv, rng, body_x, rng.uniform(16, 22) * s, ground, lit)
-    # --- trees in front, on the grass
-    for _ in range(rng.poisson(1.6)):
-        _tree(cv, rng, rng.uniform(0, n), rng.uniform(base + 2 * s, n + 2 * s), s * rng.uniform(0.8, 1.3))
-    # --- global light level and a stock-photo watermark on a few images
-    cv.planes *= rng.uniform(0.85, 1.1) * 255
-    if rng.rand() < WATERMARK_RATE:
-        cv.img /= 255
-        _watermark(cv, rng)
-        cv.img *= 255
-    return cv
-
-
-def _quantise(cv: Canvas, out: np.ndarray | None = None) -> np.ndarray:
-    """The canvas's float [0, 255] image -> uint8 [S,S,3], rounded to nearest
-    (``np.clip(img + 0.5, 0, 255).astype(np.uint8)``, computed in place on the planes)."""
-    p = cv.planes
-    np.add(p, 0.5, out=p)
-    np.clip(p, 0, 255, out=p)
-    q = p.astype(np.uint8)
-    if out is None:
-        out = np.empty(cv.img.shape, np.uint8)
-    for c in range(3):  # planar -> interleaved, a plane at a time (much faster than one strided copy)
-        out[..., c] = q[c]
+@functools.lru_cache(maxsize=None)
+def _word_mask(size: int) -> np.ndarray:
+    """The watermark word at 3-px strokes per 64 px, centred on a ``size`` canvas (read-only)."""
+    cols = []
+    for ch in WATERMARK_WORD:
+        cols += [np.array([[c == "1" for c in row] for row in _GLYPHS[ch]]), np.zeros((5, 1), bool)]
+    glyphs = np.concatenate(cols[:-1], axis=1)
+    scale = max(1, round(3 * size / 64))
+    m = np.kron(glyphs, np.ones((scale, scale), bool))
+    out = np.zeros((size, size), bool)
+    h, w = m.shape
+    r0, c0 = size // 2 - h // 2, size // 2 - w // 2
+    out[r0:r0 + h, c0:c0 + w] = m
+    out.flags.writeable = False
     return out
 
 
-def render_scene(rng: np.random.RandomState, size: int = 64):
-    """One scene drawn with ``rng``: (uint8 [S,S,3] image, uint8 [S,S] labels)."""
-    cv = _draw_scene(rng, size)
-    return _quantise(cv), cv.lab
+def _watermark(cv, kind: str):
+    """Semi-transparent: the word lightens what is under it, the banner darkens it."""
+    n = cv.n
+    if kind in ("banner", "both"):
+        b = n - round(10 * n / 64)
+        cv.planes[:, b:] = cv.planes[:, b:] * 0.4 + 0.6 * np.float32(0.08)
+        cv.lab[b:] = WATERMARK
+    if kind in ("word", "both"):
+        m = _word_mask(n)
+        cv.planes[:, m] = cv.planes[:, m] * 0.35 + 0.65
+        cv.lab[m] = WATERMARK
+
+
+def _draw_scene(u: np.ndarray, size: int = 64) -> Canvas:
+    """The scene of slot values ``u`` (in [0, 1), at least ``N_SLOTS`` of them)."""
+    n, s = size, size / 64
+    cv = Canvas(size)
+    slots = Slots(u)
+    g = slots.block(GLOBAL_SLOTS)
+    mood = g.pick({"day": 0.6, "overcast": 0.2, "dusk": 0.2})
+    horizon = g.uniform(0.58, 0.72) * n
+    top_col, bottom_col = (np.array(_shade(c, g.uniform(0.9, 1.08)), np.float32) for c in SKIES[mood])
+    t = np.minimum((np.arange(n, dtype=np.float32) + 0.5) / horizon, 1)
+    cv.planes[:] = (top_col[:, None] * (1 - t) + bottom_col[:, None] * t)[:, :, None]
+    cv.lab[:] = SKY
+    amp, freq, phase = g.uniform(0, 4) * s, g.uniform(0.5, 2) / n, g.uniform(0, 2 * np.pi)
+    grass = np.array(_shade((0.30, 0.62, 0.22), g.uniform(0.85, 1.15)), np.float32)
+    lit = g.next() < 0.6  # windows are lit at dusk
+    window = LIT_WINDOW if mood == "dusk" and lit else DARK_WINDOW
+    light = g.uniform(0.88, 1.08)
+    mark = g.next()
+    # --- clouds: three overlapping ellipses each
+    for _ in range(N_CLOUDS):
+        c = slots.block(CLOUD_SLOTS)
+        if c.next() < 0.6:
+            cx, cy, k = c.uniform(0, n), c.uniform(0.08, 0.35) * n, c.uniform(0.7, 1.3) * s
+            for dx, dy, rx, ry in ((-6, 0, 5, 2.5), (0, -1.5, 7, 3.5), (6, 0.5, 5, 2.5)):
+                cv.ellipse(cx + dx * k, cy + dy * k, rx * k, ry * k, CLOUD_COLOURS[mood], CLOUD)
+    # --- grass below a gentle hill line, a little darker towards the bottom
+    rows = np.arange(n, dtype=np.float32)[:, None] + 0.5
+    hill = horizon + amp * np.sin(2 * np.pi * freq * np.arange(n) + phase)
+    ground = rows >= hill[None, :]
+    shade = 1.05 - 0.25 * np.clip((rows - horizon) / (n - horizon), 0, 1)
+    np.copyto(cv.planes, grass[:, None, None] * shade[None], where=ground[None])
+    cv.lab[ground] = GRASS
+    # --- a street of buildings, churches and towers just below the horizon
+    base = horizon + 4 * s
+    x = slots.block(1).uniform(-6, 4) * s
+    for _ in range(N_STRUCTURES):
+        block = slots.block(STRUCTURE_SLOTS)
+        if x < n - 4 * s:
+            x = _structure(cv, block, x, base, s, window)
+    # --- trees in front, on the grass
+    for _ in range(N_TREES):
+        _tree(cv, slots.block(TREE_SLOTS), base, n, s)
+    cv.planes *= light
+    if mark < WATERMARK_RATE:
+        _watermark(cv, Slots(np.array([mark / WATERMARK_RATE])).pick(WATERMARK_KINDS))
+    return cv
+
+
+# ----------------------------------------------------------------------------- batches
+def latents(seed: int, n: int, start: int = 0) -> np.ndarray:
+    """The latents of scenes ``start .. start+n-1`` of ``seed``: float32 [n, Z_DIM]."""
+    rng = np.random.RandomState(0)
+    z = np.empty((n, Z_DIM), np.float32)
+    for i in range(n):
+        rng.seed([seed, start + i])
+        z[i] = rng.standard_normal(Z_DIM)
+    return z
+
+
+def render_latents(z: np.ndarray, size: int = 64):
+    """Scenes of latents ``z`` [n, >= N_SLOTS]: (uint8 [n,S,S,3] images, uint8 [n,S,S] labels)."""
+    u = ndtr(np.asarray(z, np.float64)[:, :N_SLOTS])
+    images = np.empty((len(u), size, size, 3), np.uint8)
+    labels = np.empty((len(u), size, size), np.uint8)
+    for i, row in enumerate(u):
+        cv = _draw_scene(row, size)
+        images[i] = np.clip(cv.planes * 255 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        labels[i] = cv.lab
+    return images, labels
 
 
 def render_batch(seed: int, n: int, start: int = 0, size: int = 64):
     """Scenes ``start .. start+n-1`` of ``seed``: (uint8 [n,S,S,3], uint8 [n,S,S])."""
-    images = np.empty((n, size, size, 3), np.uint8)
-    labels = np.empty((n, size, size), np.uint8)
-    # Re-seeding one generator gives exactly the state of a fresh RandomState([seed, start + i]),
-    # without the fresh one's OS-entropy seeding (which took a tenth of the time per scene).
-    rng = np.random.RandomState(0)
-    for i in range(n):
-        rng.seed([seed, start + i])
-        cv = _draw_scene(rng, size)
-        _quantise(cv, images[i])
-        labels[i] = cv.lab
-    return images, labels
+    return render_latents(latents(seed, n, start), size)
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -432,17 +345,28 @@ if __name__ == "__main__":
     import argparse
     import time
 
-    ap = argparse.ArgumentParser(description="Toytown renderer; --speed measures single-core throughput.")
+    ap = argparse.ArgumentParser(description="Toytown renderer: --speed measures single-core "
+                                             "throughput, --grid PATH saves scenes beside their labels.")
     ap.add_argument("--speed", action="store_true", help="time render_batch and print images/s")
-    ap.add_argument("--n", type=int, default=500, help="images to time")
+    ap.add_argument("--grid", help="save a PNG grid of --n scenes (image above labels)")
+    ap.add_argument("--n", type=int, default=500, help="images to time or show")
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--size", type=int, default=64)
     args = ap.parse_args()
     if args.speed:
         render_batch(0, 10, size=args.size)  # warm-up (caches, imports)
         t0, c0 = time.perf_counter(), time.process_time()
-        render_batch(1, args.n, size=args.size)
+        render_batch(args.seed, args.n, size=args.size)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         print(f"{args.n} images at {args.size} px: {args.n / wall:.0f} images/s wall, "
               f"{args.n / cpu:.0f} images/s of CPU time")
+    elif args.grid:
+        from PIL import Image
+        images, labels = render_batch(args.seed, args.n, size=args.size)
+        rows = [np.concatenate([np.concatenate(list(images[i:i + 8]), 1),
+                                np.concatenate(list(colorize(labels[i:i + 8])), 1)], 0)
+                for i in range(0, args.n - args.n % 8, 8)]
+        Image.fromarray(np.concatenate(rows, 0)).resize((8 * args.size * 2, len(rows) * 4 * args.size),
+                                                        Image.NEAREST).save(args.grid)
     else:
         ap.print_help()
