@@ -11,6 +11,10 @@
     catalog/<layer>.json     optional, written by dissection
     stats/<layer>.safetensors, segmenter.safetensors + segmenter.json, encoder.*   optional
 
+A bundle is read-only at run time: what the app computes for a visitor (a catalog, key
+statistics) goes to the model's scratch folder (:meth:`Bundle.scratch`, under ``$PWN_CACHE_DIR``),
+never into the bundle. Only the command line (``python -m core dissect`` / ``stats``) writes there.
+
 Run time reads safetensors only, with ``load_state_dict(strict=True)``. Legacy pickled checkpoints
 (gandissect ProGAN ``.pth``, rosinality StyleGAN2 ``.pt``) enter only through
 :func:`read_checkpoint` / :func:`convert_checkpoint`, which use ``torch.load(weights_only=True)``.
@@ -42,6 +46,7 @@ CARD_FILE = "README.md"
 DEFAULTS = {"truncation": 1.0, "noise": "buffers"}
 _RESERVED = ("format", "version", "architecture", "kwargs", "resolution", "z_dim")
 LEGACY_SUFFIXES = (".pth", ".pt", ".ckpt", ".pkl")
+CACHE_ENV = "PWN_CACHE_DIR"     # where run-time results go; default ~/.cache/painting-with-neurons
 
 
 class BundleError(ValueError):
@@ -107,6 +112,23 @@ class Bundle:
 
     def has_stats(self, layer: str) -> bool:
         return self.path is not None and self.stats_path(layer).is_file()
+
+    def scratch(self, relpath: str) -> Path:
+        """Path of ``relpath`` in this model's scratch folder, outside the bundle (it may not
+        exist): ``$PWN_CACHE_DIR/<name>-<hash>/``, by default under
+        ``~/.cache/painting-with-neurons``. The hash is of the bundle folder and its weights file's
+        size and time (of the source checkpoint's sha256 for a bundle in memory), so another
+        model of the same name, or retrained weights, get a folder of their own."""
+        if self.path is None:
+            key = self.config.get("source", {}).get("sha256", "")
+        else:
+            weights = self.path / WEIGHTS_FILE
+            st = weights.stat() if weights.is_file() else None
+            key = f"{self.path.resolve()}|{st and (st.st_size, st.st_mtime_ns)}"
+        root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "painting-with-neurons")
+        folder = re.sub(r"[^A-Za-z0-9._-]+", "_", self.name)
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+        return root.expanduser() / f"{folder}-{digest}" / relpath
 
 
 # --------------------------------------------------------------------------- checks shared by load and convert
@@ -519,4 +541,4 @@ def convert_checkpoint(src, dest, name: str | None = None, overwrite: bool = Fal
 
 __all__ = ["Bundle", "BundleError", "load_bundle", "save_bundle", "read_checkpoint",
            "convert_checkpoint", "check_state_dict", "read_config", "bundle_config", "model_card",
-           "layer_table", "sha256_file", "detect_family", "FORMAT", "VERSION"]
+           "layer_table", "sha256_file", "detect_family", "FORMAT", "VERSION", "CACHE_ENV"]

@@ -346,11 +346,12 @@ def stats_path(model, layer: str) -> Path:
     return bundle.stats_path(layer)
 
 
-def get_stats(model, layer: str) -> KeyStats:
-    """The cached key statistics of ``layer`` (``<bundle>/stats/<layer>.safetensors``)."""
+def get_stats(model, layer: str, path=None) -> KeyStats:
+    """The cached key statistics of ``layer``: the file at ``path``, by default the bundle's
+    (``<bundle>/stats/<layer>.safetensors``)."""
     g, _, _, bundle = _parts(model)
     w = g.main_weight(layer)
-    path = stats_path(model, layer)
+    path = stats_path(model, layer) if path is None else Path(path)
     if not path.is_file():
         raise MissingStatsError(f"no key statistics for {layer} of {bundle.name!r} ({path} is "
                                 f"missing); compute them with: python -m core stats "

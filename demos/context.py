@@ -5,9 +5,13 @@ per-session edits live in ``gr.State`` as small edit stacks.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import threading
 from dataclasses import dataclass, field
 
+import gradio as gr
 import numpy as np
 import torch
 from PIL import Image
@@ -60,13 +64,81 @@ class AppContext:
             return loaded.renderer
 
 
-def stoppable(job, describe, poll: float = 0.5):
+def warn(message: str) -> str:
+    """Show ``message`` as a warning and return it as a status line. Handlers report a problem
+    this way and keep their other outputs (``gr.skip()``): a raised ``gr.Error`` would replace
+    each output, a whole gallery too, with an "Error" badge."""
+    gr.Warning(message)
+    return f"⚠️ {message}"
+
+
+def warn_on_error(n_outputs: int, status: int):
+    """Decorator for a handler (plain or generator) with ``n_outputs`` outputs: a ``gr.Error``
+    it raises becomes a warning and the text of output ``status`` (its status line), and the
+    other outputs keep their last good value."""
+    def failed(e: gr.Error):
+        out = [gr.skip()] * n_outputs
+        out[status] = warn(e.message)
+        return tuple(out) if n_outputs > 1 else out[0]
+
+    def wrap(fn):
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def stream(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except gr.Error as e:
+                    yield failed(e)
+            return stream
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error as e:
+                return failed(e)
+        return call
+    return wrap
+
+
+class StopFlags:
+    """Stop buttons that let a job end cleanly: ``with flags.running(request) as flag:`` gives
+    the job a fresh ``threading.Event`` for its browser session, the Stop button's handler
+    ``flags.stop`` sets it, and the job, polling it (core's ``stop`` callbacks), ends early and
+    says what it kept. (Gradio's ``cancels=`` ends an event silently, its last progress line
+    still showing.)"""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._flags: dict = {}
+
+    @contextlib.contextmanager
+    def running(self, request: gr.Request | None):
+        key, flag = getattr(request, "session_hash", None), threading.Event()
+        with self._lock:
+            self._flags[key] = flag
+        try:
+            yield flag
+        finally:
+            with self._lock:
+                if self._flags.get(key) is flag:
+                    del self._flags[key]
+
+    def stop(self, request: gr.Request) -> None:
+        with self._lock:
+            flag = self._flags.get(getattr(request, "session_hash", None))
+        if flag is not None:
+            flag.set()
+
+
+def stoppable(job, describe, poll: float = 0.5, stop: threading.Event | None = None):
     """Run ``job(stop_event, status)`` in a thread from a Gradio generator function.
 
     Yields ``describe(status)`` (``status`` is a dict the job updates) while the job runs, so
-    Gradio shows progress and a Stop button can cancel the event; cancelling sets ``stop_event``,
-    which core jobs poll through their ``stop`` callbacks. ``result = yield from stoppable(...)``."""
-    stop, status, out = threading.Event(), {}, {}
+    Gradio shows progress and a Stop button can end it: by setting ``stop`` (from
+    :class:`StopFlags`) or by cancelling the event; either sets ``stop_event``, which core jobs
+    poll through their ``stop`` callbacks. ``result = yield from stoppable(...)``."""
+    stop, status, out = threading.Event() if stop is None else stop, {}, {}
 
     def work():
         try:

@@ -1,27 +1,47 @@
-"""Dissect tab: browse a layer's unit catalog, look at a unit, switch it off or on in a sample."""
+"""Dissect tab: browse a layer's unit catalog, look at a unit, switch it off or on in a sample.
+
+A layer without a shipped catalog can be dissected here: the catalog, marked "computed here, N
+samples", goes to the model's scratch folder (``Bundle.scratch``), never into the bundle, and is
+used in place of the missing one. A shipped catalog (with its causal rankings) is never replaced.
+"""
 from __future__ import annotations
 
 import threading
 
 import gradio as gr
-import numpy as np
 
 import core
-from core.dissect import DissectionStopped, dissect, load_catalog, save_catalog, summary_table, top_images
+from core.dissect import DissectionStopped, dissect, load_catalog, save_catalog, top_images
 from core.edits import EditStack, UnitEdit
-from demos.context import AppContext, display, stoppable
+from demos.context import AppContext, StopFlags, display, stoppable, warn
 from demos.settings import STATE_TTL
 
 GALLERY_UNITS = 64      # tiles rendered per gallery view
 TOP_SHOWN = 8
+# how units get their label, in plain words (the catalog's protocol_text has the exact rule)
+PLAIN_RULE = {
+    "iqr": "labelled with the concept its firing tells the most about",
+    "maxiou": "labelled with the concept it overlaps best (highest IoU)",
+    "top1": "labelled with the concept its top 1% of activations overlaps best (highest IoU)",
+}
+BARS_RULE = {
+    "iqr": ("The label is the concept the unit's firing tells the most about, not the longest "
+            "bar: a big concept such as sky or grass can overlap more (higher IoU) and still "
+            "say less about the unit."),
+}
+
+
+def computed_path(model, layer: str):
+    """Where a catalog dissected in the app is kept: the model's scratch folder, not the bundle."""
+    return model.bundle.scratch(f"catalog/{layer}.json")
 
 
 def _caption(u: dict) -> str:
     return f"unit {u['unit']} · {u['label']} · IoU {u['iou']:.2f}"
 
 
-def _bars(u: dict, n: int = 6) -> str:
-    """The unit's best concepts as an HTML bar chart."""
+def _bars(u: dict, protocol: str, n: int = 6) -> str:
+    """The unit's best concepts as an HTML bar chart, with the labelling rule in one sentence."""
     items = sorted(u.get("concept_iou", {}).items(), key=lambda t: -t[1])[:n]
     if not items:
         return "<i>no concept above IoU 0.01</i>"
@@ -32,7 +52,8 @@ def _bars(u: dict, n: int = 6) -> str:
         f"<span style='display:inline-block;height:14px;width:{int(220 * v / top)}px;"
         f"background:#4f6bed'></span><span style='margin-left:6px'>{v:.3f}</span></div>"
         for c, v in items)
-    return f"<div><b>Top concepts (IoU)</b>{rows}</div>"
+    rule = BARS_RULE.get(protocol, "The label is the concept with the longest bar (highest IoU).")
+    return f"<div><b>Top concepts (IoU)</b>{rows}<p><small>{rule}</small></p></div>"
 
 
 class CatalogCache:
@@ -44,12 +65,14 @@ class CatalogCache:
         self._tiles: dict = {}
 
     def catalog(self, model, layer):
+        """The shipped catalog of ``layer``, else one computed here, else None."""
         key = (model.name, layer)
         with self._lock:
             if key in self._catalogs:
                 return self._catalogs[key]
-        path = model.bundle.catalog_path(layer)
-        cat = load_catalog(path, model=model, layer=layer) if path.exists() else None
+        path = model.bundle.catalog_path(layer) if model.bundle.has_catalog(layer) \
+            else computed_path(model, layer)
+        cat = load_catalog(path, model=model, layer=layer) if path.is_file() else None
         with self._lock:
             self._catalogs[key] = cat
         return cat
@@ -72,10 +95,16 @@ class CatalogCache:
 
 def build(ctx: AppContext):
     cache = CatalogCache()
+    stops = StopFlags()
 
     def layer_choices(model_id):
         model = ctx.model(model_id)
-        return [(f"{l}" + ("" if model.bundle.has_catalog(l) else " (no catalog)"), l) for l in model.layers]
+
+        def note(layer):
+            if model.bundle.has_catalog(layer):
+                return ""
+            return " (computed here)" if computed_path(model, layer).is_file() else " (no catalog)"
+        return [(layer + note(layer), layer) for layer in model.layers]
 
     def default_layer(model_id):
         model = ctx.model(model_id)
@@ -86,82 +115,110 @@ def build(ctx: AppContext):
         cat = cache.catalog(model, layer)
         if cat is None:
             return ([], [], f"**{layer}** has no catalog yet: press *Dissect this layer* below.",
-                    gr.update(choices=["all"], value="all"))
+                    gr.update(choices=["all"], value="all"), "")
         units = sorted(cat["units"], key=lambda u: -u["iou"])
         if concept and concept != "all":
             units = [u for u in units if u["label"] == concept]
         units = units[:GALLERY_UNITS]
         tiles = [(cache.tile(model, cat, u["unit"]), _caption(u)) for u in units]
         counts = cat.get("interpretable", {})
-        summary = (f"**{layer}**: {len(cat['units'])} units, {cat['samples']} samples, "
-                   f"protocol `{cat['protocol']}` — {cat.get('protocol_text', '')}  \n"
-                   "Interpretable units: "
+        origin = cat.get("origin") or f"shipped with the model, {cat['samples']} samples"
+        rule = PLAIN_RULE.get(cat["protocol"], "labelled with the concept it matches best")
+        summary = (f"**{layer}**: {len(cat['units'])} units; catalog {origin}. Each unit is "
+                   f"compared with where the segmenter sees each concept in {cat['samples']} "
+                   f"sample images and {rule}.  \nInterpretable units: "
                    + (", ".join(f"{c} {n}" for c, n in counts.items() if n) or "none"))
+        exact = f"Protocol `{cat['protocol']}`: {cat.get('protocol_text', '')}"
         concepts = ["all"] + [c for c in cat["concept_list"] if counts.get(c)]
         return tiles, [u["unit"] for u in units], summary, gr.update(
-            choices=concepts, value=concept if concept in concepts else "all")
+            choices=concepts, value=concept if concept in concepts else "all"), exact
+
+    def checked_unit(model, layer, unit):
+        """(catalog, unit number) for the unit box, or a ValueError saying what is wrong."""
+        cat = cache.catalog(model, layer)
+        if cat is None:
+            raise ValueError(f"{layer} has no catalog yet: dissect it first (below).")
+        last = len(cat["units"]) - 1
+        if unit is None:
+            raise ValueError(f"Type a unit number (0-{last}) or click a unit in the gallery.")
+        if unit != int(unit) or not 0 <= unit <= last:
+            raise ValueError(f"Unit {unit} does not exist: {layer} has units 0-{last}.")
+        return cat, int(unit)
 
     def show_unit(model_id, layer, shown_units, evt: gr.SelectData):
         if evt.index is None or evt.index >= len(shown_units):
-            raise gr.Error("Pick a unit from the gallery.")
+            return (gr.skip(),) * 4 + (warn("Pick a unit from the gallery."),)
         return unit_details(model_id, layer, shown_units[evt.index])
 
     def unit_details(model_id, layer, unit):
+        """strip, bars, info, unit box, note; on a bad unit only the note changes."""
         model = ctx.model(model_id)
-        cat = cache.catalog(model, layer)
-        if cat is None:
-            raise gr.Error(f"{layer} has no catalog yet.")
-        unit = int(unit)
-        if not 0 <= unit < len(cat["units"]):
-            raise gr.Error(f"Unit {unit} does not exist: {layer} has units 0-{len(cat['units']) - 1}.")
+        try:
+            cat, unit = checked_unit(model, layer, unit)
+        except ValueError as e:
+            return (gr.skip(),) * 4 + (warn(str(e)),)
         u = cat["units"][unit]
         strip = [(display(ov, 192), f"#{n}") for n, ov in top_images(model, cat, unit, count=TOP_SHOWN)]
         info = (f"### {_caption(u)}\nthreshold {u['threshold']:.3f} (level {u.get('level', 0):.3f}), "
                 f"0.99 quantile {u['quantile_99']:.3f}")
-        return strip, _bars(u), info, unit
+        return strip, _bars(u, cat["protocol"]), info, unit, ""
 
     def preview(model_id, layer, unit, image_number):
+        """original, switched off, forced on, note; on a bad input only the note changes."""
         model = ctx.model(model_id)
-        cat = cache.catalog(model, layer)
-        if cat is None or unit is None:
-            raise gr.Error("Pick a unit first.")
         try:
+            cat, unit = checked_unit(model, layer, unit)
+            if image_number is None:
+                raise ValueError(f"Type an image number (0-{core.images.MAX_IMAGE_NUMBER - 1:,}) "
+                                 "to preview.")
             n = core.parse_image_numbers(str(int(image_number)))
-        except (TypeError, ValueError) as e:
-            raise gr.Error(f"Image number: {e}")
-        u = cat["units"][int(unit)]
+        except ValueError as e:
+            return (gr.skip(),) * 3 + (warn(str(e)),)
+        u = cat["units"][unit]
         off = EditStack().push(UnitEdit(layer, [int(unit)], label=f"unit {unit} off"))
         on = EditStack().push(UnitEdit(layer, [int(unit)], [u["quantile_99"]], label=f"unit {unit} on"))
         renderer = ctx.renderer(model_id)
         z = model.sample_z(n)
         images = [renderer.render(z, s)[0] for s in (EditStack(), off, on)]
-        return [display(im, 256) for im in images]
+        return [display(im, 256) for im in images] + [""]
 
-    def run_dissection(model_id, layer, samples):
+    def run_dissection(model_id, layer, samples, request: gr.Request):
         loaded = ctx.get(model_id)
+        model = loaded.model
         if loaded.segmenter is None:
-            raise gr.Error("This model has no segmenter, so it cannot be dissected here "
-                           "(catalogs published with it can still be browsed).")
+            yield warn("This model has no segmenter, so it cannot be dissected here (catalogs "
+                       "published with it can still be browsed).")
+            return
+        if model.bundle.has_catalog(layer):
+            yield warn(f"{layer} has a catalog shipped with the model; it is never replaced here. "
+                       "Dissect a layer marked (no catalog).")
+            return
         samples = int(samples)
         if samples < 1:
-            raise gr.Error("Use at least one sample.")
+            yield warn("Use at least one sample.")
+            return
 
         def job(stop, status):
-            return dissect(loaded.model, loaded.segmenter, layer, range(samples), stop=stop.is_set,
+            return dissect(model, loaded.segmenter, layer, range(samples), stop=stop.is_set,
                            progress=lambda done, total: status.update(done=done, total=total))
 
         try:
-            cat = yield from stoppable(job, lambda st: f"Dissecting {layer}: {st.get('done', 0)}/{samples} images…")
-        except DissectionStopped:
-            raise gr.Error("Dissection stopped.")
-        path = loaded.model.bundle.catalog_path(layer)
-        try:
-            save_catalog(cat, path)
-            where = f"saved to `{path}`"
+            with stops.running(request) as flag:
+                cat = yield from stoppable(
+                    job, lambda st: f"Dissecting {layer}: {st.get('done', 0)}/{samples} images…",
+                    stop=flag)
+        except DissectionStopped as e:
+            yield f"**Stopped**: {e}. A stopped dissection keeps nothing: {layer}'s catalog is unchanged."
+            return
+        cat["origin"] = f"computed here, {samples} samples"
+        try:      # never into the bundle: shipped files are read-only at run time
+            save_catalog(cat, computed_path(model, layer))
+            where = "saved in this server's cache"
         except OSError:
-            where = "kept in memory (the bundle folder is not writable)"
-        cache.put(loaded.model, layer, cat)      # the .then() below shows it
-        yield f"Dissected `{layer}` over {samples} images; catalog {where}."
+            where = "kept in memory (the cache folder is not writable)"
+        cache.put(model, layer, cat)      # the .then() below shows it
+        yield (f"Dissected `{layer}` over {samples} images; the catalog (marked computed here) is "
+               f"{where} and used in place of the missing one.")
 
     with gr.Row():
         model_id = gr.Dropdown(ctx.model_ids(), value=ctx.model_ids()[0], label="Model", scale=2)
@@ -169,14 +226,17 @@ def build(ctx: AppContext):
                             label="Layer", scale=2, elem_id="dissect_layer")
         concept = gr.Dropdown(["all"], value="all", label="Concept filter", scale=2)
     summary = gr.Markdown()
+    with gr.Accordion("The exact labelling rule", open=False):
+        exact = gr.Markdown()
     shown = gr.State([], time_to_live=STATE_TTL)
-    gallery = gr.Gallery(label="Units sorted by IoU (click one)", columns=8, height=420,
-                         allow_preview=False, format="png", elem_id="dissect_gallery")
+    gallery = gr.Gallery(label="Units sorted by IoU (click one)", columns=8, fit_columns=False,
+                         height=420, allow_preview=False, format="png", elem_id="dissect_gallery")
     with gr.Row():
         with gr.Column(scale=3):
             unit_info = gr.Markdown("Click a unit to see its top images.")
             strip = gr.Gallery(label="Top images (mask: unit above its threshold)", columns=4,
-                               height=260, allow_preview=False, format="png", elem_id="dissect_top")
+                               fit_columns=False, height=260, allow_preview=False, format="png",
+                               elem_id="dissect_top")
         with gr.Column(scale=2):
             bars = gr.HTML()
             unit_no = gr.Number(label="Unit", precision=0, elem_id="dissect_unit")
@@ -184,6 +244,7 @@ def build(ctx: AppContext):
     with gr.Row():
         image_no = gr.Number(7, label="Preview image number", precision=0)
         preview_btn = gr.Button("Preview: switch off / force on", variant="primary")
+    note = gr.Markdown(elem_id="dissect_note")
     with gr.Row():
         orig = gr.Image(label="Original", format="png", interactive=False)
         off_img = gr.Image(label="Unit switched off", format="png", interactive=False)
@@ -195,19 +256,18 @@ def build(ctx: AppContext):
         dissect_out = gr.Markdown()
 
     view_inputs = [model_id, layer, concept]
-    view_outputs = [gallery, shown, summary, concept]
+    view_outputs = [gallery, shown, summary, concept, exact]
     layer.change(units_view, view_inputs, view_outputs, api_name="dissect_units")
     concept.input(units_view, view_inputs, view_outputs, api_visibility="private")
     model_id.change(lambda m: gr.update(choices=layer_choices(m), value=default_layer(m)), model_id, layer,
                     api_visibility="private")
-    gallery.select(show_unit, [model_id, layer, shown], [strip, bars, unit_info, unit_no],
-                   api_visibility="private")
-    show_btn.click(unit_details, [model_id, layer, unit_no], [strip, bars, unit_info, unit_no],
-                   api_name="dissect_unit")
-    preview_btn.click(preview, [model_id, layer, unit_no, image_no], [orig, off_img, on_img],
+    unit_outputs = [strip, bars, unit_info, unit_no, note]
+    gallery.select(show_unit, [model_id, layer, shown], unit_outputs, api_visibility="private")
+    show_btn.click(unit_details, [model_id, layer, unit_no], unit_outputs, api_name="dissect_unit")
+    preview_btn.click(preview, [model_id, layer, unit_no, image_no], [orig, off_img, on_img, note],
                       api_name="dissect_preview")
     run = dissect_btn.click(run_dissection, [model_id, layer, samples], dissect_out, api_name="dissect_run",
                             concurrency_id="heavy", concurrency_limit=1)
     run.then(units_view, view_inputs, view_outputs, api_visibility="private")
-    stop_btn.click(None, None, None, cancels=[run])
+    stop_btn.click(stops.stop, None, None, api_name="dissect_stop")
     return {"load": (units_view, view_inputs, view_outputs)}

@@ -31,7 +31,7 @@ from core import rewrite as rw
 from core import rules
 from core.edits import EditStack
 from core.generators.base import LayerError
-from demos.context import DISPLAY_SIZE, AppContext, display, stoppable
+from demos.context import DISPLAY_SIZE, AppContext, display, stoppable, warn
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 
@@ -205,13 +205,20 @@ def build(ctx: AppContext):
             raise gr.Error(f"Rank must be a whole number from 1 to {MAX_RANK}, got {rank!r}.")
         return r
 
-    def stats_for(model, layer):
+    def known_stats(model, layer):
+        """(key statistics of ``layer``, where they come from): the bundle's, else those computed
+        here (the scratch folder; memory when that is not writable). Raises MissingStatsError."""
+        if model.bundle.has_stats(layer):
+            return rw.get_stats(model, layer), "shipped with the model"
         with lock:
             hit = mem_stats.get((model.name, layer))
         if hit is not None:
-            return hit
+            return hit, "computed here, kept in memory"
+        return rw.get_stats(model, layer, model.bundle.scratch(f"stats/{layer}.safetensors")), "computed here"
+
+    def stats_for(model, layer):
         try:
-            return rw.get_stats(model, layer)
+            return known_stats(model, layer)[0]
         except rw.MissingStatsError:
             raise gr.Error(f"Layer {layer} has no key statistics yet. Open 'Statistics' below and "
                            f"press 'Compute statistics' ({STATS_SAMPLES} images), then try again.")
@@ -571,12 +578,9 @@ def build(ctx: AppContext):
         model = loaded_model(model_id)
         if layer not in model.layers:
             return ""
-        with lock:
-            if (model.name, layer) in mem_stats:
-                return f"Key statistics of {layer}: computed in this session (kept in memory)."
         try:
-            st = rw.get_stats(model, layer)
-            return f"Key statistics of {layer}: {st.meta.get('samples', '?')} images."
+            st, origin = known_stats(model, layer)
+            return f"Key statistics of {layer}: {st.meta.get('samples', '?')} images ({origin})."
         except rw.MissingStatsError:
             return (f"**{layer} has no key statistics yet.** Rewriting needs them: press "
                     f"'Compute statistics' ({STATS_SAMPLES} images).")
@@ -589,6 +593,10 @@ def build(ctx: AppContext):
         samples = int(samples)
         if samples < 1:
             raise gr.Error("Use at least one image.")
+        if model.bundle.has_stats(layer):
+            yield warn(f"{layer} ships key statistics with the model; they are used as they are, "
+                       "not recomputed here.")
+            return
 
         def job(stop, status):
             return rw.collect_key_stats(model, layer, range(samples), stop=stop.is_set,
@@ -599,13 +607,13 @@ def build(ctx: AppContext):
                 job, lambda s: f"Collecting key statistics of {layer}: {s.get('done', 0)}/{samples} images…")
         except (rw.RewriteError, ValueError) as e:
             raise gr.Error(_msg(e))
-        try:
-            path = rw.save_key_stats(stats, rw.stats_path(model, layer))
-            where = f"saved to {path}"
-        except (OSError, rw.RewriteError):
+        try:      # never into the bundle: shipped files are read-only at run time
+            rw.save_key_stats(stats, model.bundle.scratch(f"stats/{layer}.safetensors"))
+            where = "saved in this server's cache"
+        except OSError:
             with lock:
                 mem_stats[(model.name, layer)] = stats
-            where = "kept in memory (the bundle is not writable)"
+            where = "kept in memory (the cache folder is not writable)"
         yield f"Key statistics of {layer} over {stats.meta.get('samples')} images {where}."
 
     # ---------------------------------------------------------------- layout

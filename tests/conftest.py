@@ -53,6 +53,16 @@ def make_stylegan2(seed: int = 0, size: int = 16):
     return g.eval()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def scratch_cache(tmp_path_factory):
+    """What the app computes at run time (``Bundle.scratch``) goes to a temporary folder here,
+    not to ~/.cache."""
+    from core.bundle import CACHE_ENV
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("pwn-cache")))
+        yield
+
+
 @pytest.fixture
 def tiny_progan():
     return make_progan()

@@ -60,8 +60,17 @@ def test_explore_rejects_bad_numbers(client, app_bundle):
 
 
 def _units(client, app_bundle, layer="layer2"):
-    gallery, summary, _ = client.predict(str(app_bundle), layer, "all", api_name="/dissect_units")
+    gallery, summary, _, _ = client.predict(str(app_bundle), layer, "all", api_name="/dissect_units")
     return gallery, [int(item["caption"].split(" ")[1]) for item in gallery], summary
+
+
+def _kept(output) -> bool:
+    """Whether an output came back as gr.skip(): the page keeps what it showed."""
+    return isinstance(output, dict) and output.get("__type__") == "update"
+
+
+def _files(folder) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_dissect_units_gallery_and_unit_details(client, app_bundle):
@@ -69,9 +78,11 @@ def test_dissect_units_gallery_and_unit_details(client, app_bundle):
     assert sorted(units) == list(range(8))
     ious = [float(item["caption"].rsplit(" ", 1)[1]) for item in gallery]
     assert ious == sorted(ious, reverse=True)
-    assert "40 samples" in summary
-    strip, bars, info, unit = client.predict(str(app_bundle), "layer2", units[0], api_name="/dissect_unit")
-    assert unit == units[0] and strip and f"unit {units[0]}" in info
+    assert "shipped with the model, 40 samples" in summary and "I(" not in summary
+    strip, bars, info, unit, note = client.predict(str(app_bundle), "layer2", units[0],
+                                                   api_name="/dissect_unit")
+    assert unit == units[0] and strip and f"unit {units[0]}" in info and note == ""
+    assert "The label is the concept" in bars
 
 
 def test_dissect_layer_without_catalog_says_so(client, app_bundle):
@@ -81,26 +92,67 @@ def test_dissect_layer_without_catalog_says_so(client, app_bundle):
 
 def test_dissect_preview_switches_unit_off_and_on(client, app_bundle):
     _, units, _ = _units(client, app_bundle)
-    orig, off, on = client.predict(str(app_bundle), "layer2", units[0], 7, api_name="/dissect_preview")
+    orig, off, on, note = client.predict(str(app_bundle), "layer2", units[0], 7,
+                                         api_name="/dissect_preview")
     a, b, c = (np.asarray(Image.open(p)).astype(int) for p in (orig, off, on))
-    assert a.shape == b.shape == c.shape
+    assert a.shape == b.shape == c.shape and note == ""
     assert np.abs(a - b).sum() > 0 or np.abs(a - c).sum() > 0
 
 
-def test_dissect_unknown_unit_is_a_clear_error(client, app_bundle):
-    from gradio_client.exceptions import AppError
-    with pytest.raises(AppError, match="does not exist"):
-        client.predict(str(app_bundle), "layer2", 999, api_name="/dissect_unit")
+@pytest.mark.parametrize("unit, image, message", [
+    (5000, 7, "Unit 5000 does not exist: layer2 has units 0-7"),
+    (-2, 7, "Unit -2 does not exist"),
+    (None, 7, "Type a unit number (0-7)"),
+    (0, None, "Type an image number"),
+])
+def test_dissect_preview_bad_input_is_a_clear_message_and_keeps_the_images(client, app_bundle,
+                                                                         unit, image, message):
+    *images, note = client.predict(str(app_bundle), "layer2", unit, image, api_name="/dissect_preview")
+    assert message in note and all(_kept(im) for im in images)
 
 
-def test_dissect_run_from_the_ui_saves_and_shows_the_catalog(client, app_bundle):
+def test_dissect_unknown_unit_is_a_clear_message(client, app_bundle):
+    *details, note = client.predict(str(app_bundle), "layer2", 999, api_name="/dissect_unit")
+    assert "does not exist" in note and all(_kept(d) for d in details)
+
+
+def test_dissect_run_from_the_ui_keeps_its_catalog_outside_the_bundle(client, app_bundle):
+    from core.bundle import load_bundle
     gallery, _, summary = _units(client, app_bundle, "layer3")
     assert gallery == [] and "no catalog" in summary
+    shipped = _files(app_bundle)
     out = client.predict(str(app_bundle), "layer3", 100, api_name="/dissect_run")
-    assert "Dissected `layer3` over 100 images" in out and "saved" in out
-    assert (app_bundle / "catalog" / "layer3.json").is_file()
+    assert "Dissected `layer3` over 100 images" in out and "computed here" in out
     gallery, _, summary = _units(client, app_bundle, "layer3")
-    assert len(gallery) > 0
+    assert len(gallery) > 0 and "computed here, 100 samples" in summary
+    assert _files(app_bundle) == shipped                       # the bundle is read-only
+    assert load_bundle(app_bundle).scratch("catalog/layer3.json").is_file()
+    # a shipped catalog is never replaced
+    out = client.predict(str(app_bundle), "layer2", 100, api_name="/dissect_run")
+    assert "never replaced" in out and _files(app_bundle) == shipped
+
+
+def test_dissect_stop_says_it_stopped(client, app_bundle, monkeypatch):
+    import time
+
+    import demos.dissect as dissect_tab
+    real = dissect_tab.dissect
+
+    def slow(*args, progress, **kwargs):           # a dissection that takes its time
+        def tick(done, total):
+            time.sleep(0.3)
+            progress(done, total)
+        return real(*args, progress=tick, batch_size=4, **kwargs)
+    monkeypatch.setattr(dissect_tab, "dissect", slow)
+    job = client.submit(str(app_bundle), "layer5", 2000, api_name="/dissect_run")
+    t0 = time.time()
+    while not any("Dissecting" in o for o in job.outputs()) and time.time() - t0 < 60:
+        time.sleep(0.2)
+    client.predict(api_name="/dissect_stop")
+    out = job.result(timeout=60)
+    assert "Stopped" in out and "keeps nothing" in out
+    _, _, summary = _units(client, app_bundle, "layer5")
+    assert "no catalog" in summary
 
 
 def test_explore_random_shows_16_numbered_images(client, app_bundle):

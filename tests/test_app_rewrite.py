@@ -199,13 +199,19 @@ def test_context_copy_paste_flow_through_the_api(app, tmp_path):
         c.predict(name="(no presets for this model)", api_name="/rewrite_preset")
 
 
-def test_statistics_endpoints(app):
+def test_statistics_endpoints(app, bundle):
+    from core.bundle import load_bundle
+    shipped = {p: p.read_bytes() for p in sorted(bundle.rglob("*")) if p.is_file()}
     c = _client(app)
-    assert "40 images" in c.predict(layer=LAYER, api_name="/rewrite_stats_info")
+    assert "40 images (shipped with the model)" in c.predict(layer=LAYER, api_name="/rewrite_stats_info")
     assert "no key statistics" in c.predict(layer="layer3", api_name="/rewrite_stats_info")
     out = c.predict(layer="layer3", samples=10, api_name="/rewrite_stats")
-    assert "layer3 over 10 images" in out
-    assert "10 images" in c.predict(layer="layer3", api_name="/rewrite_stats_info")
+    assert "layer3 over 10 images" in out and "cache" in out
+    assert "10 images (computed here)" in c.predict(layer="layer3", api_name="/rewrite_stats_info")
+    assert "not recomputed" in c.predict(layer=LAYER, samples=10, api_name="/rewrite_stats")
+    # the bundle is read-only at run time: the statistics went to the scratch folder
+    assert {p: p.read_bytes() for p in sorted(bundle.rglob("*")) if p.is_file()} == shipped
+    assert load_bundle(bundle).scratch("stats/layer3.safetensors").is_file()
 
 
 def test_default_layer_and_rank_come_from_the_bundle():
