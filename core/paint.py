@@ -123,6 +123,11 @@ def _ranked(entries, score: str) -> list[int]:
     return [_entry_unit(e) for e in entries]
 
 
+def specific_score(entry: dict) -> float:
+    """The ``"specific"`` ranking's score of a causal entry: effect per collateral."""
+    return float(entry["effect"]) / (float(entry["collateral"]) + SPECIFIC_FLOOR)
+
+
 def units_for(catalog: dict, concept: str, n: int = 10, ranking: str = "causal") -> list[int]:
     """The top ``n`` units for ``concept``. ``ranking="causal"`` uses the catalog's causal ranking
     (units whose removal most reduces the concept) and falls back to IoU when the catalog has none
@@ -141,8 +146,7 @@ def units_for(catalog: dict, concept: str, n: int = 10, ranking: str = "causal")
         entries = list((catalog.get("causal") or {}).get(concept) or [])
         if ranking == "specific" and entries and all(isinstance(e, dict) and "collateral" in e
                                                      for e in entries):
-            entries = [dict(e, specific=float(e["effect"]) / (float(e["collateral"]) + SPECIFIC_FLOOR))
-                       for e in entries]
+            entries = [dict(e, specific=specific_score(e)) for e in entries]
             units = _ranked(entries, "specific")
         else:
             units = _ranked(entries, "effect")
@@ -332,6 +336,6 @@ def remove_units_edit(layer: str, units: Iterable[int], mask=None, label: str | 
     return UnitEdit(layer, units, None, mask, 1.0, label or f"remove {len(units)} units")
 
 
-__all__ = ["feature_mask", "load_catalog", "units_for", "draw_values", "paint_edit",
-           "causal_ranking", "ablation_effects", "watermark_rate", "remove_units_edit",
-           "CatalogError", "RANKINGS", "DRAW_VALUES"]
+__all__ = ["feature_mask", "load_catalog", "units_for", "specific_score", "draw_values",
+           "paint_edit", "causal_ranking", "ablation_effects", "watermark_rate",
+           "remove_units_edit", "CatalogError", "RANKINGS", "DRAW_VALUES"]

@@ -6,7 +6,8 @@
    earlier work is kept (the state is only replaced when a new inversion finishes).
 2. **Invert** runs ``core.photo.invert`` (z + a feature residual at the paint layer) and then
    ``core.photo.adapt`` (image-specific ΔW on the fine layers) as ONE generator function, so the
-   previews stream and the **Stop** button (``cancels=``) ends it at the next preview.
+   previews stream; the **Stop** button ends it at the next step and keeps the best result so
+   far (inverted, adapted as far as it got), ready to paint on.
 3. Paint on the adapted model: one editor layer per concept, Draw / Remove, strength = number of
    units. **Apply** pushes ``core.paint.paint_edit`` UnitEdits on top of the adaptation
    WeightEdits; ``InversionResult.render`` adds the inversion's feature residual; the output is
@@ -37,7 +38,8 @@ from core.edits import EditStack, layer_shape
 from core.paint import CatalogError, feature_mask, paint_edit
 from core.photo import (PhotoError, adapt, composite, crop_resize, invert, load_photo, open_photo,
                         paint_layer)
-from demos.context import DISPLAY_SIZE, AppContext, display, editor_layer_masks
+from demos.context import (DISPLAY_SIZE, AppContext, StopFlags, display, editor_layer_masks,
+                           warn_on_error)
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 
@@ -135,6 +137,7 @@ def _progress_text(rec: dict, inv_psnr=None) -> str:
 def build(ctx: AppContext):
     concepts, colors = _concepts(ctx)
     ids = ctx.model_ids()
+    stops = StopFlags()
 
     def _model(model_id):
         try:
@@ -142,8 +145,10 @@ def build(ctx: AppContext):
         except (core.BundleError, OSError) as e:
             raise gr.Error(f"Cannot load model {model_id!r}: {e}")
 
-    def run_invert(model_id, upload, state, progress=gr.Progress()):
-        """Generator: inversion then adaptation, streaming (photo, reconstruction, status)."""
+    @warn_on_error(8, status=2)
+    def run_invert(model_id, upload, state, request: gr.Request, progress=gr.Progress()):
+        """Generator: inversion then adaptation, streaming (photo, reconstruction, status); a
+        problem shows in the status line, and the session's earlier work stays."""
         if not upload:
             raise gr.Error("Upload a photo first (or click one of the examples).")
         loaded = _model(model_id)
@@ -159,23 +164,27 @@ def build(ctx: AppContext):
         yield (shown, None, "Starting…", *skip)
         seg = loaded.segmenter
         encoder = _encoder(model_id or ids[0], model)
-        inv = None
-        for rec in invert(model, x, steps=INVERT_STEPS, encoder=encoder, segmenter=seg,
-                          progress=progress, preview_every=PREVIEW_EVERY):
-            if rec["done"]:
-                inv = rec["result"]
-            yield (gr.skip(), display(rec["preview"]), _progress_text(rec), *skip)
-        ada = None
-        for rec in adapt(model, inv, x, steps=ADAPT_STEPS, segmenter=seg, progress=progress,
-                         preview_every=PREVIEW_EVERY):
-            if rec["done"]:
-                ada = rec["result"]
-            yield (gr.skip(), display(rec["preview"]), _progress_text(rec, inv.psnr), *skip)
+        with stops.running(request) as flag:       # Stop: both end with their best iterate
+            for rec in invert(model, x, steps=INVERT_STEPS, encoder=encoder, segmenter=seg,
+                              progress=progress, stop=flag.is_set, preview_every=PREVIEW_EVERY):
+                if rec["done"]:
+                    inv = rec["result"]
+                yield (gr.skip(), display(rec["preview"]), _progress_text(rec), *skip)
+            for rec in adapt(model, inv, x, steps=ADAPT_STEPS, segmenter=seg, progress=progress,
+                             stop=flag.is_set, preview_every=PREVIEW_EVERY):
+                if rec["done"]:
+                    ada = rec["result"]
+                yield (gr.skip(), display(rec["preview"]), _progress_text(rec, inv.psnr), *skip)
         state = {"model_id": model_id or ids[0], "photo": x.cpu(), "big": big, "inv": inv,
                  "base": len(ada.edits), "stack": EditStack(ada.edits),
                  "psnr": (inv.psnr, ada.psnr)}
         recon = display(inv.render(model, state["stack"])[0].cpu())
-        status = (f"**Done.** Inversion: PSNR **{_fmt(inv.psnr)} dB** ({inv.steps} steps, start: "
+        if inv.stopped or ada.stopped:
+            done = (f"**Stopped** during the {'inversion' if inv.stopped else 'adaptation'}: "
+                    "kept the best result so far. ")
+        else:
+            done = "**Done.** "
+        status = (f"{done}Inversion: PSNR **{_fmt(inv.psnr)} dB** ({inv.steps} steps, start: "
                   f"{inv.start}, {inv.seconds:.1f} s) · after adaptation of "
                   f"{', '.join(ada.layers)}: PSNR **{_fmt(ada.psnr)} dB** ({ada.steps} steps, "
                   f"{ada.seconds:.1f} s). Now paint on the reconstruction below.")
@@ -212,6 +221,7 @@ def build(ctx: AppContext):
         return ({"background": edited, "layers": [], "composite": edited}, (photo, out), out,
                 _info(state, note), state)
 
+    @warn_on_error(5, status=3)
     def apply(editor_value, mode, n_units, state):
         model, state = _session(state)
         if editor_value is None or editor_value.get("background") is None:
@@ -241,6 +251,7 @@ def build(ctx: AppContext):
             stack = stack.push(edit)
         return _view({**state, "stack": stack}, "; ".join(notes))
 
+    @warn_on_error(5, status=3)
     def undo(state):
         _, state = _session(state)
         if len(state["stack"]) <= state["base"]:
@@ -248,6 +259,7 @@ def build(ctx: AppContext):
             return _view(state)
         return _view({**state, "stack": state["stack"].undo()})
 
+    @warn_on_error(5, status=3)
     def reset(state):
         _, state = _session(state)
         return _view({**state, "stack": EditStack(state["stack"][:state["base"]])})
@@ -311,7 +323,7 @@ def build(ctx: AppContext):
     # inversion + adaptation (a generator) and painting: on a ZeroGPU Space these get a GPU
     run = invert_btn.click(gpu(duration=120)(run_invert), [model_id, upload, state],
                            [shown, recon, status] + paint_outs, api_name="photo_invert")
-    stop_btn.click(None, None, None, cancels=[run], api_visibility="private")
+    stop_btn.click(stops.stop, None, None, api_name="photo_stop")
     apply_btn.click(gpu(duration=15)(apply), [editor, mode, n_units, state], paint_outs,
                     api_name="photo_paint")
     undo_btn.click(undo, [state], paint_outs, api_name="photo_undo")

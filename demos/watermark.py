@@ -22,8 +22,9 @@ import torch
 import core
 from core.edits import EditStack, layer_shape
 from core.images import make_grid, outline
-from core.paint import CatalogError, feature_mask, remove_units_edit, units_for, watermark_rate
-from demos.context import AppContext, display, editor_layer_masks
+from core.paint import (CatalogError, feature_mask, remove_units_edit, specific_score, units_for,
+                        watermark_rate)
+from demos.context import AppContext, display, editor_layer_masks, warn, warn_on_error
 from demos.gpu import gpu
 from demos.paint import catalog_for, paint_layer
 from demos.settings import STATE_TTL
@@ -33,7 +34,7 @@ SCAN = "0-399"                  # image numbers searched for watermarked samples
 RATE_NUMBERS = "100000-100199"  # 200 held-out samples for the rate (dissection never sees them)
 MIN_FRACTION = 0.005            # >= 0.5% watermark pixels = "has a watermark"
 SHOW = 12                       # watermarked samples in the before/after grids
-MAX_UNITS = 40
+MAX_UNITS = 40                  # at most this many units listed (the slider offers those listed)
 DEFAULT_UNITS = 5                     # more of these entangled units repaint the scene
 RANKING = "specific"                 # causal effect per collateral (core.paint.units_for)
 BATCH = 50
@@ -102,15 +103,20 @@ def rate(model, renderer, seg, wm: int, stack: EditStack, units: tuple,
 
 
 def ranking_table(catalog: dict, n: int = MAX_UNITS) -> tuple[pd.DataFrame, str]:
-    """The catalog's watermark units: causal effect when there is a causal ranking, else IoU."""
+    """The catalog's watermark units in the order they are switched off, with the score that
+    orders them: causal effect per collateral (or causal effect, for entries without a
+    collateral) when there is a causal ranking, else IoU."""
     labels = {int(u["unit"]): u.get("label", "") for u in catalog.get("units") or []
               if isinstance(u, dict) and "unit" in u}
     causal = (catalog.get("causal") or {}).get(CONCEPT)
-    which, score = (("causal effect (ordered by effect per collateral)", "effect") if causal
-                    else ("IoU", "iou"))
+    specific = bool(causal) and all(isinstance(e, dict) and "collateral" in e for e in causal)
+    if specific:
+        which, key = "causal effect per collateral", "effect"
+    else:
+        which, key = ("causal effect", "effect") if causal else ("IoU", "iou")
     entries = causal or (catalog.get("concepts") or {}).get(CONCEPT) or []
-    scores = {int(e["unit"]): float(e[score]) for e in entries
-              if isinstance(e, dict) and "unit" in e and score in e}
+    scores = {int(e["unit"]): specific_score(e) if specific else float(e[key]) for e in entries
+              if isinstance(e, dict) and "unit" in e and key in e}
     units = units_for(catalog, CONCEPT, n, RANKING)
     rows = [[i + 1, u, round(scores[u], 4) if u in scores else None, labels.get(u, "")]
             for i, u in enumerate(units)]
@@ -159,15 +165,19 @@ def build(ctx: AppContext):
         except CatalogError as e:
             raise gr.Error(f"No watermark units: {e}")
 
+    def slider(n: int):
+        """The units slider offers exactly the ``n`` units listed."""
+        return gr.update(maximum=n, value=min(DEFAULT_UNITS, n))
+
     def units_table(model_id):
         try:
             model = ctx.model(model_id)
             cat, layer = catalog_for(model, paint_layer(model)), paint_layer(model)
             table, which = ranking_table(cat)
         except Exception as e:  # noqa: BLE001 - shown, not raised (also runs at page load)
-            return pd.DataFrame([], columns=UNIT_HEADERS), f"No watermark units to show: {e}"
+            return pd.DataFrame([], columns=UNIT_HEADERS), f"No watermark units to show: {e}", gr.skip()
         return table, (f"Top {len(table)} watermark units at `{layer}` of `{model.name}`, "
-                       f"ranked by **{which}**.")
+                       f"ranked by **{which}** (the score)."), slider(len(table))
 
     def found_gallery(model_id, show_outline, progress=None):
         """(gallery items, found) of the watermarked samples among SCAN (the first 48 shown)."""
@@ -178,6 +188,7 @@ def build(ctx: AppContext):
         return [(tile, f"#{n} · {100 * s:.1f}%") for tile, (n, s) in
                 zip(_tiles(images, seg, wm, show_outline), found[:48])], found
 
+    @warn_on_error(3, status=1)
     def find(model_id, show_outline=True, progress=gr.Progress()):
         gallery, found = found_gallery(model_id, show_outline, progress)
         if not found:
@@ -188,6 +199,7 @@ def build(ctx: AppContext):
                 + ("; showing the first 48." if len(found) > 48 else "."))
         return gallery, text, numbers[0]
 
+    @warn_on_error(4, status=3)
     def remove(model_id, n_units, source, picked, show_outline=True, progress=gr.Progress()):
         loaded = ctx.get(model_id)
         model = loaded.model
@@ -224,14 +236,19 @@ def build(ctx: AppContext):
         after_rate = rate(model, r, seg, wm, stack, tuple(units), progress) if units else before_rate
         which = "marked region" if source == SOURCES[1] else "catalog ranking"
         text = (f"Switched off **{len(units)}** unit(s) at `{layer}` ({which}): "
-                f"{', '.join(map(str, units)) or 'none'}.  \nWatermark rate on "
-                f"{len(core.parse_image_numbers(RATE_NUMBERS))} held-out samples ({RATE_NUMBERS}): "
+                f"{', '.join(map(str, units)) or 'none'}"
+                + (f" (asked for {n}; only {len(units)} are listed)" if len(units) < n else "")
+                + f".  \nWatermark rate on {len(core.parse_image_numbers(RATE_NUMBERS))} "
+                f"held-out samples ({RATE_NUMBERS}): "
                 f"**{100 * before_rate:.1f}% → {100 * after_rate:.1f}%**."
                 + ("" if found else "  \n(No watermarked samples were found; the grids show the "
                    "first samples instead.)"))
+        if after_rate > before_rate:
+            text += "  \n" + warn("This edit makes the watermark rate worse: switching these "
+                                  "units off draws more watermarks, not fewer.")
         return ((_grid(_tiles(before, seg, wm, show_outline), caps),
-                 _grid(_tiles(after, seg, wm, show_outline), caps)), round(100 * before_rate, 2),
-                round(100 * after_rate, 2), text)
+                 _grid(_tiles(after, seg, wm, show_outline), caps)), f"{100 * before_rate:.1f}%",
+                f"{100 * after_rate:.1f}%", text)
 
     def load_sample(model_id, number):
         try:
@@ -243,6 +260,7 @@ def build(ctx: AppContext):
         img = display(ctx.renderer(model_id).render_numbers([k])[0])
         return {"background": img, "layers": [], "composite": img}
 
+    @warn_on_error(5, status=1)
     def pick_units(model_id, number, editor_value):
         model = ctx.model(model_id)
         if editor_value is None or editor_value.get("background") is None:
@@ -251,7 +269,7 @@ def build(ctx: AppContext):
         mask = masks[0] if masks else None
         if mask is None or not mask.any():
             gr.Info("Nothing marked yet: brush over the watermark, then press the button.")
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * 5
         cat, layer = _catalog(model)
         try:
             k = int(number)
@@ -264,7 +282,7 @@ def build(ctx: AppContext):
                               enumerate(zip(units, scores))], columns=UNIT_HEADERS)
         note = (f"Units most active in the region you marked on image #{k} (mean activation "
                 f"there / the unit's 0.99 quantile); 'Remove watermarks' now uses them.")
-        return table, note, units, SOURCES[1]
+        return table, note, units, SOURCES[1], slider(len(units))
 
     # ---------------------------------------------------------------- layout
     gr.Markdown(
@@ -275,11 +293,13 @@ def build(ctx: AppContext):
         model_id = gr.Dropdown(ids, value=ids[0], label="Model", scale=2, visible=len(ids) > 1)
         find_btn = gr.Button("Find watermarked samples", variant="secondary", scale=1,
                              elem_id="wm_find")
-        found_md = gr.Markdown(elem_id="wm_found")
+        found_md = gr.Markdown(f"Press **Find watermarked samples** to search images {SCAN}.",
+                               elem_id="wm_found")
     show_outline = gr.Checkbox(True, label="Outline the pixels the segmenter calls watermark",
                                elem_id="wm_outline")
-    gallery = gr.Gallery(label=f"Watermarked samples among {SCAN}", columns=8, height="auto",
-                         allow_preview=False, format="png", elem_id="wm_gallery")
+    gallery = gr.Gallery(label=f"Watermarked samples among {SCAN}", columns=8, fit_columns=False,
+                         height="auto", allow_preview=False, format="png", interactive=False,
+                         elem_id="wm_gallery")
     with gr.Row():
         with gr.Column(scale=2):
             units_md = gr.Markdown(elem_id="wm_units_note")
@@ -293,10 +313,10 @@ def build(ctx: AppContext):
                               elem_id="wm_source")
             remove_btn = gr.Button("Remove watermarks", variant="primary", elem_id="wm_remove")
             with gr.Row():
-                rate_before = gr.Number(label="Watermark rate before (%)", interactive=False,
-                                        elem_id="wm_rate_before")
-                rate_after = gr.Number(label="Watermark rate after (%)", interactive=False,
-                                       elem_id="wm_rate_after")
+                rate_before = gr.Textbox("—", label="Watermark rate before", interactive=False,
+                                         elem_id="wm_rate_before")
+                rate_after = gr.Textbox("—", label="Watermark rate after", interactive=False,
+                                        elem_id="wm_rate_after")
             result_md = gr.Markdown(elem_id="wm_result")
     compare = gr.ImageSlider(label="Watermarked samples: before / after", format="png",
                              type="numpy", max_height=800, elem_id="wm_compare")
@@ -327,12 +347,12 @@ def build(ctx: AppContext):
     show_outline.change(redraw, [model_id, show_outline, gallery], gallery, api_visibility="private")
     remove_btn.click(heavy(remove), [model_id, n_units, source, picked, show_outline],
                      [compare, rate_before, rate_after, result_md], api_name="watermark_remove")
-    model_id.change(units_table, [model_id], [units_df, units_md], api_name="watermark_units")
+    model_id.change(units_table, [model_id], [units_df, units_md, n_units], api_name="watermark_units")
     mark_load.click(load_sample, [model_id, mark_number], [mark_editor],
                     api_name="watermark_mark_load")
     mark_pick.click(pick_units, [model_id, mark_number, mark_editor],
-                    [units_df, units_md, picked, source],
+                    [units_df, units_md, picked, source, n_units],
                     api_name="watermark_mark_pick")
-    gr.on(None, lambda: units_table(ids[0]), [], [units_df, units_md],
+    gr.on(None, lambda: units_table(ids[0]), [], [units_df, units_md, n_units],
           api_name="watermark_init", show_progress="hidden")
     return {}

@@ -101,26 +101,30 @@ def _editor(tmp_path, bg_path, stroke, layer=0, n_layers=3):
 
 def test_endpoints_are_named(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/photo_invert", "/photo_paint", "/photo_undo", "/photo_reset"} <= names
+    assert {"/photo_invert", "/photo_stop", "/photo_paint", "/photo_undo", "/photo_reset"} <= names
 
 
-def test_corrupt_upload_gives_a_clear_error(client, app_bundle, tmp_path):
+def _kept(output) -> bool:
+    """Whether an output came back as gr.skip(): the page keeps what it showed."""
+    return isinstance(output, dict) and output.get("__type__") == "update"
+
+
+def test_corrupt_upload_gives_a_clear_message_in_the_status(client, app_bundle, tmp_path):
     from gradio_client import handle_file
-    from gradio_client.exceptions import AppError
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"this is not really a png" * 10)
-    with pytest.raises(AppError) as err:
-        client.predict(str(app_bundle), handle_file(str(bad)), api_name="/photo_invert")
-    assert "broken.png" in str(err.value) and "image" in str(err.value).lower()
+    shown, recon, status, *rest = client.predict(str(app_bundle), handle_file(str(bad)),
+                                                 api_name="/photo_invert")
+    assert "broken.png" in status and "image" in status.lower()     # replaces an old "Done."
+    assert _kept(shown) and _kept(recon) and all(_kept(o) for o in rest)
 
 
 def test_paint_before_invert_is_refused(client, tmp_path):
-    from gradio_client.exceptions import AppError
     p = tmp_path / "bg.png"
     Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(p)
-    with pytest.raises(AppError, match="Invert"):
-        client.predict(_editor(tmp_path, str(p), (0, 10, 0, 10)), "Draw", 3,
-                       api_name="/photo_paint")
+    editor, compare, result, info = client.predict(_editor(tmp_path, str(p), (0, 10, 0, 10)),
+                                                   "Draw", 3, api_name="/photo_paint")
+    assert "Invert" in info and _kept(editor) and _kept(result)
 
 
 def test_invert_then_paint_changes_only_near_the_stroke(client, app_bundle, tmp_path):
@@ -181,3 +185,30 @@ def test_invert_is_a_stoppable_generator_and_keeps_earlier_work(client, app_bund
         photo_tab.INVERT_STEPS = saved
     _, _, _, info = client.predict(api_name="/photo_reset")   # the earlier inversion is still there
     assert "0 paint edit" in info and "Inversion PSNR" in info
+
+
+def test_stop_keeps_the_best_result_so_far(client, app_bundle, tmp_path):
+    """The Stop button ends the inversion at its next step; the best iterate so far becomes the
+    session's photo, ready to paint on, and the status says so."""
+    import time
+
+    from gradio_client import handle_file
+
+    import demos.photo as photo_tab
+    saved = photo_tab.INVERT_STEPS
+    photo_tab.INVERT_STEPS = 100_000                   # would run for many minutes
+    try:
+        job = client.submit(str(app_bundle), handle_file(_photo(tmp_path)),
+                            api_name="/photo_invert")
+        t0 = time.time()
+        while len(job.outputs()) < 3 and time.time() - t0 < 60:   # streamed previews
+            time.sleep(0.2)
+        client.predict(api_name="/photo_stop")
+        shown, recon, status, editor, compare, result, info = job.result(timeout=60)
+    finally:
+        photo_tab.INVERT_STEPS = saved
+    assert "Stopped" in status and "during the inversion" in status and "best result" in status
+    assert "Inversion PSNR" in info and editor["background"]
+    ed = _editor(tmp_path, editor["background"], (0, 128, 0, 128))
+    _, _, _, info2 = client.predict(ed, "Draw", 3, api_name="/photo_paint")
+    assert "1 paint edit" in info2

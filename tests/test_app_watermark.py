@@ -115,14 +115,27 @@ def test_ranking_table_prefers_causal_and_falls_back_to_iou():
     assert which == "IoU" and table["unit"].tolist() == [5, 6, 7]
 
 
+def test_ranking_table_shows_the_score_it_is_ranked_by():
+    """With collaterals the units go by effect per collateral, and that is the score shown."""
+    from demos.watermark import ranking_table
+    cat = fake_catalog()
+    cat["causal"]["watermark"] = [{"unit": 6, "effect": 0.05, "collateral": 0.09},
+                                  {"unit": 5, "effect": 0.03, "collateral": 0.01},
+                                  {"unit": 7, "effect": 0.01, "collateral": 0.04}]
+    table, which = ranking_table(cat)
+    assert which == "causal effect per collateral" and table["unit"].tolist() == [5, 6, 7]
+    assert table["score"].tolist() == sorted(table["score"].tolist(), reverse=True)
+
+
 def test_units_find_and_remove(client, app_bundle):
     mid = str(app_bundle)
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     assert {"/watermark_find", "/watermark_remove", "/watermark_units", "/watermark_init",
             "/watermark_mark_load", "/watermark_mark_pick"} <= names
 
-    table, note = client.predict(api_name="/watermark_init")
+    table, note, n_units = client.predict(api_name="/watermark_init")
     assert [r[1] for r in _rows(table)] == [6, 5, 7] and "causal effect" in note
+    assert n_units["maximum"] == 3             # the slider offers the 3 units listed
 
     gallery, text, first = client.predict(mid, api_name="/watermark_find")
     numbers = [int(g["caption"].split(" ")[0][1:]) for g in gallery]
@@ -137,8 +150,9 @@ def test_units_find_and_remove(client, app_bundle):
 
     compare, before, after, text = client.predict(mid, 2, "catalog ranking",
                                                   api_name="/watermark_remove")
-    assert 0 <= before <= 100 and 0 <= after <= 100
+    assert all(0 <= float(r.rstrip("%")) <= 100 for r in (before, after))
     assert "6, 5" in text and "→" in text and "100000-100199" in text
+    assert ("worse" in text) == (float(after.rstrip("%")) > float(before.rstrip("%")))
     grid_before, grid_after = _img(compare[0]), _img(compare[1])
     assert grid_before.shape == grid_after.shape and not np.array_equal(grid_before, grid_after)
 
@@ -166,11 +180,10 @@ def test_rate_matches_core(app_bundle, segmenter):
 
 def test_marked_region_units(app, app_bundle, tmp_path):
     from gradio_client import handle_file
-    from gradio_client.exceptions import AppError
     mid = str(app_bundle)
     c = _client(app)
-    with pytest.raises(AppError, match="No marked units yet"):
-        c.predict(mid, 3, "marked region", api_name="/watermark_remove")
+    compare, before, after, text = c.predict(mid, 3, "marked region", api_name="/watermark_remove")
+    assert "No marked units yet" in text and compare == {"__type__": "update"}
     editor = c.predict(mid, 7, api_name="/watermark_mark_load")
     bg = _img(editor["background"])
     assert bg.shape == (512, 512, 3)
@@ -181,9 +194,10 @@ def test_marked_region_units(app, app_bundle, tmp_path):
     payload = {"background": handle_file(str(tmp_path / "bg.png")),
                "layers": [handle_file(str(tmp_path / "mark.png"))],
                "composite": handle_file(str(tmp_path / "bg.png")), "id": None}
-    table, note, source = c.predict(mid, 7, payload, api_name="/watermark_mark_pick")
+    table, note, source, n_units = c.predict(mid, 7, payload, api_name="/watermark_mark_pick")
     units = [r[1] for r in _rows(table)]
     assert sorted(units) == list(range(8)) and source == "marked region" and "#7" in note
+    assert n_units["maximum"] == 8
     # the scores are the mean activation in the marked cells relative to quantile_99
     import core
     from demos.watermark import marked_units
@@ -199,3 +213,6 @@ def test_marked_region_units(app, app_bundle, tmp_path):
     compare, before, after, text = c.predict(mid, 2, "marked region",
                                              api_name="/watermark_remove")
     assert f"{units[0]}, {units[1]}" in text and "marked region" in text
+    # the slider now offers the 8 marked units; the catalog ranking lists 3, and says so
+    _, _, _, text = c.predict(mid, 5, "catalog ranking", api_name="/watermark_remove")
+    assert "asked for 5; only 3 are listed" in text
