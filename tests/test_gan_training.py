@@ -43,11 +43,12 @@ def test_schedule():
 
 def test_a_few_steps_train_resume_and_export(tmp_path, monkeypatch):
     import training.gan as gan
-    from training.toytown import render_batch
+    from training.toytown import latents, render_latents
 
-    images, _ = render_batch(0, 16, size=16)
-    monkeypatch.setattr(gan, "load_dataset",
-                        lambda n, seed, size, workers: torch.from_numpy(images).permute(0, 3, 1, 2))
+    z = latents(0, 16)
+    images, labels = render_latents(z, size=16)
+    data = gan.Data(torch.from_numpy(z), torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels))
+    monkeypatch.setattr(gan, "load_dataset", lambda n, seed, size, workers: data)
     monkeypatch.setattr(gan, "DEFAULT_SIZES", [16, 16, 8, 8])
     run = tmp_path / "run"
     args = ["--run-dir", str(run), "--resolution", "16", "--schedule", "4:2,8:2,16:0:4", "--fade", "2",
@@ -75,8 +76,10 @@ def test_dataset_rendered_by_several_workers_is_the_same(tmp_path):
     from training.gan import load_dataset
     one = load_dataset(10, seed=3, size=64, cache_dir=tmp_path / "a")
     two = load_dataset(10, seed=3, size=64, cache_dir=tmp_path / "b", workers=3)
-    assert one.shape == (10, 3, 64, 64) and one.dtype == torch.uint8 and torch.equal(one, two)
-    assert torch.equal(load_dataset(10, seed=3, size=64, cache_dir=tmp_path / "b"), two)  # cached
+    assert one.images.shape == (10, 3, 64, 64) and one.images.dtype == torch.uint8
+    assert one.z.shape == (10, 128) and one.labels.shape == (10, 64, 64)
+    for a, b, c in zip(one, two, load_dataset(10, seed=3, size=64, cache_dir=tmp_path / "b")):  # c: cached
+        assert torch.equal(a, b) and torch.equal(b, c)
 
 
 def test_device_plan_gives_each_resolution_its_share():
@@ -92,11 +95,12 @@ def test_device_plan_gives_each_resolution_its_share():
 def test_device_run_files_merge_into_a_resumable_state(tmp_path, monkeypatch):
     import training.gan as gan
     from training.device_gan import merge, write_parts
-    from training.toytown import render_batch
+    from training.toytown import latents, render_latents
 
-    images, _ = render_batch(0, 16, size=16)
-    monkeypatch.setattr(gan, "load_dataset",
-                        lambda n, seed, size, workers: torch.from_numpy(images).permute(0, 3, 1, 2))
+    z = latents(0, 16)
+    images, labels = render_latents(z, size=16)
+    data = gan.Data(torch.from_numpy(z), torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels))
+    monkeypatch.setattr(gan, "load_dataset", lambda n, seed, size, workers: data)
     monkeypatch.setattr(gan, "DEFAULT_SIZES", [16, 16, 8, 8])
     args = ["--resolution", "16", "--schedule", "4:2,16:0:4", "--fade", "2", "--batch", "8", "--fresh"]
     gan.main(["--run-dir", str(tmp_path / "device")] + args + ["--steps", "3"])
@@ -111,3 +115,30 @@ def test_device_run_files_merge_into_a_resumable_state(tmp_path, monkeypatch):
     assert from_state_dict(load_file(home / "generator_ema.safetensors")).resolution == 16
     gan.main(["--run-dir", str(home)] + args[:-1] + ["--steps", "5"])   # Adam restarts, training goes on
     assert torch.load(home / "state.pt", weights_only=True)["step"] == 5
+
+
+@pytest.mark.parametrize("recipe", [["--loss", "relativistic", "--r2-gamma", "0.1"], ["--seg-weight", "1"],
+                                    ["--l1-weight", "10", "--regress-steps", "3"]])
+def test_each_bakeoff_recipe_trains(tmp_path, monkeypatch, recipe):
+    import training.gan as gan
+    from training.toytown import latents, render_latents
+
+    z = latents(0, 8)
+    images, labels = render_latents(z, size=16)
+    data = gan.Data(torch.from_numpy(z), torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels))
+    monkeypatch.setattr(gan, "load_dataset", lambda n, seed, size, workers: data)
+    monkeypatch.setattr(gan, "DEFAULT_SIZES", [128, 16, 8, 8])
+    run = tmp_path / "run"
+    main(["--run-dir", str(run), "--resolution", "16", "--schedule", "8:2,16:0:4", "--fade", "2", "--batch", "8",
+          "--steps", "6", "--r1-every", "2", "--fresh"] + recipe)
+    st = torch.load(run / "state.pt", weights_only=True)
+    assert st["step"] == 6 and all(torch.isfinite(v).all() for v in st["G"].values())
+    assert st["recipe"][0][recipe[0][2:].replace("-", "_")] == type(st["recipe"][0][recipe[0][2:].replace("-", "_")])(recipe[1])
+
+
+def test_discriminator_segments_at_16_px():
+    disc = Discriminator(64, channels=(8, 8, 8, 8, 8), seg_classes=11)
+    out, seg = disc(torch.randn(2, 3, 64, 64), segment=True)
+    assert out.shape == (2, 1) and seg.shape == (2, 11, 16, 16)
+    assert disc(torch.randn(2, 3, 8, 8), segment=True)[1] is None
+    assert Discriminator(64, channels=(8, 8, 8, 8, 8))(torch.randn(2, 3, 16, 16), segment=True)[1] is None

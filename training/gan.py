@@ -36,6 +36,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,39 +44,52 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.generators.progan import ConvBlock, ProGANGenerator
-from training.toytown import render_batch
+from training.toytown import CLASSES, latents, render_latents
 
 RUN_DIR = Path("runs/gan")
-DEFAULT_SIZES = [128, 256, 192, 96, 32, 16]  # z, then channels at 4, 8, 16, 32, 64 px
+DEFAULT_SIZES = [128, 256, 256, 128, 48, 24]  # z, then channels at 4, 8, 16, 32, 64 px
+D_CHANNELS = (16, 48, 128, 192, 256)          # discriminator at 64, 32, 16, 8, 4 px
+SEG_RES = 16                                  # where the discriminator's segmentation head looks
 
 
 # ----------------------------------------------------------------------------- data
-def _render_images(seed: int, n: int, start: int, size: int) -> np.ndarray:
-    return render_batch(seed, n, start=start, size=size)[0]
+class Data(NamedTuple):
+    """Toytown scenes with what made them: latents [n,Z] float32, images uint8 [n,3,S,S] and
+    label maps uint8 [n,S,S] (a scene is a function of its latent, see training.toytown)."""
+    z: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+def _render(seed: int, n: int, start: int, size: int):
+    z = latents(seed, n, start)
+    return (z, *render_latents(z, size))
 
 
 def load_dataset(n: int, seed: int = 0, size: int = 64, cache_dir: Path = Path("runs"),
-                 workers: int = 1) -> torch.Tensor:
-    """``n`` Toytown renders as uint8 [n,3,S,S], cached on disk after the first call. Scene i
-    depends on (seed, i) alone, so ``workers`` processes render chunks of the same dataset."""
-    path = cache_dir / f"toytown_s{seed}_n{n}_{size}px.npy"
+                 workers: int = 1) -> Data:
+    """``n`` Toytown scenes, cached on disk after the first call. Scene i depends on (seed, i)
+    alone, so ``workers`` processes render chunks of the same dataset."""
+    path = cache_dir / f"toytown2_s{seed}_n{n}_{size}px.npz"
     if path.exists():
-        images = np.load(path)
+        with np.load(path) as f:
+            z, images, labels = f["z"], f["images"], f["labels"]
     else:
+        chunk = -(-n // max(1, workers))
+        starts = list(range(0, n, chunk))
+        args = ([seed] * len(starts), [min(chunk, n - s) for s in starts], starts, [size] * len(starts))
         if workers > 1:
             from concurrent.futures import ProcessPoolExecutor
             from multiprocessing import get_context
-            chunk = -(-n // workers)
-            starts = list(range(0, n, chunk))
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                parts = pool.map(_render_images, [seed] * len(starts),
-                                 [min(chunk, n - s) for s in starts], starts, [size] * len(starts))
-                images = np.concatenate(list(parts))
+                parts = list(pool.map(_render, *args))
         else:
-            images = _render_images(seed, n, 0, size)
+            parts = [_render(*a) for a in zip(*args)]
+        z, images, labels = (np.concatenate(p) for p in zip(*parts))
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, images)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        np.savez(path, z=z, images=images, labels=labels)
+    return Data(torch.from_numpy(z), torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                torch.from_numpy(labels))
 
 
 # ----------------------------------------------------------------------------- discriminator
@@ -124,7 +138,7 @@ class Discriminator(nn.Module):
     at resolution ``res`` the image enters at the matching block, faded in from the half
     resolution's path while ``alpha`` < 1 (Progressive GAN)."""
 
-    def __init__(self, resolution=64, channels=(16, 32, 64, 128, 192)):
+    def __init__(self, resolution=64, channels=(16, 32, 64, 128, 192), seg_classes: int = 0):
         super().__init__()
         n_down = int(math.log2(resolution)) - 2
         chans = list(channels[:n_down + 1])
@@ -135,17 +149,25 @@ class Discriminator(nn.Module):
         self.final_conv = EqConv(c + 1, c, 3, 1)
         self.fc = EqLinear(c * 16, c)
         self.out = EqLinear(c, 1)
+        # Optional per-pixel segmentation head on the 16x16 features (trained on the renders'
+        # labels: an auxiliary task that makes D's features see objects, not only texture).
+        self.seg = EqConv(chans[int(math.log2(resolution // SEG_RES))], seg_classes, 1) if seg_classes else None
 
-    def forward(self, x, alpha: float = 1.0):
+    def forward(self, x, alpha: float = 1.0, segment: bool = False):
+        """Realness logits [N,1]; with ``segment``, also class logits at 16x16 (None below 16 px)."""
         res = x.shape[-1]
         i = int(math.log2(self.resolution // res))
         h = F.leaky_relu(self.from_rgb[str(res)](x), 0.2)
+        want_seg, segment = segment, segment and self.seg is not None
+        seg = self.seg(h) if segment and res == SEG_RES else None
         if i < len(self.blocks):
             h = self.blocks[i](h)
             if alpha < 1:
                 skip = F.leaky_relu(self.from_rgb[str(res // 2)](F.avg_pool2d(x, 2)), 0.2)
                 h = torch.lerp(skip, h, alpha)
             for block in self.blocks[i + 1:]:
+                if segment and h.shape[-1] == SEG_RES:
+                    seg = self.seg(h)
                 h = block(h)
         # Minibatch standard deviation (groups of 4) lets D see a lack of variety.
         n, c, hh, ww = h.shape
@@ -154,7 +176,7 @@ class Discriminator(nn.Module):
         s = s.repeat(g).reshape(n, 1, 1, 1).expand(n, 1, hh, ww).to(h.dtype)
         h = F.leaky_relu(self.final_conv(torch.cat([h, s], 1)), 0.2)
         h = F.leaky_relu(self.fc(h.flatten(1)), 0.2)
-        return self.out(h)
+        return (self.out(h), seg) if want_seg else self.out(h)
 
 
 class GrowingGenerator(nn.Module):
@@ -231,15 +253,17 @@ def train(args):
     run = Path(args.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
-    data = load_dataset(args.dataset_size, seed=args.data_seed, size=args.resolution,
-                        workers=args.workers).to(device)
-    print(f"dataset: {len(data)} renders at {args.resolution} px; training on {device}")
+    data = Data(*(t.to(device) for t in load_dataset(args.dataset_size, seed=args.data_seed,
+                                                      size=args.resolution, workers=args.workers)))
+    k = args.resolution // SEG_RES   # the label at the centre of each 16x16 cell
+    labels16 = data.labels[:, k // 2::k, k // 2::k].long() if args.seg_weight else None
+    print(f"dataset: {len(data.images)} renders at {args.resolution} px; training on {device}")
 
     sizes = DEFAULT_SIZES[:int(math.log2(args.resolution))]
     G = GrowingGenerator(sizes)
     G_ema = GrowingGenerator(sizes)
     G_ema.load_state_dict(G.state_dict())
-    D = Discriminator(args.resolution)
+    D = Discriminator(args.resolution, D_CHANNELS, seg_classes=len(CLASSES) if args.seg_weight else 0)
     stages = parse_schedule(args.schedule, args.batch)
     if stages[-1][0] != args.resolution:
         raise SystemExit(f"the schedule must end at --resolution {args.resolution}")
@@ -272,7 +296,8 @@ def train(args):
         print(f"resumed at step {step} ({seconds / 60:.1f} min trained)")
     # the settings of each stretch of training, for the model card
     settings = {k: getattr(args, k) for k in ("lr", "lr_d", "r1_gamma", "r1_every", "batch", "schedule",
-                                              "fade", "ema_kimg", "ema_rampup")}
+                                              "fade", "ema_kimg", "ema_rampup", "loss", "r2_gamma",
+                                              "seg_weight", "l1_weight", "regress_steps")}
     if device.type != "cpu":      # recorded only off the CPU, so CPU recipes read as before
         settings["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     if not recipe or {k: v for k, v in recipe[-1].items() if k != "from_step"} != settings:
@@ -303,9 +328,8 @@ def train(args):
         save_file({k: v.detach().cpu().contiguous() for k, v in G_ema.g.state_dict().items()},
                   run / "generator_ema.safetensors")
 
-    def real_batch(res, alpha, batch):
-        idx = torch.randint(len(data), (batch,), generator=rng, device=device)
-        x = data[idx].float() / 127.5 - 1
+    def real_batch(idx, res, alpha):
+        x = data.images[idx].float() / 127.5 - 1
         x = F.avg_pool2d(x, args.resolution // res) if res < args.resolution else x
         if alpha < 1:  # fade the new detail in, as the generator's output is
             x = torch.lerp(F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest"), x, alpha)
@@ -316,31 +340,58 @@ def train(args):
             x = model(fixed_z, res, alpha)
         save_grid(F.interpolate(x, size=args.resolution, mode="nearest").cpu(), path)
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    bf16 = args.bf16 if args.bf16 is not None else (
+        device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def penalty(x, alpha):
+        """Mean squared norm of D's gradient at ``x`` (R1 on reals, R2 on fakes)."""
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(D(x, alpha).sum(), x, create_graph=True)
+        return grad.pow(2).sum(dim=(1, 2, 3)).mean()
 
     def train_step(step, res, alpha, batch):
-        # one generated batch serves both updates (saves a generator forward per step)
-        z = torch.randn(batch, sizes[0], generator=rng, device=device)
-        real = real_batch(res, alpha, batch)
+        idx = torch.randint(len(data.images), (batch,), generator=rng, device=device)
+        real = real_batch(idx, res, alpha)
+        # --regress: G(z) is pulled onto the scene its latent z draws (render(z) is a function of z)
+        z = data.z[idx] if args.l1_weight else torch.randn(batch, sizes[0], generator=rng, device=device)
+        adversarial = step >= args.regress_steps
+        loss_d = r1 = torch.zeros((), device=device)
         with autocast:
-            fake = G(z, res, alpha)
-            # --- discriminator: real vs generated, plus a lazy R1 penalty on reals
-            loss_d = F.softplus(D(fake.detach().float(), alpha)).mean() + F.softplus(-D(real, alpha)).mean()
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        r1 = torch.zeros((), device=device)
-        if step % args.r1_every == 0:
-            real.requires_grad_(True)
-            (grad,) = torch.autograd.grad(D(real, alpha).sum(), real, create_graph=True)
-            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
-            (r1 * args.r1_gamma / 2 * args.r1_every).backward()
-        opt_d.step()
-        # --- generator: non-saturating loss
+            fake = G(z, res, alpha)  # one generated batch serves both updates
+        if adversarial:
+            # --- discriminator: real vs generated (+ the segmentation of reals), lazy R1 / R2
+            with autocast:
+                d_fake = D(fake.detach().float(), alpha)
+                d_real, seg = D(real, alpha, segment=True)
+                if args.loss == "relativistic":
+                    loss_d = F.softplus(d_fake - d_real).mean()
+                else:
+                    loss_d = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+                if seg is not None:
+                    loss_d = loss_d + args.seg_weight * F.cross_entropy(seg.float(), labels16[idx])
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            if step % args.r1_every == 0:
+                r1 = penalty(real, alpha)
+                reg = r1 * args.r1_gamma
+                if args.r2_gamma:
+                    reg = reg + penalty(fake, alpha) * args.r2_gamma
+                (reg / 2 * args.r1_every).backward()
+            opt_d.step()
+        # --- generator: non-saturating (or relativistic) loss, plus L1 to its scene with --regress
+        D.requires_grad_(False)  # no weight gradients for D in the G step (9% faster)
         with autocast:
-            loss_g = F.softplus(-D(fake, alpha)).mean()
+            loss_g = torch.zeros((), device=device)
+            if adversarial:
+                d_fake = D(fake, alpha)
+                loss_g = F.softplus(-(d_fake - d_real.detach()) if args.loss == "relativistic" else -d_fake).mean()
+            if args.l1_weight:
+                loss_g = loss_g + args.l1_weight * (fake.float() - real).abs().mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
+        D.requires_grad_(True)
         ema_update(G_ema, G, ema_beta(batch))
         # variety: mean per-pixel std over the batch (a collapsing G drives it towards 0)
         return loss_d.item(), loss_g.item(), r1.item(), float(fake.detach().float().std(0).mean())
@@ -397,7 +448,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run-dir", default=str(RUN_DIR))
     p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--dataset-size", type=int, default=24000)
+    p.add_argument("--dataset-size", type=int, default=100_000)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--schedule", default="8:300,16:1500,32:1200,64:0:16",
@@ -411,17 +462,27 @@ def main(argv=None):
     p.add_argument("--ema-kimg", type=float, default=10.0, help="EMA half-life in thousands of images")
     p.add_argument("--ema-rampup", type=float, default=0.05,
                    help="the EMA half-life is at most this fraction of the images seen")
+    p.add_argument("--loss", choices=("logistic", "relativistic"), default="logistic",
+                   help="non-saturating logistic, or relativistic pairing (RpGAN)")
+    p.add_argument("--r2-gamma", type=float, default=0.0, help="R2 weight (gradient penalty on fakes)")
+    p.add_argument("--seg-weight", type=float, default=0.0,
+                   help="weight of the discriminator's segmentation loss on reals (0: no head)")
+    p.add_argument("--l1-weight", type=float, default=0.0,
+                   help="regression: L1 between G(z) and the scene z draws (uses the data's latents)")
+    p.add_argument("--regress-steps", type=int, default=0,
+                   help="steps of pure regression (no discriminator) before the adversarial game")
     p.add_argument("--steps", type=int, default=10 ** 9)
     p.add_argument("--minutes", type=float, default=60)
     p.add_argument("--sample-every", type=int, default=250)
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu, or cuda (see training/device_gan.py)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=int, default=2,
                    help="processes that render the dataset when it is not cached yet")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast: on GPUs, and on CPUs with native bf16 (10x slower on AVX2-only ones)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on GPUs and on CPUs with native bf16; 10x slower on "
+                        "AVX2-only ones)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--resume-from", default="training/checkpoints/gan_resume.safetensors",
                    help="compact committed checkpoint used when RUN_DIR has no state.pt")

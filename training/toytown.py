@@ -239,8 +239,10 @@ def _word_mask(size: int) -> np.ndarray:
     glyphs = np.concatenate(cols[:-1], axis=1)
     scale = max(1, round(3 * size / 64))
     m = np.kron(glyphs, np.ones((scale, scale), bool))
-    out = np.zeros((size, size), bool)
     h, w = m.shape
+    m = m[max(0, (h - size) // 2):][:size, max(0, (w - size) // 2):][:, :size]  # tiny canvases: clip
+    h, w = m.shape
+    out = np.zeros((size, size), bool)
     r0, c0 = size // 2 - h // 2, size // 2 - w // 2
     out[r0:r0 + h, c0:c0 + w] = m
     out.flags.writeable = False
