@@ -95,7 +95,7 @@ class Model:
 
     def sample_z(self, image_numbers: Iterable[int] | str, seed: int = 1) -> torch.Tensor:
         """Latents of image numbers (a list or a string like ``"0-15,20"``): ``[N, z_dim]`` float32,
-        row i of ``RandomState(seed).standard_normal(...)`` (see DESIGN.md)."""
+        row i of ``RandomState(seed).standard_normal(...)`` (ARCHITECTURE.md, "Conventions")."""
         return self.generator.sample_z(parse_image_numbers(image_numbers), seed)
 
     @torch.no_grad()

@@ -8,7 +8,7 @@
     save_catalog(catalog, model.bundle.catalog_path("layer4"))
     print(summary_table(catalog))
 
-One generation pass over the sample set (image numbers of seed 1, see DESIGN.md), one forward per
+One generation pass over the sample set (image numbers of seed 1, see ARCHITECTURE.md), one forward per
 batch: the layer's features are taken on the way to the image, the image is segmented, and running
 statistics are updated. Nothing keeps the activations of all samples; every accumulator has a size
 fixed by (units, concepts, bins, top_k, quantile sample), not by the number of images.

@@ -1,4 +1,4 @@
-"""Edits: the one way anything changes what a generator draws (DESIGN.md §1.1).
+"""Edits: the one way anything changes what a generator draws (ARCHITECTURE.md, "The flow of an edit").
 
 An edit is a small value object applied *on top of* a read-only base generator; nothing here ever
 writes into the shared model, so sessions that share one model are isolated by construction.

@@ -4,7 +4,7 @@
 context direction and paste target — ``"ours"`` (closed form on ProGAN; Levenberg–Marquardt on Λ on StyleGAN2)
 and ``"original"`` (Adam on the full weight, 2,001 steps, projection every 10) — renders every
 image clean and edited, segments both and reports per method (protocol after sec 5.1 of the
-paper, see reference/originals-rewriting.md §4):
+paper, davidbau/rewriting):
 
 - ``effectiveness``: share of source-concept pixels (in the clean images) that the segmenter labels
   target-concept after the edit;
@@ -81,7 +81,6 @@ def evaluate_rewrite(model, segmenter, rule, image_numbers, source_concept: str 
         source_concept = "spire"
     src_i, tgt_i = _concept(segmenter, source_concept), _concept(segmenter, target_concept)
     g, layer, rank = _check_settings(model, rule, layer, rank)
-    _, truncation, noise, _ = rw._parts(model)
     if not rule.erase and (rule.object is None or rule.paste is None):
         raise ValueError("the rule needs an 'object' and a 'paste' selection to be evaluated")
     if C is None:
@@ -95,33 +94,54 @@ def evaluate_rewrite(model, segmenter, rule, image_numbers, source_concept: str 
         deltas[name] = {layer: rw.edit_delta(edit).to(g.main_weight(layer))}
         results[name] = {"method": info["method"], "seconds": info["seconds"],
                          "loss_before": info.get("loss_before"), "loss": info.get("loss")}
+    measured = measure_edits(model, segmenter, numbers, deltas, src_i, None if rule.erase else tgt_i,
+                             batch_size=batch_size, progress=progress)
+    return {name: {**results[name], **measured[name]} for name in methods}
 
+
+def measure_edits(model, segmenter, image_numbers, deltas: dict, source: int, target: int | None,
+                  base_deltas=None, batch_size: int = 16, progress=None) -> dict:
+    """Measure edited models against the model before the edits on ``image_numbers`` (see the
+    module docstring): ``deltas`` maps a name to the ``weight_deltas`` of an edited model,
+    ``base_deltas`` are those of the model before (None: the plain model); ``source`` and
+    ``target`` are concept indices of ``segmenter`` (``target`` None, as for an erase rule: no
+    effectiveness or generality). Returns ``{name: {effectiveness, generality, removal,
+    rate_before, rate_after, collateral_clean, collateral_outside, images, images_with_source,
+    source_pixels}}``; a ratio without cases (e.g. collateral_clean when every image shows the
+    source) is None."""
+    from . import rewrite as rw
+    from .images import parse_image_numbers
+
+    g, truncation, noise, _ = rw._parts(model)
+    numbers = list(parse_image_numbers(image_numbers))
     acc = {name: dict(src=0, hit=0, removed=0, imgs_src=0, gained=0, clean_sum=0.0, clean_n=0,
-                      out_sum=0.0, out_n=0, shown_before=0, shown_after=0) for name in methods}
+                      out_sum=0.0, out_n=0, shown_before=0, shown_after=0) for name in deltas}
     bs = max(1, int(batch_size))
     total = (len(numbers) + bs - 1) // bs
     with torch.no_grad():
         for b, s in enumerate(range(0, len(numbers), bs)):
             z = g.sample_z(numbers[s:s + bs])
-            clean = g.generate(z, truncation=truncation, noise=noise).float().cpu()
+            clean = g.generate(z, truncation=truncation, noise=noise,
+                               weight_deltas=base_deltas).float().cpu()
             seg0 = segmenter.segment(clean).cpu()
-            src = seg0 == src_i                                          # [N, H, W]
+            src = seg0 == source                                          # [N, H, W]
             has_src = src.flatten(1).any(1)
-            for name in methods:
+            for name in deltas:
                 edited = g.generate(z, truncation=truncation, noise=noise,
                                     weight_deltas=deltas[name]).float().cpu()
                 seg1 = segmenter.segment(edited).cpu()
-                tgt1 = seg1 == tgt_i
                 diff = (edited - clean).abs().mean(1) / 2                    # [N, H, W], [0, 1] units
                 a = acc[name]
                 a["src"] += int(src.sum())
-                a["hit"] += int((src & tgt1).sum())
-                a["removed"] += int((src & (seg1 != src_i)).sum())
+                if target is not None:
+                    tgt1 = seg1 == target
+                    a["hit"] += int((src & tgt1).sum())
+                    gained = ((src & tgt1 & (seg0 != target)).flatten(1).sum(1) > 0) & has_src
+                    a["gained"] += int(gained.sum())
+                a["removed"] += int((src & (seg1 != source)).sum())
                 a["shown_before"] += int((src.flatten(1).float().mean(1) >= RATE_SHARE).sum())
-                a["shown_after"] += int(((seg1 == src_i).flatten(1).float().mean(1) >= RATE_SHARE).sum())
+                a["shown_after"] += int(((seg1 == source).flatten(1).float().mean(1) >= RATE_SHARE).sum())
                 a["imgs_src"] += int(has_src.sum())
-                gained = ((src & tgt1 & (seg0 != tgt_i)).flatten(1).sum(1) > 0) & has_src
-                a["gained"] += int(gained.sum())
                 if bool((~has_src).any()):
                     a["clean_sum"] += float(diff[~has_src].sum())
                     a["clean_n"] += int(diff[~has_src].numel())
@@ -133,11 +153,11 @@ def evaluate_rewrite(model, segmenter, rule, image_numbers, source_concept: str 
     def ratio(x, n):
         return float(x) / n if n else None
 
-    for name in methods:
-        a = acc[name]
-        results[name].update(
-            effectiveness=None if rule.erase else ratio(a["hit"], a["src"]),
-            generality=None if rule.erase else ratio(a["gained"], a["imgs_src"]),
+    results = {}
+    for name, a in acc.items():
+        results[name] = dict(
+            effectiveness=None if target is None else ratio(a["hit"], a["src"]),
+            generality=None if target is None else ratio(a["gained"], a["imgs_src"]),
             removal=ratio(a["removed"], a["src"]), rate_before=ratio(a["shown_before"], len(numbers)),
             rate_after=ratio(a["shown_after"], len(numbers)),
             collateral_clean=ratio(a["clean_sum"], a["clean_n"]),
@@ -228,4 +248,4 @@ def add_eval_parser(subparsers) -> None:
     p.set_defaults(run=_main)
 
 
-__all__ = ["evaluate_rewrite", "add_eval_parser", "DEFAULT_IMAGES"]
+__all__ = ["evaluate_rewrite", "measure_edits", "add_eval_parser", "DEFAULT_IMAGES"]

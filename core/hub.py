@@ -14,7 +14,7 @@ A *source* is one of
 - ``"default"``: the embedded bundle at ``<repo>/models/toytown``;
 - a Hub model id ``"org/name"`` or ``"org/name@revision"`` (branch, tag or 40-hex commit).
 
-Resolution order (DESIGN.md): local folder -> the HF cache (``local_files_only=True``, no network)
+Resolution order (ARCHITECTURE.md): local folder -> the HF cache (``local_files_only=True``, no network)
 -> download (only when ``allow_download`` and the Hub is not switched off with ``HF_HUB_OFFLINE``)
 -> :class:`HubError`. Only bundle files are fetched (:data:`BUNDLE_PATTERNS`: safetensors and
 JSON, never pickles). The library does not verify offline snapshots, so after every snapshot this

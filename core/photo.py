@@ -1,6 +1,7 @@
 """Photos: safe loading, inversion into the generator, image-specific adaptation, compositing.
 
-The pipeline (DESIGN.md §3 "Photo inversion"; reference/originals-dissection.md §5)::
+The pipeline (ganseeing's: encoder start, latent + residual optimisation, then adaptation of
+the fine layers; see ARCHITECTURE.md)::
 
     x = load_photo("upload.jpg", model.resolution)             # [1,3,R,R] in [-1, 1], or PhotoError
     inv = finish(invert(model, x, encoder=load_encoder(path), segmenter=seg))   # z + feature residual

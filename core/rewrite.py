@@ -15,7 +15,7 @@ Pipeline (every step is a plain function; see ``core.rules.apply_rule`` for the 
     target, region = paste_target(model, layer, paste_img, clip, paste_center(model, layer, paste_mask))
     edit = rewrite(model, layer, D, paste_img, target, region, stats)    # -> WeightEdit(layer, Λ, D)
 
-Keys and values (what the original code uses, see reference/originals-rewriting.md):
+Keys and values (what the original code uses, davidbau/rewriting):
 
 - ProGAN: key = the conv input (after PixelNorm and the 2x up-sampling), value = the raw conv
   output before scale, bias and activation (``generator.layer_value``): linear in W, so the update
