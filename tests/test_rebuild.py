@@ -14,6 +14,8 @@ def test_collect_metrics_copies_every_evaluation(tmp_path):
     for name in ("config.json", "generator.safetensors", "segmenter.json"):
         shutil.copy(ROOT / "models/toytown" / name, bundle / name)
     shutil.copytree(ROOT / "models/toytown/rules", bundle / "rules")
+    (bundle / "catalog").mkdir()
+    shutil.copy(ROOT / "models/toytown/catalog/layer6.json", bundle / "catalog/layer6.json")
     config = json.loads((bundle / "config.json").read_text())
     config["metrics"] = {"quality": {"fsd": 1.0}}                 # finalize's part is kept
     (bundle / "config.json").write_text(json.dumps(config))
@@ -30,8 +32,14 @@ def test_collect_metrics_copies_every_evaluation(tmp_path):
     assert metrics["rewrite_erase_watermarks"]["target"] is None
     assert (metrics["rewrite_domes_to_spires"]["source"], metrics["rewrite_domes_to_spires"]["target"]) \
         == ("dome", "spire")
-    assert json.loads((bundle / "config.json").read_text())["metrics"] == metrics
-    assert "rewrite_domes_to_spires" in (bundle / "README.md").read_text()
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["metrics"] == metrics
+    layer6 = json.loads((bundle / "catalog/layer6.json").read_text())
+    assert config["best_unit_iou"]["grass"] == [max(round(u["concept_iou"].get("grass", 0), 3)
+                                                    for u in layer6["units"]), "layer6"]
+    card = (bundle / "README.md").read_text()
+    assert "rewrite_domes_to_spires" in card
+    assert "## Toytown 1 and this model" in card and "| best unit IoU: dome | 0.07 (layer3) |" in card
 
 
 def test_steps_are_named_once():

@@ -25,25 +25,27 @@ PAINT_LAYER = "layer6"  # 16x16: switching units off removes more there than at 
 CARD_EXTRA = """
 ## Data
 
-Toytown (`training/toytown.py`): procedural 64x64 town scenes drawn with vectorised numpy, each
-with an exact per-pixel label map of {n} classes: {classes}. Layouts, building and tower types
-(spires and domes), colours, horizon and lighting (day, overcast, dusk) vary; about
-{wm:.0%} of the scenes carry a semi-transparent stock-photo watermark (a word in the middle and/or a
-bar along the bottom), the artefact real scene GANs learned from scraped photos. No flips.
+Toytown 2 (`training/toytown.py`): procedural 64x64 town scenes with an exact per-pixel label map of
+{n} classes: {classes}. A scene is a function of its latent: the renderer reads its random choices
+(layout, building and tower types, spires and domes, colours, horizon, day / overcast / dusk
+lighting, trees, clouds) from fixed slots of `Phi(z)`. Flat shading without grain, every detail at
+least 3 px wide, towers in most scenes, and a bold stock-photo watermark on {wm:.0%} of the scenes
+(the word PHOTO across the middle and/or a dark banner along the bottom, always in the same place),
+the artefact real scene GANs learned from scraped photos. No flips.
 
 ## Training recipe
 
 `python -m training.gan` (CPU): the Progressive GAN generator of `core/generators/progan.py`
-(PixelNorm, nearest upsampling, equalised learning rate; widths reduced for CPU), grown from
-8 to 64 px (each resolution faded in through training-only to-RGB convs) against a residual
-discriminator with minibatch stddev that grows the same way; non-saturating logistic loss with
-lazy R1; Adam (betas 0/0.99); the exponential moving average of the generator (half-life 10k
-images) is what ships.
+(PixelNorm, nearest upsampling, equalised learning rate), grown from 8 to 64 px (each resolution
+faded in through training-only to-RGB convs) against a residual discriminator with minibatch stddev
+that grows the same way; Adam (betas 0/0.99); the exponential moving average of the generator is
+what ships. The recipe was chosen by a bake-off at equal CPU time (`python -m training.bakeoff`,
+table below).
 {training}
 
 The segmenter (`python -m training.segmenter`) is a small encoder-decoder trained on renders
 degraded like GAN samples (blur, resolution loss, noise, colour shifts).
-
+{bakeoff}{versions}
 ## Metrics
 
 {metrics}
@@ -52,6 +54,60 @@ degraded like GAN samples (blur, resolution loss, noise, colour shifts).
 
 MIT, like the code: the data is procedural and the model was trained from scratch.
 """
+ROOT = Path(__file__).resolve().parent.parent
+V1 = ROOT / "docs/eval/toytown1.json"       # Toytown 1's numbers, kept for the comparison
+BAKEOFF = ROOT / "docs/eval/bakeoff.json"
+
+
+def _get(d: dict, *keys):
+    for k in keys:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (list, tuple)):
+        return f"{v[0]:.2f} ({v[1]})"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def versions_table(v1: dict, v2: dict) -> str:
+    """Toytown 1 beside this model: the same metrics on the same held-out image numbers."""
+    def metric(*keys):
+        return lambda d: _fmt(_get(d, "metrics", *keys))
+
+    def removal(d):
+        return f"{metric('interventions', 'watermark_rate_before')(d)} -> " \
+               f"{metric('interventions', 'watermark_rate_after')(d)}"
+    rows = [("FSD", metric("quality", "fsd")),
+            ("samples with a watermark (its data)", lambda d: f"{metric('quality', 'watermark_image_share_samples')(d)} "
+                                                         f"({metric('quality', 'watermark_image_share_renders')(d)})"),
+            ("watermark rate, units off", removal),
+            ("outside change of that removal", metric("interventions", "outside_change")),
+            ("tree pixels removed (20 units)", metric("interventions", "tree_removed_fraction")),
+            ("door painted on walls: rise", metric("interventions", "door_rise_wall")),
+            ("spires -> trees: effectiveness", metric("rewrite_spires_to_trees", "ours", "effectiveness")),
+            ("spires -> trees: generality", metric("rewrite_spires_to_trees", "ours", "generality")),
+            ("spires -> trees: collateral clean", metric("rewrite_spires_to_trees", "ours", "collateral_clean")),
+            ("photo PSNR after adaptation (dB)", metric("photo_renders", "psnr_adapted")),
+            ("photo editability", metric("photo_renders", "editability"))]
+    concepts = sorted(set(v1.get("best_unit_iou", {})) | set(v2.get("best_unit_iou", {})))
+    rows += [(f"best unit IoU: {c}", lambda d, c=c: _fmt(_get(d, "best_unit_iou", c))) for c in concepts]
+    lines = ["| metric | Toytown 1 | this model |", "|---|---|---|"]
+    lines += [f"| {name} | {f(v1)} | {f(v2)} |" for name, f in rows]
+    return ("\n## Toytown 1 and this model\n\nThe same evaluations on the same held-out image numbers "
+            "(100000-100199; FSD: 200000+), each model judged by its own segmenter.\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def bakeoff_table() -> str:
+    if not BAKEOFF.exists():
+        return ""
+    from training.bakeoff import table
+    d = json.loads(BAKEOFF.read_text())
+    return f"\n## Recipe bake-off\n\n{d['note']}.\n\n{table(d['results'])}\n"
 
 
 def build(gan_dir: Path, seg_dir: Path, out: Path) -> Path:
@@ -94,8 +150,11 @@ def write_card(out: Path):
         training += (f"\nFrom step {r['from_step']:,}: schedule `{r['schedule']}` (res:steps[:batch]), "
                      f"fade {r['fade']} steps, lr {r['lr']}, R1 gamma {r['r1_gamma']} every "
                      f"{r['r1_every']} steps.")
+    v1 = json.loads(V1.read_text()) if V1.exists() else None
+    v2 = {"metrics": cfg.get("metrics", {}), "best_unit_iou": cfg.get("best_unit_iou", {})}
     card = model_card(cfg, g) + CARD_EXTRA.format(
         n=len(CLASSES), classes=", ".join(CLASSES), wm=WATERMARK_RATE, training=training,
+        bakeoff=bakeoff_table(), versions=versions_table(v1, v2) if v1 else "",
         metrics="```json\n" + json.dumps(metrics, indent=1) + "\n```")
     (out / "README.md").write_text(card)
 

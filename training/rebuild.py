@@ -5,7 +5,7 @@
     python -m training.rebuild --only metrics  # just copy docs/eval/*.json into the model card
 
 Starts from ``runs/gan/state.pt`` (``python -m training.gan``, or ``training.device_gan --merge``):
-the committed compact checkpoint, the bundle with its catalogs, causal rankings, key statistics
+the committed compact checkpoint, the segmenter (on fresh renders), the bundle with its catalogs, causal rankings, key statistics
 and quality metrics (``training.finalize``), the rule presets chosen on validation images, the
 photo encoder, every evaluation on held-out images (``docs/eval/``), the samples grid, and last
 the evaluations' headline numbers in the bundle's config and model card. The README's tables are
@@ -52,6 +52,18 @@ def _round(v):
     return round(v, 4) if isinstance(v, float) else v
 
 
+def best_unit_iou(bundle: Path, layer: str | None = None) -> dict:
+    """{concept: [best unit IoU, layer]} over the bundle's catalogs (or one layer's)."""
+    best = {}
+    for path in sorted((bundle / "catalog").glob(f"{layer or 'layer*'}.json")):
+        cat = json.loads(path.read_text())
+        for unit in cat["units"]:
+            for concept, v in unit.get("concept_iou", {}).items():
+                if v > best.get(concept, [0.0])[0]:
+                    best[concept] = [round(v, 3), cat["layer"]]
+    return best
+
+
 def collect_metrics(bundle: Path = BUNDLE, eval_dir: Path = EVAL) -> dict:
     """The headline numbers of ``eval_dir``'s JSON files into the bundle config's ``metrics``
     (kept: the quality metrics finalize wrote), then the model card."""
@@ -85,6 +97,8 @@ def collect_metrics(bundle: Path = BUNDLE, eval_dir: Path = EVAL) -> dict:
             metrics[f"rewrite_{name}"].update(source=source, target=target, note=(
                 f"held-out images {d['images']}, preset rules/{name}.json ({rule.get('layer')}, "
                 f"rank {rule.get('rank')}): {source} " + (f"-> {target}" if target else "erased")))
+    config["best_unit_iou"] = best_unit_iou(bundle)
+    config["best_unit_iou_paint_layer"] = best_unit_iou(bundle, config.get("paint_layer"))
     path.write_text(json.dumps(config, indent=1) + "\n")
     write_card(bundle)
     return metrics
@@ -93,6 +107,7 @@ def collect_metrics(bundle: Path = BUNDLE, eval_dir: Path = EVAL) -> dict:
 def steps() -> list[tuple[str, list[str]]]:
     py = [sys.executable, "-m"]
     out = [("checkpoint", py + ["training.gan", "--export-resume"]),
+           ("segmenter", py + ["training.segmenter", "--steps", "3000", "--threads", "2", "--out", "runs/segmenter"]),
            ("finalize", py + ["training.finalize", "--skip", "presets"]),
            ("presets", py + ["training.presets", "--choose",
                              "layer3,layer4,layer5,layer6,layer7,layer8", "--ranks", "1,2,4"]),
