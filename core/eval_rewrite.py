@@ -19,6 +19,9 @@ paper, davidbau/rewriting):
 An erase rule (``"erase": true``) has no target: it is judged by ``removal`` and the rates (name
 the concept it removes, e.g. ``--source-concept watermark``); effectiveness and generality are None.
 
+``measure_edits`` measures edits made already (the app's Rewrite tab: a manual rewrite against
+the model before it) and ``region_concept`` names what a context shows.
+
 |Δpixel| is the absolute RGB difference in [0, 1] units (1 = 255 levels), averaged over channels.
 
 CLI (registered by the ``eval`` dispatcher, core/cli_eval.py, through :func:`add_eval_parser`)::
@@ -166,6 +169,20 @@ def measure_edits(model, segmenter, image_numbers, deltas: dict, source: int, ta
     return results
 
 
+def region_concept(model, segmenter, regions, weight_deltas=None) -> int:
+    """The concept (index of ``segmenter``) seen most inside ``regions``, (image number, [H, W]
+    mask in [0, 1]) pairs such as a rule's context, on the model with ``weight_deltas``."""
+    from . import rewrite as rw
+
+    g, truncation, noise, _ = rw._parts(model)
+    with torch.no_grad():
+        images = g.generate(g.sample_z([n for n, _ in regions]), truncation=truncation, noise=noise,
+                            weight_deltas=weight_deltas).float()
+        labels = segmenter.segment(images).cpu()
+    inside = torch.stack([torch.as_tensor(m) > 0 for _, m in regions])
+    return int(torch.bincount(labels[inside], minlength=len(segmenter.concepts)).argmax())
+
+
 # ------------------------------------------------------------------------------- CLI
 def _main(args) -> int:
     from . import load_model
@@ -248,4 +265,4 @@ def add_eval_parser(subparsers) -> None:
     p.set_defaults(run=_main)
 
 
-__all__ = ["evaluate_rewrite", "measure_edits", "add_eval_parser", "DEFAULT_IMAGES"]
+__all__ = ["evaluate_rewrite", "measure_edits", "region_concept", "add_eval_parser", "DEFAULT_IMAGES"]

@@ -6,9 +6,12 @@ one, paint a region in the editor; **Add to context** (the tray; click a thumbna
 **Copy** the painted region of one image, **Paste** it into another (painted mask, or click on the
 paste preview to move it); **Execute change** fits the layer's weight (a rank-``rank`` update along
 the context direction) and pushes the ``WeightEdit`` onto the session's ``EditStack``; the gallery
-re-renders with the edited model. **Erase context** needs only the context: it rewrites the layer
-so that what the context shows (e.g. watermarks) is no longer drawn. **Toggle original**, **Undo**, rule JSON download/upload and
-presets (``<bundle>/rules/*.json``).
+re-renders with the edited model, and the status line says what else the rewrite changed on
+``HELD_OUT`` samples (``core.eval_rewrite.measure_edits``, as the presets were measured).
+**Erase context** needs only the context: it rewrites the layer so that what the context shows
+(e.g. watermarks) is no longer drawn. **Toggle original**, **Undo**, rule JSON download/upload;
+presets (``<bundle>/rules/*.json``) sit at the top of the tab. A problem shows as a warning and a
+status line; the other outputs keep what they showed.
 
 All math is in ``core.rewrite`` / ``core.rules``; this module turns widget values into calls.
 Session state (``gr.State``, 30 min TTL) is a small dict: image numbers, uint8 masks at the model's
@@ -30,8 +33,9 @@ import core
 from core import rewrite as rw
 from core import rules
 from core.edits import EditStack
+from core.eval_rewrite import measure_edits, region_concept
 from core.generators.base import LayerError
-from demos.context import DISPLAY_SIZE, AppContext, display, stoppable, warn
+from demos.context import DISPLAY_SIZE, AppContext, display, stoppable, warn, warn_on_error
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 
@@ -39,8 +43,12 @@ MAX_GALLERY = 32
 TOP_RESULTS = 12
 MAX_SEARCH = 2000
 MAX_RANK = 4
+HELD_OUT = range(100_000, 100_016)   # a manual rewrite is measured on these (the presets: 100000-100199)
 STATS_SAMPLES = 1000
 NO_PRESETS = "(no presets for this model)"
+STEPS = {"context": "paint where the rule applies and press 'Add to context'",    # what Execute needs
+         "copy": "paint a region of one image and press 'Copy'",
+         "paste": "paint where it goes on another image and press 'Paste'"}
 HISTORY_HEADERS = ["#", "layer", "rank", "seconds", "label"]
 HIGHLIGHT = np.array([255, 210, 0], np.float32)      # context-match highlight colour
 GALLERY_SIZE = 256
@@ -102,19 +110,26 @@ def preset_note(model, name: str) -> str:
     written by ``training.rebuild``); "" without them."""
     cfg = getattr(getattr(model, "bundle", None), "config", None) or {}
     measured = (cfg.get("metrics") or {}).get(f"rewrite_{name}") or {}
-    ours, source, target = measured.get("ours") or {}, measured.get("source"), measured.get("target")
+    return measured_note(measured.get("ours") or {}, measured.get("source"), measured.get("target"))
+
+
+def measured_note(m: dict, source: str | None, target: str | None,
+                  where: str = "held-out samples") -> str:
+    """One sentence on a rewrite's measurements ``m`` (``core.eval_rewrite``'s keys) of the
+    ``source`` concept turned into ``target`` (None: removed); "" without them."""
     number = (int, float)
-    if not (source and isinstance(ours.get("collateral_outside"), number)):
+    if not (source and isinstance(m.get("collateral_outside"), number)):
         return ""
-    if target and isinstance(ours.get("effectiveness"), number):
-        what = (f"{100 * ours['effectiveness']:.0f}% of {source} pixels became {target}, "
-                f"{100 * ours.get('generality', 0):.0f}% of the images with a {source} gained some")
-    elif isinstance(ours.get("removal"), number):
-        what = f"{100 * ours['removal']:.0f}% of {source} pixels were removed"
+    if target and isinstance(m.get("effectiveness"), number):
+        what = (f"{100 * m['effectiveness']:.0f}% of {source} pixels became {target}, "
+                f"{100 * (m.get('generality') or 0):.0f}% of the images with a {source} gained some")
+    elif isinstance(m.get("removal"), number):
+        what = f"{100 * m['removal']:.0f}% of {source} pixels were removed"
     else:
         return ""
-    return (f"Measured on held-out samples: {what}; mean change elsewhere "
-            f"{ours['collateral_outside']:.3f} (of 1).")
+    clean = (f", in images without a {source} {m['collateral_clean']:.3f}"
+             if isinstance(m.get("collateral_clean"), number) else "")
+    return f"Measured on {where}: {what}; mean change elsewhere {m['collateral_outside']:.3f} (of 1){clean}."
 
 
 # ------------------------------------------------------------------ masks and pictures (glue)
@@ -255,6 +270,10 @@ def build(ctx: AppContext):
         return stack_of(st).weight_deltas(model) if stack_of(st) else None
 
     # ---------------------------------------------------------------- gallery and editor
+    # Each handler shows a problem as a warning in its status line (or caption) and keeps its
+    # other outputs: a raised gr.Error would cover each of them, whole galleries too, with an
+    # "Error" badge (warn_on_error).
+    @warn_on_error(3, status=2)
     def show(model_id, spec, st):
         st = _session(st, model_id)
         try:
@@ -262,8 +281,9 @@ def build(ctx: AppContext):
         except ValueError as e:
             raise gr.Error(f"Image numbers: {e}")
         st["numbers"] = list(numbers)
-        return gallery_of(model_id, st), st
+        return gallery_of(model_id, st), st, f"Showing {len(numbers)} image(s)."
 
+    @warn_on_error(3, status=1)
     def select(model_id, st, evt: gr.SelectData):
         st = _session(st, model_id)
         if evt.index is None or not 0 <= evt.index < len(st["numbers"]):
@@ -271,6 +291,7 @@ def build(ctx: AppContext):
         n = st["numbers"][evt.index]
         return open_image(model_id, st, n)
 
+    @warn_on_error(3, status=1)
     def open_image(model_id, st, n):
         st = _session(st, model_id)
         try:
@@ -292,11 +313,13 @@ def build(ctx: AppContext):
         return st, model, mask
 
     # ---------------------------------------------------------------- context and search
+    @warn_on_error(3, status=2)
     def add_context(model_id, ev, st):
         st, _, mask = painted(model_id, ev, st, "context")
         st["context"] = st["context"] + [(st["current"], mask)]
         return tray_of(model_id, st), st, f"Context: {len(st['context'])} region(s)."
 
+    @warn_on_error(3, status=2)
     def remove_context(model_id, st, evt: gr.SelectData):
         st = _session(st, model_id)
         if evt.index is None or not 0 <= evt.index < len(st["context"]):
@@ -304,6 +327,7 @@ def build(ctx: AppContext):
         st["context"] = [c for i, c in enumerate(st["context"]) if i != evt.index]
         return tray_of(model_id, st), st, f"Context: {len(st['context'])} region(s)."
 
+    @warn_on_error(3, status=2)
     def clear_context(model_id, st):
         st = _session(st, model_id)
         st["context"] = []
@@ -335,6 +359,7 @@ def build(ctx: AppContext):
             gallery.append((_shade(im, hl, GALLERY_SIZE, inside=HIGHLIGHT), f"#{n} · {res.scores[n]:.2f}"))
         return shown, gallery
 
+    @warn_on_error(3, status=2)
     def search(model_id, layer, spec, st):
         st = _session(st, model_id)
         try:
@@ -345,6 +370,7 @@ def build(ctx: AppContext):
         st["numbers"] = shown
         return gallery, st, f"Top {len(shown)} of {len(numbers)} images by match with the context."
 
+    @warn_on_error(3, status=2)
     def show_matches(model_id, layer, st):
         st = _session(st, model_id)
         if not st["numbers"]:
@@ -353,6 +379,7 @@ def build(ctx: AppContext):
         return gallery, st, "Highlighted: pixels above the 0.999 quantile of the context match."
 
     # ---------------------------------------------------------------- copy and paste
+    @warn_on_error(4, status=3)
     def copy(model_id, layer, ev, st):
         st, model, mask = painted(model_id, ev, st, "copy")
         check_layer(model, layer)
@@ -382,12 +409,14 @@ def build(ctx: AppContext):
         pic = np.asarray(display(core.images.to_uint8(image), DISPLAY_SIZE).convert("RGB"))
         return _box(pic, region.cpu().numpy())
 
+    @warn_on_error(3, status=2)
     def paste(model_id, layer, ev, st):
         st, _, mask = painted(model_id, ev, st, "paste")
         pic = paste_preview(model_id, layer, st, st["current"], mask)
         st["paste"] = (st["current"], mask)
         return pic, st, f"Pasted into image #{st['current']}: press 'Execute change'."
 
+    @warn_on_error(3, status=2)
     def paste_at(model_id, layer, st, x, y, target=None):
         """Paste centred at (x, y) in model pixels on the paste image (or the current one)."""
         st = _session(st, model_id)
@@ -417,6 +446,7 @@ def build(ctx: AppContext):
         st["paste"] = (n, mask)
         return pic, st, f"Pasted into image #{n} at ({x:.0f}, {y:.0f}): press 'Execute change'."
 
+    @warn_on_error(3, status=2)
     def paste_click(model_id, layer, st, evt: gr.SelectData):
         st = _session(st, model_id)
         model = loaded_model(model_id)
@@ -483,15 +513,39 @@ def build(ctx: AppContext):
         return (gallery_of(model_id, st), st, history_of(st),
                 f"{what} in {info.get('seconds', 0):.2f} s{loss}. {len(st['stack'])} edit(s) applied.")
 
+    @warn_on_error(4, status=3)
     def execute(model_id, layer, rank, st, erase=False):
         st = _session(st, model_id)
         model = loaded_model(model_id)
         check_layer(model, layer)
-        if not st["context"]:
-            raise gr.Error("Empty context: paint a region on an image and press 'Add to context' first.")
+        missing = [step for step in (("context",) if erase else STEPS) if not st[step]]
+        if missing:
+            raise gr.Error(f"Nothing to {'erase' if erase else 'rewrite'} yet: "
+                           + "; ".join(STEPS[step] for step in missing)
+                           + ". Or apply a preset (top of the tab) to see a rewrite at once.")
         rule = request(model, layer, check_rank(rank), st, erase)
+        before = st["stack"]
         st, info = yield from run_rule(model_id, layer, rank, st, rule)
-        yield finish(model_id, st, info, "Erased the context" if erase else "Rewrote the model")
+        gallery, st, hist, msg = finish(model_id, st, info, "Erased the context" if erase else "Rewrote the model")
+        yield gallery, st, hist, f"{msg}  \nMeasuring what else it changed on {len(HELD_OUT)} held-out samples…"
+        note = side_effects(model_id, before, st, erase)
+        yield gallery, st, hist, msg + (f"  \n{note}" if note else "")
+
+    def side_effects(model_id, before, st, erase) -> str:
+        """The newest rewrite against the model ``before`` it, on HELD_OUT samples, as the presets
+        were measured: the concept the context shows turned into the copy's (or removed), and the
+        mean change elsewhere; "" when the model has no segmenter."""
+        loaded = ctx.get(model_id)
+        model, seg = loaded.model, loaded.segmenter
+        if seg is None:
+            return ""
+        base = before.weight_deltas(model) if before else None
+        source = region_concept(model, seg, [(n, _to_float(m)) for n, m in st["context"]], base)
+        target = None if erase else region_concept(model, seg, [(st["copy"][0], _to_float(st["copy"][1]))], base)
+        m = measure_edits(model, seg, HELD_OUT, {"new": st["stack"].weight_deltas(model)}, source, target,
+                          base_deltas=base)["new"]
+        return measured_note(m, seg.concepts[source], None if target is None else seg.concepts[target],
+                             f"{len(HELD_OUT)} held-out samples")
 
     def erase(model_id, layer, rank, st):
         yield from execute(model_id, layer, rank, st, erase=True)
@@ -524,6 +578,7 @@ def build(ctx: AppContext):
         gallery, st, hist, msg = finish(model_id, st, info, f"Applied {what}")
         yield gallery, st, hist, msg + (f"  \n{note}" if note else ""), tray_of(model_id, st), layer, rank
 
+    @warn_on_error(7, status=3)
     def upload(model_id, layer, rank, file, st):
         if file is None:
             raise gr.Error("Choose a rule JSON file to upload.")
@@ -534,6 +589,7 @@ def build(ctx: AppContext):
             raise gr.Error(f"Could not read the rule file: {_msg(e)}")
         yield from (_pad(o) for o in _gen_outputs(replay(model_id, layer, rank, st, rule, "the uploaded rule")))
 
+    @warn_on_error(7, status=3)
     def preset(model_id, layer, rank, name, st):
         model = loaded_model(model_id)
         paths = preset_paths(model)
@@ -546,6 +602,7 @@ def build(ctx: AppContext):
         yield from (_pad(o) for o in _gen_outputs(replay(model_id, layer, rank, st, rule, f"preset '{name}'",
                                                           preset_note(model, name))))
 
+    @warn_on_error(2, status=1)
     def download(model_id, layer, rank, st):
         st = _session(st, model_id)
         model = loaded_model(model_id)
@@ -556,14 +613,16 @@ def build(ctx: AppContext):
         folder = Path(tempfile.mkdtemp(prefix="rewrite-rule-"))
         path = folder / f"{model.bundle.name}-{layer}-rule.json"
         path.write_text(text, encoding="utf-8")
-        return str(path)
+        return str(path), f"Saved the rule as {path.name}."
 
+    @warn_on_error(3, status=2)
     def toggle(model_id, st):
         st = _session(st, model_id)
         st["original"] = not st["original"]
         what = "original model" if st["original"] else f"edited model ({len(st['stack'])} edit(s))"
         return gallery_of(model_id, st), st, f"Showing the {what}."
 
+    @warn_on_error(4, status=3)
     def undo(model_id, st):
         st = _session(st, model_id)
         if not st["stack"]:
@@ -574,6 +633,7 @@ def build(ctx: AppContext):
         return gallery_of(model_id, st), st, history_of(st), f"Undone; {len(st['stack'])} edit(s) left."
 
     # ---------------------------------------------------------------- statistics
+    @warn_on_error(1, status=0)
     def stats_info(model_id, layer):
         model = loaded_model(model_id)
         if layer not in model.layers:
@@ -587,6 +647,7 @@ def build(ctx: AppContext):
         except (rw.RewriteError, OSError) as e:
             return f"Key statistics of {layer}: {_msg(e)}"
 
+    @warn_on_error(1, status=0)
     def compute_stats(model_id, layer, samples):
         model = loaded_model(model_id)
         check_layer(model, layer)
@@ -629,6 +690,14 @@ def build(ctx: AppContext):
     gr.Markdown("Rewrite a rule of the model: paint **context** (where the rule applies), **copy** a "
                 "region of one image, **paste** it into another, then **Execute change**.")
     st = gr.State(_fresh(ids[0]), time_to_live=STATE_TTL)
+    with gr.Accordion("Presets", open=True):
+        gr.Markdown("A preset is a ready-made rule shipped with the model (its context, copy and "
+                    "paste): applying it rewrites the model and shows the result on the samples "
+                    "below, the quickest way to see a rewrite; Undo takes it back.")
+        with gr.Row():
+            presets = gr.Dropdown(preset_choices, value=preset_choices[0], label="Preset", scale=3)
+            preset_btn = gr.Button("Apply preset", variant="primary", interactive=bool(presets0),
+                                   scale=1, elem_id="rewrite_apply_preset")
     with gr.Row():
         model_id = gr.Dropdown(ids, value=ids[0], label="Model", scale=2)
         layer = gr.Dropdown(layers, value=layer0, label="Layer", scale=1, elem_id="rewrite_layer")
@@ -675,10 +744,7 @@ def build(ctx: AppContext):
             paste_at_btn = gr.Button("Paste here")
     history = gr.Dataframe(headers=HISTORY_HEADERS, value=[["", "", "", "", "no rewrites yet"]],
                            label="Rewrites", interactive=False, elem_id="rewrite_history")
-    with gr.Accordion("Rule files and presets", open=False):
-        with gr.Row():
-            presets = gr.Dropdown(preset_choices, value=preset_choices[0], label="Presets")
-            preset_btn = gr.Button("Apply preset", interactive=bool(presets0))
+    with gr.Accordion("Rule files", open=False):
         with gr.Row():
             download_btn = gr.Button("Download rule JSON")
             rule_out = gr.File(label="Rule JSON", interactive=False)
@@ -690,8 +756,8 @@ def build(ctx: AppContext):
         stats_out = gr.Markdown()
 
     # ---------------------------------------------------------------- events
-    show_btn.click(show, [model_id, spec, st], [gallery, st], api_name="rewrite_show")
-    spec.submit(show, [model_id, spec, st], [gallery, st], api_visibility="private")
+    show_btn.click(show, [model_id, spec, st], [gallery, st, status], api_name="rewrite_show")
+    spec.submit(show, [model_id, spec, st], [gallery, st, status], api_visibility="private")
     gallery.select(select, [model_id, st], [editor, caption, st], api_visibility="private")
     image_no = gr.Number(visible=False)
     image_no.change(open_image, [model_id, st, image_no], [editor, caption, st], api_name="rewrite_open")
@@ -720,7 +786,8 @@ def build(ctx: AppContext):
     stop_btn.click(None, None, None, cancels=runs)
     toggle_btn.click(toggle, [model_id, st], [gallery, st, status], api_name="rewrite_toggle")
     undo_btn.click(undo, [model_id, st], [gallery, st, history, status], api_name="rewrite_undo")
-    download_btn.click(download, [model_id, layer, rank, st], rule_out, api_name="rewrite_rule_download")
+    download_btn.click(download, [model_id, layer, rank, st], [rule_out, status],
+                       api_name="rewrite_rule_download")
     layer.change(stats_info, [model_id, layer], stats_md, api_name="rewrite_stats_info")
 
     def model_changed(m):
@@ -731,7 +798,7 @@ def build(ctx: AppContext):
                 gr.update(interactive=names != [NO_PRESETS]))
     model_id.change(model_changed, model_id, [layer, rank, presets, preset_btn],
                     api_visibility="private")
-    return {"load": (show, [model_id, spec, st], [gallery, st])}
+    return {"load": (show, [model_id, spec, st], [gallery, st, status])}
 
 
 def _gen_outputs(gen):

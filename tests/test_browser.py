@@ -127,7 +127,6 @@ def test_photo_upload_and_invert(page):
 def test_rewrite_preset_and_toggle_original(page):
     _tab(page, "Rewrite")
     page.wait_for_selector("#rewrite_gallery img")
-    page.get_by_text("Rule files and presets").click()
     page.get_by_role("button", name="Apply preset").click()
     status = page.locator("#rewrite_status")
     sync_api.expect(status).to_contain_text("Applied preset", timeout=120_000)

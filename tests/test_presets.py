@@ -95,4 +95,7 @@ def test_preset_note_states_what_the_preset_measured():
                                        "tree, 73% of the images with a spire gained some; mean "
                                        "change elsewhere 0.056 (of 1).")
     assert "95% of watermark pixels were removed" in preset_note(model, "b")
+    metrics["rewrite_a"]["ours"]["collateral_clean"] = 0.047     # also in images without a spire
+    assert preset_note(model, "a").endswith("change elsewhere 0.056 (of 1), in images without a "
+                                            "spire 0.047.")
     assert preset_note(model, "c") == "" and preset_note(SimpleNamespace(), "a") == ""

@@ -478,6 +478,22 @@ def test_evaluate_erase_rule():
     assert 0 <= out["removal"] <= 1 and 0 <= out["rate_after"] <= 1 and out["collateral_outside"] > 0
 
 
+def test_measure_edits_against_the_model_before_and_region_concept():
+    """What the Rewrite tab measures after a manual rewrite: the newest edit against the model
+    before it (here the same edit twice: nothing changed), and the concept a context shows."""
+    from core.eval_rewrite import measure_edits, region_concept
+    g, seg = make_progan(), FakeSegmenter()
+    torch.manual_seed(0)
+    delta = {"layer4": 0.3 * torch.randn_like(g.main_weight("layer4"))}
+    edited = measure_edits(g, seg, "0-5", {"e": delta}, 1, 2, batch_size=4)["e"]
+    assert edited["collateral_outside"] > 0 and edited["images"] == 6
+    same = measure_edits(g, seg, "0-5", {"e": delta}, 1, 2, base_deltas=delta, batch_size=4)["e"]
+    assert same["collateral_outside"] == 0 and same["removal"] == 0 and same["effectiveness"] == 0
+    labels = seg.segment(g.generate(g.sample_z([3])))[0]
+    for concept in labels.unique().tolist():
+        assert region_concept(g, seg, [(3, (labels == concept).float().numpy())]) == concept
+
+
 def test_cli_eval_rewrite_end_to_end(progan_bundle, tmp_path, capsys, monkeypatch):
     import json
     from core import __main__ as cli
