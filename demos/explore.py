@@ -1,4 +1,7 @@
-"""Explore tab, the app's home: samples by image number, one image large with its segmentation."""
+"""Explore tab, the app's home: samples by image number, one image large with its segmentation.
+
+A problem shows as a warning and a status line; the gallery and the large view keep what they
+showed (``warn_on_error``)."""
 from __future__ import annotations
 
 import random
@@ -7,7 +10,7 @@ import gradio as gr
 import numpy as np
 
 import core
-from demos.context import AppContext, blend, colorize, display
+from demos.context import AppContext, blend, colorize, display, warn_on_error
 from demos.settings import STATE_TTL
 
 MAX_GRID = 64
@@ -23,6 +26,13 @@ def _legend(concepts, palette) -> str:
 
 
 def build(ctx: AppContext):
+    def get(model_id):
+        try:
+            return ctx.get(model_id)
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            raise gr.Error(f"Could not load model {model_id!r}: {e}")
+
+    @warn_on_error(3, status=2)
     def show(model_id, spec):
         try:
             numbers = core.parse_image_numbers(spec, max_count=MAX_GRID)
@@ -30,33 +40,32 @@ def build(ctx: AppContext):
             raise gr.Error(f"Image numbers: {e}")
         if not numbers:
             raise gr.Error("Type some image numbers, e.g. 0-15 or 3,14,159.")
-        model = ctx.model(model_id)
-        images = model.render(numbers)
+        images = get(model_id).model.render(numbers)
         gallery = [(display(im, 128), f"#{n}") for im, n in zip(images, numbers)]
-        return gallery, numbers
+        return gallery, numbers, ""
 
     def random_numbers(model_id):
         start = random.randrange(0, 100_000)
         spec = f"{start}-{start + 15}"
-        gallery, numbers = show(model_id, spec)
-        return spec, gallery, numbers
+        return (spec, *show(model_id, spec))
 
+    @warn_on_error(5, status=4)
     def select(model_id, numbers, evt: gr.SelectData):
         if not numbers or evt.index is None or evt.index >= len(numbers):
             raise gr.Error("Pick an image from the grid first.")
         n = numbers[evt.index]
-        loaded = ctx.get(model_id)
+        loaded = get(model_id)
         image = loaded.model.render([n])[0]
         big = display(image)
         if loaded.segmenter is None:
-            return big, None, f"Image #{n} (this model has no segmenter)", ""
+            return big, None, f"Image #{n} (this model has no segmenter)", "", ""
         labels = loaded.segmenter.segment(image[None])[0]
         palette = loaded.segmenter.palette
         seg = blend(core.images.to_uint8(image), colorize(labels, palette), 0.6)
         present = np.bincount(labels.flatten().numpy(), minlength=len(loaded.segmenter.concepts))
         share = ", ".join(f"{c} {100 * v / labels.numel():.0f}%"
                           for c, v in sorted(zip(loaded.segmenter.concepts, present), key=lambda t: -t[1]) if v)
-        return big, display(seg), f"**Image #{n}** — {share}", _legend(loaded.segmenter.concepts, palette)
+        return big, display(seg), f"**Image #{n}** — {share}", _legend(loaded.segmenter.concepts, palette), ""
 
     with gr.Row():
         model_id = gr.Dropdown(ctx.model_ids(), value=ctx.model_ids()[0], label="Model", scale=2)
@@ -64,6 +73,7 @@ def build(ctx: AppContext):
                           elem_id="explore_numbers")
         show_btn = gr.Button("Show", variant="primary", scale=1, elem_id="explore_show")
         random_btn = gr.Button("Random", scale=1)
+    status = gr.Markdown(elem_id="explore_status")
     numbers = gr.State([], time_to_live=STATE_TTL)
     gallery = gr.Gallery(label="Samples (click one)", columns=8, height="auto", allow_preview=False,
                          format="png", elem_id="explore_gallery")
@@ -74,8 +84,8 @@ def build(ctx: AppContext):
         seg = gr.Image(label="Segmentation", format="png", interactive=False, buttons=["download"])
     legend = gr.HTML()
 
-    show_btn.click(show, [model_id, spec], [gallery, numbers], api_name="explore_show")
-    spec.submit(show, [model_id, spec], [gallery, numbers], api_visibility="private")
-    random_btn.click(random_numbers, [model_id], [spec, gallery, numbers], api_name="explore_random")
-    gallery.select(select, [model_id, numbers], [big, seg, caption, legend], api_name="explore_select")
-    return {"load": (show, [model_id, spec], [gallery, numbers])}
+    show_btn.click(show, [model_id, spec], [gallery, numbers, status], api_name="explore_show")
+    spec.submit(show, [model_id, spec], [gallery, numbers, status], api_visibility="private")
+    random_btn.click(random_numbers, [model_id], [spec, gallery, numbers, status], api_name="explore_random")
+    gallery.select(select, [model_id, numbers], [big, seg, caption, legend, status], api_name="explore_select")
+    return {"load": (show, [model_id, spec], [gallery, numbers, status])}

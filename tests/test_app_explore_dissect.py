@@ -47,16 +47,17 @@ def client(app_bundle):
 
 
 def test_explore_show_renders_requested_images(client, app_bundle):
-    gallery = client.predict(str(app_bundle), "3-5", api_name="/explore_show")  # State is not returned
-    assert [item["caption"] for item in gallery] == ["#3", "#4", "#5"]
+    gallery, status = client.predict(str(app_bundle), "3-5", api_name="/explore_show")  # State is not returned
+    assert [item["caption"] for item in gallery] == ["#3", "#4", "#5"] and status == ""
     first = np.asarray(Image.open(gallery[0]["image"]))
     assert first.shape[0] >= 128
 
 
-def test_explore_rejects_bad_numbers(client, app_bundle):
-    from gradio_client.exceptions import AppError
-    with pytest.raises(AppError, match="Image numbers"):
-        client.predict(str(app_bundle), "5-x", api_name="/explore_show")
+def test_explore_bad_numbers_are_a_clear_message_and_keep_the_gallery(client, app_bundle):
+    gallery, status = client.predict(str(app_bundle), "5-x", api_name="/explore_show")
+    assert status.startswith("⚠️") and "Image numbers" in status and _kept(gallery)
+    gallery, status = client.predict(str(app_bundle), " ", api_name="/explore_show")
+    assert "no image numbers given" in status and _kept(gallery)
 
 
 def _units(client, app_bundle, layer="layer2"):
@@ -156,6 +157,6 @@ def test_dissect_stop_says_it_stopped(client, app_bundle, monkeypatch):
 
 
 def test_explore_random_shows_16_numbered_images(client, app_bundle):
-    spec, gallery = client.predict(str(app_bundle), api_name="/explore_random")
+    spec, gallery, status = client.predict(str(app_bundle), api_name="/explore_random")
     start, end = map(int, spec.split("-"))
     assert end - start == 15 and len(gallery) == 16
