@@ -13,6 +13,8 @@ INTRO = ("Look inside an image GAN and edit it by hand: find the units that draw
 
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     from demos import dissect, explore, paint, photo, rewrite, watermark
+    from demos.cache import use_atomic_image_cache
+    use_atomic_image_cache()       # a gallery file being served is never rewritten in place
     ctx = ctx or AppContext()
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")

@@ -57,3 +57,50 @@ def test_state_ttl_comes_from_the_environment(monkeypatch):
     finally:
         monkeypatch.delenv("PWN_STATE_TTL")
         importlib.reload(settings)
+
+
+def test_image_cache_files_are_written_atomically(tmp_path, monkeypatch):
+    """Threads writing the same image into Gradio's cache (two tabs rendering the same samples)
+    while others read it as a server does (size first, then the bytes): every read is the whole,
+    valid PNG, and no temporary file is left."""
+    import os
+    import threading
+
+    import numpy as np
+    from gradio import processing_utils
+    from PIL import Image
+
+    from demos.cache import use_atomic_image_cache
+    use_atomic_image_cache()
+    pixels = np.random.default_rng(0).integers(0, 256, (384, 384, 3), np.uint8)
+    path = processing_utils.save_img_array_to_cache(pixels, str(tmp_path), format="png")
+    expected = open(path, "rb").read()
+    # the same PNG bytes without encoding them again: the writes follow each other closely
+    monkeypatch.setattr(processing_utils, "encode_pil_to_bytes", lambda *_: expected)
+    done, bad = threading.Event(), []
+
+    def write():
+        while not done.is_set():
+            processing_utils.save_img_array_to_cache(pixels, str(tmp_path), format="png")
+
+    def serve():
+        for _ in range(200):
+            size = os.stat(path).st_size
+            with open(path, "rb") as f:
+                data = f.read()
+            if not (size == len(data) and data == expected):
+                bad.append((size, len(data)))
+
+    writers = [threading.Thread(target=write) for _ in range(2)]
+    readers = [threading.Thread(target=serve) for _ in range(2)]
+    for t in writers + readers:
+        t.start()
+    for t in readers:
+        t.join()
+    done.set()
+    for t in writers:
+        t.join()
+    assert bad == [], f"{len(bad)} incomplete reads, e.g. (size, bytes read) {bad[:3]}"
+    Image.open(path).verify()
+    assert np.array_equal(np.asarray(Image.open(path)), pixels)
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["image.png"]
