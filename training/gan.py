@@ -315,6 +315,9 @@ def train(args):
         return 0.5 ** (batch / half_life)
     rng = torch.Generator(device).manual_seed(args.seed + step)
     t_end = time.time() + args.minutes * 60
+    # --cpu-minutes: a budget of this process's CPU time (in minutes of all --threads busy), fair
+    # between runs even when other work shares the machine (wall time is not)
+    cpu_end = time.process_time() + args.cpu_minutes * 60 * args.threads if args.cpu_minutes else math.inf
     t_last = time.time()
     log = open(run / "log.txt", "a")
 
@@ -400,7 +403,7 @@ def train(args):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        while step < args.steps and time.time() < t_end:
+        while step < args.steps and time.time() < t_end and time.process_time() < cpu_end:
             t0 = time.time()
             res, alpha, batch = stage_at(stages, step, args.fade)
             loss_d, loss_g, r1, variety = train_step(step, res, alpha, batch)
@@ -475,6 +478,8 @@ def main(argv=None):
                    help="steps of pure regression (no discriminator) before the adversarial game")
     p.add_argument("--steps", type=int, default=10 ** 9)
     p.add_argument("--minutes", type=float, default=60)
+    p.add_argument("--cpu-minutes", type=float, default=None,
+                   help="stop after this much CPU time (minutes of all --threads busy) in this run")
     p.add_argument("--sample-every", type=int, default=250)
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
