@@ -1,7 +1,7 @@
 """Recipe bake-off: train each candidate GAN recipe for the same CPU minutes on Toytown 2, then
 measure them the same way.
 
-    python -m training.bakeoff --minutes 18                  # all recipes, one after the other
+    python -m training.bakeoff --minutes 14                  # all recipes, one after the other
     python -m training.bakeoff --only-eval                   # re-measure the runs already there
 
 Recipes (``RECIPES``; all grow 8 -> 64 px with the same schedule and widths):
@@ -40,14 +40,14 @@ from training.quality import WATERMARK_MIN_FRACTION, class_fractions, frechet, s
 from training.toytown import render_batch
 
 OUT = Path("runs/bakeoff")
-SCHEDULE = "8:100,16:200,32:250,64:0:16"
-COMMON = ["--schedule", SCHEDULE, "--fade", "100", "--batch", "32", "--r1-gamma", "0.1",
+SCHEDULE = "8:80,16:160,32:200,64:0:16"
+COMMON = ["--schedule", SCHEDULE, "--fade", "80", "--batch", "32", "--r1-gamma", "0.1",
           "--sample-every", "250", "--save-every", "250", "--fresh"]
 RECIPES = {
     "adversarial": [],
     "relativistic": ["--loss", "relativistic", "--r2-gamma", "0.1"],
     "seg_head": ["--seg-weight", "1"],
-    "regress": ["--l1-weight", "10", "--regress-steps", "550"],
+    "regress": ["--l1-weight", "10", "--regress-steps", "440"],
 }
 HELD_OUT = 200_000          # image numbers of the samples measured (never used elsewhere)
 DISSECT_LAYERS = ("layer4", "layer6", "layer8")
@@ -156,7 +156,7 @@ def table(results: dict) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=18,
+    p.add_argument("--minutes", type=float, default=14,
                    help="CPU budget per recipe, in minutes of both cores busy (fair under load)")
     p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--segmenter", default="runs/segmenter_v2", type=Path)
