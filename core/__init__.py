@@ -30,7 +30,10 @@ from .generators import LayerError
 from .images import parse_image_numbers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUNDLE = REPO_ROOT / "models" / "toytown"
+# The checkout's models/ folder; an installed copy (pyproject.toml) carries it as core/_models.
+_INSTALLED_MODELS = Path(__file__).resolve().parent / "_models"
+MODELS_DIR = _INSTALLED_MODELS if _INSTALLED_MODELS.is_dir() else REPO_ROOT / "models"
+DEFAULT_BUNDLE = MODELS_DIR / "toytown"
 
 
 def _check_noise(noise):
@@ -127,7 +130,7 @@ def load_model(source, device: str | torch.device = "cpu") -> Model:
 
     - a bundle folder (``config.json`` + ``generator.safetensors``), or a :class:`Bundle`;
     - a legacy checkpoint ``.pth``/``.pt`` (converted in memory, nothing written);
-    - ``"default"``: the embedded bundle at ``<repo>/models/toytown``;
+    - ``"default"``: the embedded bundle at ``<repo>/models/toytown`` (``DEFAULT_BUNDLE``);
     - a Hugging Face Hub id ``"org/name"`` or ``"org/name@revision"`` (cache first, then download;
       an edited-model repo is applied on top of its base), see :mod:`core.hub`.
 

@@ -38,8 +38,9 @@ import re
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-KNOWN_MODELS_FILE = REPO_ROOT / "models" / "known_models.json"
+from . import MODELS_DIR
+
+KNOWN_MODELS_FILE = MODELS_DIR / "known_models.json"
 PLACEHOLDER_ORG = "painting-with-neurons"
 ORG_ENV = "PWN_HUB_ORG"           # replaces the placeholder org of known_models.json entries
 
