@@ -1,31 +1,37 @@
-"""Train the embedded default GAN on Toytown scenes, on CPU, growing it from 8 to 64 px.
+"""Train the embedded default GAN on Toytown 2 scenes, on CPU, growing it from 8 to 64 px.
 
-    python -m training.gan --minutes 85          # resumes from runs/gan/state.pt when present
+    python -m training.gan --minutes 60          # resumes from runs/gan/state.pt, else from the
+                                                 # committed compact checkpoint
     python -m training.device_gan --minutes 7    # the same recipe in one call on a GPU machine
 
 Recipe (Progressive GAN, Karras et al. 2018): the generator of core.generators.progan (PixelNorm,
 nearest upsampling, equalised learning rate) is trained at 8 px, then 16, 32 and 64 px, each new
 resolution faded in over ``--fade`` steps through training-only to-RGB convs (``GrowingGenerator``;
 only the ProGAN generator itself is exported). The residual discriminator with minibatch stddev
-grows the same way from the other end. Non-saturating logistic loss with lazy R1; Adam, beta1 = 0;
-an exponential moving average of the generator is what ships. channels_last on CPU (bf16 autocast
-is optional: it only pays off on CPUs with native bf16). No flips: they would teach the model
-mirrored watermark text.
+grows the same way from the other end. Adam, beta1 = 0; an exponential moving average of the
+generator is what ships. channels_last; bf16 autocast only where the CPU has native bf16. No flips:
+they would teach the model mirrored watermark text.
 
-Why growing: on 2 CPU cores (AVX2, no native bf16) a step at 64 px costs ~1.4 s at batch 32
-(0.77 s at batch 16), at 16 px ~0.65 s, at 8 px ~0.35 s, and every setting tried directly at 64 px
-collapsed within ~1,000 steps (``variety`` in the log = mean per-pixel std over a generated batch;
-Toytown renders: 0.27 at 8 px, 0.31 at 16, 0.34 at 32, 0.37 at 64; the ``raw_*.png`` grids show
-the un-averaged generator): lr 0.0015 with R1 gamma 1 or 0.05, lr 0.0005 with gamma 5, and a 4x
-faster discriminator all went from diverse to a few images. Growing spends most steps where they
-are cheap and lets the layout settle before the detail.
+The default recipe is the bake-off's pick (``python -m training.bakeoff``, docs/eval/bakeoff.json):
+**regression then adversarial**. A Toytown 2 scene is a function of its latent, so for the first
+``--regress-steps`` G(z) is pulled onto render(z) with L1 alone (every pixel supervised, no
+discriminator: a third of the cost of an adversarial step); after that the non-saturating logistic
+loss with lazy R1 takes over and the L1 term stays (``--l1-weight``), pix2pix-style. The other
+recipes stay available: ``--l1-weight 0 --regress-steps 0`` (plain adversarial), ``--loss
+relativistic --r2-gamma`` (RpGAN with R1 + R2), ``--seg-weight`` (a per-pixel segmentation head on
+D trained on the renders' labels).
 
-The shipped model (sessions 3-4): 10,647 steps (218,352 images) in 169 min: 8 px to step 300,
-16 px to 1,800, 32 px to 3,000 (batch 32), then 64 px at batch 16; R1 gamma 1 until step 1,121,
-then 0.1 (with gamma 1 the discriminator stayed at chance, loss_d ~1.2, and samples kept a speckle
-it could not see); ``variety`` 0.30-0.40 throughout at 64 px (no collapse); loss_d 0.25-1.0 late
-at 64 px. FSD 24.6 at step 7,289, 22.1 at 10,647. Samples are recognisable towns (buildings,
-roofs, spires, domes, windows, dusk skies) but still blurry.
+Costs on 2 CPU cores (AVX2, no native bf16; G 2.83 M parameters, D 2.95 M): an adversarial step
+takes ~0.45 s at 8 px (batch 32), ~1.1 s at 16 px, ~1.5 s at 32 px and ~1.1 s at 64 px (batch 16).
+``variety`` in the log is the mean per-pixel std over a generated batch (Toytown 2 renders: about
+0.37 at 64 px); the ``raw_*.png`` grids show the un-averaged generator.
+
+History. Toytown 1 (sessions 3-4, grainy data, narrower 32/64 px layers): 10,647 steps (218,352
+images) in 169 min reached FSD 22.1 with blurry samples; every setting tried directly at 64 px
+collapsed within ~1,000 steps, which is why training grows. Toytown 2 bake-off (14 min of 2-core
+CPU each): FSD adversarial 228, relativistic 135 (but collapsing: variety 0.14 -> 0.07, loss_d
+0.1), segmentation head 173, regression 144 with the most varied samples and the best watermark,
+spire and grass units; all four still told apart from renders by a small CNN.
 """
 from __future__ import annotations
 
@@ -456,9 +462,9 @@ def main(argv=None):
     p.add_argument("--dataset-size", type=int, default=100_000)
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--schedule", default="8:300,16:1500,32:1200,64:0:16",
+    p.add_argument("--schedule", default="8:80,16:160,32:200,64:0:16",
                    help="res:steps per stage of progressive growing; the last stage runs until --steps/--minutes")
-    p.add_argument("--fade", type=int, default=500, help="steps over which a new resolution fades in")
+    p.add_argument("--fade", type=int, default=80, help="steps over which a new resolution fades in")
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--lr-d", type=float, default=None, help="discriminator learning rate (default: --lr)")
     p.add_argument("--r1-gamma", type=float, default=0.1,
@@ -472,9 +478,9 @@ def main(argv=None):
     p.add_argument("--r2-gamma", type=float, default=0.0, help="R2 weight (gradient penalty on fakes)")
     p.add_argument("--seg-weight", type=float, default=0.0,
                    help="weight of the discriminator's segmentation loss on reals (0: no head)")
-    p.add_argument("--l1-weight", type=float, default=0.0,
+    p.add_argument("--l1-weight", type=float, default=10.0,
                    help="regression: L1 between G(z) and the scene z draws (uses the data's latents)")
-    p.add_argument("--regress-steps", type=int, default=0,
+    p.add_argument("--regress-steps", type=int, default=440,
                    help="steps of pure regression (no discriminator) before the adversarial game")
     p.add_argument("--steps", type=int, default=10 ** 9)
     p.add_argument("--minutes", type=float, default=60)
