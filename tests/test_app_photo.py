@@ -1,6 +1,7 @@
 """Photo tab through the app's API (gradio_client against a local server on a tiny bundle)."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -157,22 +158,32 @@ def test_invert_then_paint_changes_only_near_the_stroke(client, app_bundle, tmp_
     assert "0 paint edit" in info4 and np.array_equal(_img(result4), photo)
 
 
-def test_invert_is_a_stoppable_generator_and_keeps_earlier_work(client, app_bundle, tmp_path):
-    """Cancelling (what the Stop button does) ends the generator at its next preview; the
-    session's previous inversion and edits stay usable."""
+@contextlib.contextmanager
+def _long_inversion(client, app_bundle, tmp_path):
+    """An inversion that would run for many minutes, started and showing streamed previews."""
     import time
 
     from gradio_client import handle_file
 
     import demos.photo as photo_tab
     saved = photo_tab.INVERT_STEPS
-    photo_tab.INVERT_STEPS = 100_000                   # would run for many minutes
+    photo_tab.INVERT_STEPS = 100_000
     try:
-        job = client.submit(str(app_bundle), handle_file(_photo(tmp_path)),
-                            api_name="/photo_invert")
+        job = client.submit(str(app_bundle), handle_file(_photo(tmp_path)), api_name="/photo_invert")
         t0 = time.time()
-        while len(job.outputs()) < 3 and time.time() - t0 < 60:   # streamed previews
+        while len(job.outputs()) < 3 and time.time() - t0 < 60:
             time.sleep(0.2)
+        yield job
+    finally:
+        photo_tab.INVERT_STEPS = saved
+
+
+def test_invert_is_a_stoppable_generator_and_keeps_earlier_work(client, app_bundle, tmp_path):
+    """Cancelling (what the Stop button does) ends the generator at its next preview; the
+    session's previous inversion and edits stay usable."""
+    import time
+
+    with _long_inversion(client, app_bundle, tmp_path) as job:
         assert len(job.outputs()) >= 3, "no streamed previews"
         status = job.outputs()[-1][2]
         assert "step" in status and "PSNR" in status
@@ -181,8 +192,6 @@ def test_invert_is_a_stoppable_generator_and_keeps_earlier_work(client, app_bund
         while not job.done() and time.time() - t0 < 30:
             time.sleep(0.2)
         assert job.done()
-    finally:
-        photo_tab.INVERT_STEPS = saved
     _, _, _, info = client.predict(api_name="/photo_reset")   # the earlier inversion is still there
     assert "0 paint edit" in info and "Inversion PSNR" in info
 
@@ -190,23 +199,9 @@ def test_invert_is_a_stoppable_generator_and_keeps_earlier_work(client, app_bund
 def test_stop_keeps_the_best_result_so_far(client, app_bundle, tmp_path):
     """The Stop button ends the inversion at its next step; the best iterate so far becomes the
     session's photo, ready to paint on, and the status says so."""
-    import time
-
-    from gradio_client import handle_file
-
-    import demos.photo as photo_tab
-    saved = photo_tab.INVERT_STEPS
-    photo_tab.INVERT_STEPS = 100_000                   # would run for many minutes
-    try:
-        job = client.submit(str(app_bundle), handle_file(_photo(tmp_path)),
-                            api_name="/photo_invert")
-        t0 = time.time()
-        while len(job.outputs()) < 3 and time.time() - t0 < 60:   # streamed previews
-            time.sleep(0.2)
+    with _long_inversion(client, app_bundle, tmp_path) as job:
         client.predict(api_name="/photo_stop")
         shown, recon, status, editor, compare, result, info = job.result(timeout=60)
-    finally:
-        photo_tab.INVERT_STEPS = saved
     assert "Stopped" in status and "during the inversion" in status and "best result" in status
     assert "Inversion PSNR" in info and editor["background"]
     ed = _editor(tmp_path, editor["background"], (0, 128, 0, 128))
