@@ -152,6 +152,10 @@ def parse_image_numbers(spec: str | int | Iterable[int], max_count: int = MAX_IM
             part = part.strip()
             if not part:
                 raise ValueError(f"empty item in image numbers {spec!r} (stray comma?)")
+            if any(len(d) > len(str(max_number)) for d in re.findall(r"\d+", part)):
+                # (before int(): Python refuses to convert numbers of over 4,300 digits)
+                shown = part if len(part) <= 20 else part[:20] + "..."
+                raise ValueError(f"image number {shown} is too large (numbers must be below {max_number:,})")
             if part.startswith("-"):
                 raise ValueError(f"image numbers are >= 0, got {part!r}")
             if part.isdigit():

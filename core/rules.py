@@ -164,6 +164,9 @@ def rule_from_dict(d: Any) -> Rule:
     """Validate a parsed rule object and decode its masks."""
     if not isinstance(d, dict):
         raise RuleError(f"a rule must be a JSON object, got {type(d).__name__}")
+    if not any(k in d for k in _KNOWN):
+        raise RuleError("not a rule file: it has none of the fields 'key', 'object', 'paste' "
+                        f"(its fields: {', '.join(map(repr, list(d)[:5])) or 'none'})")
     keys = d.get("key", [])
     if keys is None:
         keys = []
@@ -226,11 +229,11 @@ def read_rule(source) -> Rule:
         text = source
     else:
         path = Path(source)
-        where = str(path)
+        where = path.name   # (never the folder: an upload's lies on the server)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such rule file")
+            raise FileNotFoundError(f"{where}: no such rule file")
         if path.stat().st_size > MAX_RULE_BYTES:
-            raise RuleError(f"{path}: rule file is too large ({path.stat().st_size} bytes)")
+            raise RuleError(f"{where}: rule file is too large ({path.stat().st_size} bytes)")
         text = path.read_bytes()
     if len(text) > MAX_RULE_BYTES:
         raise RuleError(f"{where}: rule is too large ({len(text)} bytes)")

@@ -186,6 +186,8 @@ def test_parse_image_numbers(spec, expected):
     ("0-5000,5000-9999", "more than 10,000"),
     ("0-99999999999999999999", "too large"),
     ("10000000", "too large"),
+    ("9" * 5000, "too large"),             # not Python's "Exceeds the limit (4300 digits)"
+    ("1-" + "9" * 5000, "too large"),
     ([1, "2"], "integers"),
     ([True], "integers"),
 ])

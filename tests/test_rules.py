@@ -107,6 +107,8 @@ BAD_RULES = [
     ('{"rank": 0}', "'rank' must be a positive integer"),
     ('{"rank": "2"}', "'rank' must be a positive integer"),
     ('{"layer": 4}', "'layer' must be a non-empty string"),
+    ('{"not": "a rule"}', "not a rule file: it has none of the fields 'key', 'object', 'paste' \\(its fields: 'not'\\)"),
+    ("{}", "not a rule file"),
 ]
 
 
@@ -114,6 +116,14 @@ BAD_RULES = [
 def test_bad_rules(text, match):
     with pytest.raises(ValueError, match=match):
         rules.read_rule(text)
+
+
+def test_rule_file_errors_name_the_file_not_its_folder(tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError) as e:
+        rules.read_rule(bad)
+    assert str(e.value).startswith("broken.json: malformed JSON") and str(tmp_path) not in str(e.value)
 
 
 def test_bad_data_urls(tmp_path):
