@@ -36,7 +36,7 @@ from safetensors.torch import load_file
 from core.generators.progan import from_state_dict
 from core.segmenter import load_segmenter
 from training import gan
-from training.quality import WATERMARK_MIN_FRACTION, class_fractions, frechet, segment_renders
+from training.quality import WATERMARK_MIN_FRACTION, best_concept_iou, class_fractions, frechet
 from training.toytown import render_batch
 
 OUT = Path("runs/bakeoff")
@@ -92,16 +92,10 @@ def two_sample_accuracy(fake: torch.Tensor, real: torch.Tensor, steps: int = 600
 
 
 def best_iou(g, seg, layers=DISSECT_LAYERS, n: int = 500) -> dict:
-    """{concept: (best unit IoU over ``layers``, "layerK")} by a quick IQR dissection."""
+    """{concept: [best unit IoU over ``layers``, "layerK"]} by a quick IQR dissection."""
     from core.dissect import dissect
-    best = {c: (0.0, None) for c in seg.concepts}
-    for layer in layers:
-        cat = dissect(g, seg, layer, range(HELD_OUT, HELD_OUT + n), protocol="iqr", batch_size=100)
-        for unit in cat["units"]:
-            for c, v in unit.get("concept_iou", {}).items():
-                if v > best[c][0]:
-                    best[c] = (round(float(v), 3), layer)
-    return best
+    return best_concept_iou(dissect(g, seg, layer, range(HELD_OUT, HELD_OUT + n), protocol="iqr",
+                                    batch_size=100) for layer in layers)
 
 
 def evaluate(run: Path, seg, n: int = 2000) -> dict:
@@ -143,14 +137,14 @@ def comparison_grid(names, path: Path, n: int = 12):
 
 
 def table(results: dict) -> str:
-    concepts = list(next(iter(results.values()))["best_unit_iou"])
+    concepts = list(dict.fromkeys(c for r in results.values() for c in r["best_unit_iou"]))
     head = ["recipe", "steps", "wall min", "FSD", "2-sample acc", "wm samples/data"] + concepts
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in results.items():
         lines.append("| " + " | ".join(
             [name, str(r["steps"]), str(r["minutes"]), f"{r['fsd']:.2f}", f"{r['classifier_accuracy']:.3f}",
              f"{r['watermark_share_samples']:.3f}/{r['watermark_share_renders']:.3f}"]
-            + [f"{r['best_unit_iou'][c][0]:.2f}" for c in concepts]) + " |")
+            + [f"{r['best_unit_iou'].get(c, [0.0])[0]:.2f}" for c in concepts]) + " |")
     return "\n".join(lines)
 
 

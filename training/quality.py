@@ -32,6 +32,17 @@ def class_fractions(labels: torch.Tensor, k: int) -> np.ndarray:
     return (onehot.mean(1) * 100).numpy()
 
 
+def best_concept_iou(catalogs) -> dict:
+    """{concept: [best unit IoU, layer]} over dissection catalogs (units' ``concept_iou``)."""
+    best = {}
+    for cat in catalogs:
+        for unit in cat["units"]:
+            for concept, v in unit.get("concept_iou", {}).items():
+                if v > best.get(concept, [0.0])[0]:
+                    best[concept] = [round(float(v), 3), cat["layer"]]
+    return best
+
+
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)

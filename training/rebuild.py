@@ -54,14 +54,9 @@ def _round(v):
 
 def best_unit_iou(bundle: Path, layer: str | None = None) -> dict:
     """{concept: [best unit IoU, layer]} over the bundle's catalogs (or one layer's)."""
-    best = {}
-    for path in sorted((bundle / "catalog").glob(f"{layer or 'layer*'}.json")):
-        cat = json.loads(path.read_text())
-        for unit in cat["units"]:
-            for concept, v in unit.get("concept_iou", {}).items():
-                if v > best.get(concept, [0.0])[0]:
-                    best[concept] = [round(v, 3), cat["layer"]]
-    return best
+    from training.quality import best_concept_iou
+    paths = sorted((bundle / "catalog").glob(f"{layer or 'layer*'}.json"))
+    return best_concept_iou(json.loads(p.read_text()) for p in paths)
 
 
 def collect_metrics(bundle: Path = BUNDLE, eval_dir: Path = EVAL) -> dict:
