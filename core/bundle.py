@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from .generators import ARCHITECTURES, Generator, build
+from .generators import FAMILIES, Generator, build, detect_family, get_family
 
 FORMAT = "painting-with-neurons-bundle"
 VERSION = 1
@@ -202,8 +202,8 @@ def read_config(path) -> dict:
         raise BundleError(f"{cfg_path}: bundle format version {version} is newer than this code "
                           f"reads (version {VERSION}); update Painting with Neurons")
     arch = cfg.get("architecture")
-    if arch not in ARCHITECTURES:
-        raise BundleError(f"{cfg_path}: unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    if arch not in FAMILIES:
+        raise BundleError(f"{cfg_path}: unknown architecture {arch!r}; known: {', '.join(FAMILIES)}")
     if not isinstance(cfg.get("kwargs"), dict):
         raise BundleError(f"{cfg_path}: malformed config, 'kwargs' must be an object")
     _check_defaults(cfg.get("defaults", {}), cfg_path)
@@ -336,8 +336,7 @@ def layer_table(generator: Generator) -> list[tuple[str, int, int]]:
 def model_card(cfg: dict, generator: Generator) -> str:
     """README.md text for a bundle (Hugging Face model card with YAML front matter)."""
     arch = cfg["architecture"]
-    title = {"progan": "Progressive GAN (gandissect layout)",
-             "stylegan2": "StyleGAN2 (rosinality layout)"}.get(arch, arch)
+    title = FAMILIES[arch].title if arch in FAMILIES else arch
     licence = cfg.get("license", "other")
     lines = ["---", f"license: {licence}", "library_name: painting-with-neurons",
              "pipeline_tag: unconditional-image-generation",
@@ -431,79 +430,6 @@ def _torch_load(src: Path):
                           f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
-_PROGAN_KEY = re.compile(r"(layer\d+|features\.\d+)\.conv\.weight")
-_SG2_KEYS = ("style.1.weight", "input.input", "conv1.conv.weight", "to_rgb1.bias")
-
-
-def detect_family(obj) -> str | None:
-    """'progan', 'stylegan2' or None for a loaded checkpoint object."""
-    if not isinstance(obj, dict):
-        return None
-    if "g_ema" in obj:
-        return "stylegan2"
-    sd = obj["state_dict"] if isinstance(obj.get("state_dict"), dict) else obj
-    keys = [k for k in sd if isinstance(k, str)]
-    if any(_PROGAN_KEY.fullmatch(k) for k in keys):
-        return "progan"
-    if any(k in _SG2_KEYS for k in keys):
-        return "stylegan2"
-    return None
-
-
-def _progan_from(obj, src) -> Generator:
-    from .generators.progan import ProGANGenerator, normalize_state_dict, sizes_from_state_dict
-    sd = normalize_state_dict(obj)
-    bad = [str(k) for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise BundleError(f"{src}: ProGAN state dict has entries that are not tensors: {_few(bad)}")
-    try:
-        g = ProGANGenerator(sizes_from_state_dict(sd))
-    except KeyError as e:
-        raise BundleError(f"{src}: weights do not match the progan architecture: missing keys "
-                          f"{e.args[0]}") from None
-    except (ValueError, IndexError) as e:
-        raise BundleError(f"{src}: not a usable ProGAN checkpoint: {e}") from None
-    check_state_dict(g, sd, src)
-    g.load_state_dict(sd, strict=True)
-    return g
-
-
-def _stylegan2_from(obj, src) -> Generator:
-    if "g_ema" in obj:
-        g_ema = obj["g_ema"]
-        if not isinstance(g_ema, dict):
-            raise BundleError(f"{src}: 'g_ema' is a {type(g_ema).__name__}, expected a state dict")
-        latent_avg = obj.get("latent_avg", g_ema.get("latent_avg"))
-        g_ema = {k: v for k, v in g_ema.items() if k != "latent_avg"}
-    else:  # a bare generator state dict, as this project saves it (rosinality keys + latent_avg)
-        g_ema = {k: v for k, v in obj.items() if k != "latent_avg"}
-        latent_avg = obj.get("latent_avg")
-    if latent_avg is None:
-        raise BundleError(f"{src}: StyleGAN2 checkpoint has no 'latent_avg' (the mean w, needed "
-                          "for truncation); expected {'g_ema': ..., 'latent_avg': ...} as written "
-                          "by rosinality's convert_weight.py / train.py")
-    if not isinstance(latent_avg, torch.Tensor):
-        raise BundleError(f"{src}: 'latent_avg' is a {type(latent_avg).__name__}, expected a tensor")
-    bad = [str(k) for k, v in g_ema.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise BundleError(f"{src}: StyleGAN2 state dict has entries that are not tensors: {_few(bad)}")
-    try:
-        from .generators.stylegan2 import StyleGAN2Generator, config_from_state_dict
-    except ImportError as e:
-        raise BundleError(f"{src}: the stylegan2 family is not available ({e})") from None
-    try:
-        g = StyleGAN2Generator(**config_from_state_dict(g_ema))
-    except (ValueError, KeyError, IndexError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BundleError(f"{src}: not a usable StyleGAN2 checkpoint: {first}") from None
-    if latent_avg.numel() == g.style_dim:
-        latent_avg = latent_avg.reshape(-1)
-    sd = {**g_ema, "latent_avg": latent_avg}
-    check_state_dict(g, sd, src)
-    g.load_state_dict(sd, strict=True)
-    return g
-
-
 def read_checkpoint(src, name: str | None = None) -> Bundle:
     """Read a legacy checkpoint into an in-memory :class:`Bundle` (``path=None``).
 
@@ -526,7 +452,12 @@ def read_checkpoint(src, name: str | None = None) -> Bundle:
             found = f"a {type(obj).__name__}"
         raise BundleError(f"{src}: neither a ProGAN (gandissect) nor a StyleGAN2 (rosinality) "
                           f"checkpoint; found {found}")
-    g = _progan_from(obj, src) if family == "progan" else _stylegan2_from(obj, src)
+    try:
+        g, sd = get_family(family).from_checkpoint(obj)
+    except ValueError as e:
+        raise BundleError(f"{src}: {e}") from None
+    check_state_dict(g, sd, src)
+    g.load_state_dict(sd, strict=True)
     cfg = bundle_config(g, name or src.stem, {"file": src.name, "sha256": digest})
     return Bundle(None, cfg, _freeze(g))
 

@@ -62,7 +62,6 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .edits import EditStack, WeightEdit, _generator
-from .generators import LayerState
 
 MAX_BYTES = 10 * 1024 * 1024        # files / byte strings larger than this are refused
 MAX_PIXELS = 40_000_000             # images with more pixels than this are refused before decoding
@@ -345,8 +344,6 @@ def paint_layer(model) -> str:
 
 
 def _layer_res(g, layer: str) -> int:
-    if hasattr(g, "layer_resolution"):
-        return int(g.layer_resolution(layer))
     from .edits import layer_shape
     return int(layer_shape(g, layer)[1])
 
@@ -373,13 +370,6 @@ def _device(g) -> torch.device:
 def _options(model):
     d = getattr(model, "defaults", None) or {}
     return d.get("truncation", 1.0), d.get("noise", "buffers")
-
-
-def _output(g, state: LayerState) -> torch.Tensor:
-    """The image, without the output clamp when the generator has one (so gradients flow)."""
-    if getattr(g, "output_clamp", False) and hasattr(g, "output") and g.family == "progan":
-        return g.output(state.x)
-    return g.finish(state)
 
 
 def segmenter_features(segmenter, images: torch.Tensor) -> list[torch.Tensor]:
@@ -522,7 +512,7 @@ def _random_starts(g, model, target_loss: PhotoLoss, starts: int, seed: int, dev
     with torch.no_grad():
         scores = []
         for i in range(0, len(z), 8):
-            img = _output(g, g.run(g.start(z[i:i + 8], truncation=t, noise=n)))
+            img = g.unclamped_output(g.run(g.start(z[i:i + 8], truncation=t, noise=n)))
             scores.append((img - target_loss.photo).abs().mean(dim=(1, 2, 3)))
         best = int(torch.cat(scores).argmin())
     return z[best:best + 1]
@@ -558,7 +548,7 @@ def invert(model, photo, steps: int = 150, encoder=None, segmenter=None, layer: 
     def tail(state, residual):
         s = state.clone()
         s.x = state.x + residual
-        return _output(g, g.run(s))
+        return g.unclamped_output(g.run(s))
 
     with torch.no_grad():
         if encoder is not None:
@@ -673,7 +663,7 @@ def adapt(model, inversion: InversionResult, photo, steps: int = 300,
     def render():
         s = state0.clone()
         s.weight_deltas = deltas
-        return _output(g, g.run(s, edit=residual_edit))
+        return g.unclamped_output(g.run(s, edit=residual_edit))
 
     best = None
     stopped = False

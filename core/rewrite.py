@@ -135,20 +135,13 @@ def layer_keys(model, layer: str, image_numbers, weight_deltas=None, seed: int =
     return _key_state(g, layer, z, t, n, weight_deltas)
 
 
-def _value(g: Generator, layer: str, key, state, weight, offset=None) -> torch.Tensor:
-    """The layer's value for ``key`` with raw weight ``weight`` (differentiable in weight)."""
-    if g.family == "stylegan2":
-        return g.layer_value(layer, key, weight=weight, state=state, offset=offset)
-    return g.layer_value(layer, key, weight=weight)
-
-
 def layer_values(model, layer: str, image_numbers, weight_deltas=None) -> torch.Tensor:
     """The rewriting *value* of ``layer`` for image numbers: [N, C_out, H, W] (ProGAN: the raw conv
     output before scale/bias/activation; StyleGAN2: the layer output)."""
     g, t, n, _ = _parts(model)
     key, state = layer_keys(model, layer, image_numbers, weight_deltas)
     with torch.no_grad():
-        return _value(g, layer, key, state, _base_weight(g, layer, weight_deltas))
+        return g.layer_value(layer, key, weight=_base_weight(g, layer, weight_deltas), state=state)
 
 
 def low_rank_delta(lam: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
@@ -520,7 +513,7 @@ def _value_map(model, layer, image_number, weight_deltas=None):
     g, t, n, _ = _parts(model)
     key, state = _key_state(g, layer, g.sample_z([image_number]), t, n, weight_deltas)
     with torch.no_grad():
-        v = _value(g, layer, key, state, _base_weight(g, layer, weight_deltas))
+        v = g.layer_value(layer, key, weight=_base_weight(g, layer, weight_deltas), state=state)
     return key, state, v
 
 
@@ -604,11 +597,7 @@ def render_with_value(model, layer: str, image_number: int, value, weight_deltas
     key, state = _key_state(g, layer, g.sample_z([_numbers([image_number])[0]]), t, n, weight_deltas)
     state = g.run(state, stop=layer)        # state after the layer (ToRGB pending for StyleGAN2)
     value = torch.as_tensor(value).to(state.x)
-    if g.family == "progan":
-        value = g.blocks[layer].activation(value[None])
-    else:
-        value = value[None]
-    state.x = value
+    state.x = g.value_to_features(layer, value[None])
     return g.finish(g.run(state))[0].cpu()
 
 
@@ -627,8 +616,7 @@ class _Problem:
     w0: torch.Tensor                # base raw weight
 
     def value(self, weight: torch.Tensor) -> torch.Tensor:
-        off = self.offset if self.g.family == "stylegan2" else None
-        out = _value(self.g, self.layer, self.key, self.state, weight, offset=off)
+        out = self.g.layer_value(self.layer, self.key, weight=weight, state=self.state, offset=self.offset)
         t, l, b, r = self.inner
         return out[:, :, t:b, l:r]
 
@@ -649,7 +637,7 @@ def _problem(model, layer, image_number, target_value, region, weight_deltas) ->
     if target.dim() == 4 and target.shape[0] == 1:
         target = target[0]
     with torch.no_grad():
-        full = _value(g, layer, key, state, w0)
+        full = g.layer_value(layer, key, weight=w0, state=state)
     H, W = full.shape[-2:]
     if tuple(target.shape) != tuple(full.shape[1:]):
         raise RewriteError(f"target value must be {list(full.shape[1:])} for {layer}, got "
@@ -690,15 +678,16 @@ def _orthonormal_dirs(dirs, c_in: int) -> torch.Tensor:
 
 def _closed_form(model, layer, dirs, image_number, target_value, region, weight_deltas, ridge,
                  info) -> torch.Tensor:
-    """Least squares for Λ on a linear (ProGAN) conv: the value is conv(k, W + Λ·D) and only D·k
-    matters, so the features are the k x k taps of the keys projected on D."""
+    """Least squares for Λ on a layer whose value is a plain conv (``value_linear_in_weight``):
+    the value is conv(k, W + Λ·D) and only D·k matters, so the features are the k x k taps of the
+    keys projected on D."""
     g, t, n, _ = _parts(model)
-    block = g.blocks[layer]
+    padding = g.conv_padding(layer)
     key, _ = _key_state(g, layer, g.sample_z([image_number]), t, n, weight_deltas)
     w0 = _base_weight(g, layer, weight_deltas)
     c_out, _, kh, kw = w0.shape
     with torch.no_grad():
-        v0 = F.conv2d(key, w0, padding=block.padding)[0]                     # [C_out, H, W]
+        v0 = F.conv2d(key, w0, padding=padding)[0]                     # [C_out, H, W]
         target = torch.as_tensor(target_value).to(v0)
         target = target[0] if target.dim() == 4 else target
         if target.shape != v0.shape:
@@ -711,7 +700,7 @@ def _closed_form(model, layer, dirs, image_number, target_value, region, weight_
         if not bool(sel.any()):
             raise RewriteError("empty region: the update has no pixels to fit")
         kd = torch.einsum("ri,nihw->nrhw", dirs.to(key), key).double()          # keys along D
-        feats = F.unfold(kd, (kh, kw), padding=block.padding)[0]               # [rank*kh*kw, H*W]
+        feats = F.unfold(kd, (kh, kw), padding=padding)[0]               # [rank*kh*kw, H*W]
         if feats.shape[1] != H * W:
             raise RewriteError(f"{layer}: unexpected conv geometry (unfold gives {feats.shape[1]} "
                                f"positions for a {H}x{W} output)")
@@ -925,7 +914,8 @@ def rewrite(model, layer: str, dirs, target_image_number: int, target_value, reg
     image_number = _numbers([target_image_number])[0]
     info = {} if info is None else info
     t0 = time.perf_counter()
-    if method == "closed_form" and g.family == "progan":
+    closed_form = method == "closed_form" and g.value_linear_in_weight
+    if closed_form:
         lam = _closed_form(model, layer, d, image_number, target_value, region, weight_deltas,
                            ridge, info)
         if progress is not None:
@@ -941,7 +931,7 @@ def rewrite(model, layer: str, dirs, target_image_number: int, target_value, reg
                                      LOWRANK_NITER if niter is None else max(0, int(niter)),
                                      LOWRANK_LR if lr is None else float(lr), progress, stop, info)
     info["seconds"] = time.perf_counter() - t0
-    info["method"] = "iterative" if (method == "closed_form" and g.family != "progan") else method
+    info["method"] = "iterative" if (method == "closed_form" and not closed_form) else method
     label = label or f"rewrite {layer} (rank {d.shape[0]}, {info['method']})"
     return _make_edit(layer, lam, d, label)
 
@@ -984,7 +974,7 @@ def erase_target(model, layer: str, image_number: int, units: Sequence[int], wei
     key = key.clone()
     key[:, list(units)] = 0
     with torch.no_grad():
-        v = _value(g, layer, key, state, _base_weight(g, layer, weight_deltas))[0]
+        v = g.layer_value(layer, key, weight=_base_weight(g, layer, weight_deltas), state=state)[0]
     return v, torch.ones(v.shape[-2:], dtype=torch.bool, device=v.device)
 
 

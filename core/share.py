@@ -392,10 +392,10 @@ def load_edited(source, device="cpu", *, base=None, check: bool = True, cache_di
 
 
 # --------------------------------------------------------------------------- merge
-def _foldable(e, family: str) -> bool:
-    """A unit edit that can be written into the weights exactly: ProGAN, no mask (or an all-ones
-    mask), opacity 1. Then the units are constants everywhere: conv rows 0, bias = the value."""
-    return (family == "progan" and e.alpha == 1.0
+def _foldable(e, g) -> bool:
+    """A unit edit that can be written into the weights exactly: no mask (or an all-ones mask),
+    opacity 1, on a family that folds constant units (ProGAN: conv rows 0, bias = the value)."""
+    return (g.can_fold_constant_units and e.alpha == 1.0
             and (e.mask is None or bool((e.mask >= 1).all())))
 
 
@@ -414,7 +414,7 @@ def merge_edited(source, dest, *, name: str | None = None, overwrite: bool = Fal
     bad = [f"edit {i} (unit edit at {e.layer}{', masked' if e.mask is not None else ''}"
            f"{'' if e.alpha == 1 else f', opacity {e.alpha:g}'})"
            for i, e in enumerate(edited.stack)
-           if isinstance(e, ed.UnitEdit) and not e.is_noop and not _foldable(e, g0.family)]
+           if isinstance(e, ed.UnitEdit) and not e.is_noop and not _foldable(e, g0)]
     if bad:
         raise ShareError("cannot merge: " + "; ".join(bad) + " change features, not weights, "
                          "and cannot be written into a plain bundle exactly (only weight edits, "
@@ -426,11 +426,7 @@ def merge_edited(source, dest, *, name: str | None = None, overwrite: bool = Fal
             g.main_weight(layer).add_(d)
         for e in edited.stack:
             if isinstance(e, ed.UnitEdit) and not e.is_noop:
-                block = g.blocks[e.layer]
-                values = e.values or (0.0,) * len(e.units)
-                for u, v in zip(e.units, values):
-                    block.conv.weight[u] = 0
-                    block.wscale.b[u] = v if v >= 0 else v / 0.2   # leaky_relu(b) == v
+                g.fold_constant_units(e.layer, e.units, e.values or (0.0,) * len(e.units))
     bcfg = edited.base.bundle.config
     extra = {"edited_from": {"base": (edited.share_config.get("base") or origin(edited.base)),
                              "edits": edit_summary(edited.stack)},

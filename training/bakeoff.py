@@ -3,6 +3,8 @@ measure them the same way.
 
     python -m training.bakeoff --minutes 14                  # all recipes, one after the other
     python -m training.bakeoff --only-eval                   # re-measure the runs already there
+    python -m training.bakeoff --round continue --from-run runs/gan --minutes 8
+                                                             # round 2: variants of a run's continuation
 
 Recipes (``RECIPES``; all grow 8 -> 64 px with the same schedule and widths):
 - adversarial:  non-saturating logistic loss, lazy R1 (the recipe of Toytown 1, wider at 32/64 px);
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -42,12 +45,20 @@ from training.toytown import render_batch
 OUT = Path("runs/bakeoff")
 SCHEDULE = "8:80,16:160,32:200,64:0:16"
 COMMON = ["--schedule", SCHEDULE, "--fade", "80", "--batch", "32", "--r1-gamma", "0.1",
-          "--sample-every", "250", "--save-every", "250", "--fresh"]
+          "--sample-every", "250", "--save-every", "250"]
+NO_L1 = ["--l1-weight", "0", "--regress-steps", "0"]   # training.gan's defaults are the regression recipe
 RECIPES = {
-    "adversarial": [],
-    "relativistic": ["--loss", "relativistic", "--r2-gamma", "0.1"],
-    "seg_head": ["--seg-weight", "1"],
+    "adversarial": NO_L1,
+    "relativistic": NO_L1 + ["--loss", "relativistic", "--r2-gamma", "0.1"],
+    "seg_head": NO_L1 + ["--seg-weight", "1"],
     "regress": ["--l1-weight", "10", "--regress-steps", "440"],
+}
+# Round 2 forks one trained state (``--from-run``) and continues it under each variant: how much of
+# the L1 anchor the adversarial phase keeps (the regression recipe's samples stayed blurry)
+CONTINUATIONS = {
+    "l1_10": ["--l1-weight", "10"],
+    "l1_1": ["--l1-weight", "1"],
+    "l1_0.1": ["--l1-weight", "0.1"],
 }
 HELD_OUT = 200_000          # image numbers of the samples measured (never used elsewhere)
 DISSECT_LAYERS = ("layer4", "layer6", "layer8")
@@ -123,12 +134,12 @@ def evaluate(run: Path, seg, n: int = 2000) -> dict:
     }
 
 
-def comparison_grid(names, path: Path, n: int = 12):
-    """One row of data and one row per recipe (their samples at the same image numbers)."""
+def comparison_grid(runs, path: Path, n: int = 12):
+    """One row of data and one row per run directory (their samples at the same image numbers)."""
     from PIL import Image
     rows = [renders(1001, n)]
-    for name in names:
-        g = from_state_dict(load_file(OUT / name / "generator_ema.safetensors"), output_clamp=True).eval()
+    for run in runs:
+        g = from_state_dict(load_file(run / "generator_ema.safetensors"), output_clamp=True).eval()
         rows.append(samples(g, n))
     x = torch.cat(rows)
     x = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
@@ -152,26 +163,43 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=14,
                    help="CPU budget per recipe, in minutes of both cores busy (fair under load)")
-    p.add_argument("--recipes", default=",".join(RECIPES))
+    p.add_argument("--recipes", default=None, help="comma-separated (default: all of the round's)")
+    p.add_argument("--round", default="scratch", choices=("scratch", "continue"),
+                   help="scratch: RECIPES from nothing; continue: CONTINUATIONS of --from-run")
+    p.add_argument("--from-run", type=Path, default=Path("runs/gan"))
     p.add_argument("--segmenter", default="runs/segmenter_v2", type=Path)
     p.add_argument("--only-eval", action="store_true")
     a = p.parse_args(argv)
-    names = a.recipes.split(",")
+    fresh = a.round == "scratch"
+    variants = RECIPES if fresh else CONTINUATIONS
+    names = a.recipes.split(",") if a.recipes else list(variants)
+    out = OUT if fresh else OUT / a.round
     seg = load_segmenter(a.segmenter)
-    results_path = OUT / "results.json"
+    results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if not fresh and "start" not in results:
+        results["start"] = {"flags": [], **evaluate(a.from_run, seg)}
     for name in names:
-        run = OUT / name
+        run = out / name
+        flags = (COMMON + ["--fresh"] if fresh else COMMON) + variants[name]
         if not a.only_eval:
-            gan.main(["--run-dir", str(run), "--cpu-minutes", str(a.minutes)] + COMMON + RECIPES[name])
-        results[name] = {"flags": COMMON + RECIPES[name], **evaluate(run, seg)}
+            if not fresh:   # every variant continues the same state, Adam moments included
+                run.mkdir(parents=True, exist_ok=True)
+                shutil.copy(a.from_run / "state.pt", run / "state.pt")
+            gan.main(["--run-dir", str(run), "--cpu-minutes", str(a.minutes)] + flags)
+        results[name] = {"flags": flags, **evaluate(run, seg)}
+        out.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps(results, indent=1))
         print(json.dumps({name: results[name]}), flush=True)
     print(table(results))
-    comparison_grid(list(results), Path("docs/toytown2_bakeoff.png"))
-    Path("docs/eval/bakeoff.json").write_text(json.dumps(
-        {"note": f"each recipe trained from scratch on Toytown 2 for {a.minutes} min of 2-core CPU time; samples "
-                 f"are image numbers {HELD_OUT}+; renders are seeds 1001-1003 (never trained on)",
+    suffix = "" if fresh else f"_{a.round}"
+    comparison_grid([a.from_run if n == "start" else out / n for n in results],
+                    Path(f"docs/toytown2_bakeoff{suffix}.png"))
+    note = (f"each recipe trained from scratch on Toytown 2 for {a.minutes} min of 2-core CPU time" if fresh else
+            f"each variant continued the same state (start: step {results['start']['steps']}) for {a.minutes} "
+            f"min of 2-core CPU time")
+    Path(f"docs/eval/bakeoff{suffix}.json").write_text(json.dumps(
+        {"note": f"{note}; samples are image numbers {HELD_OUT}+; renders are seeds 1001-1003 (never trained on)",
          "results": results}, indent=1) + "\n")
 
 

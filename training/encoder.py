@@ -42,9 +42,8 @@ def _cos_loss(a, b, dim=1):
 def _render_from(g, layer, features):
     """Image rendered from ``features`` as the output of ``layer`` (the layers after it only)."""
     from core.generators import LayerState
-    from core.photo import _output
     done = tuple(g.layers[:g.layer_index(layer) + 1])
-    return _output(g, g.run(LayerState(features, done)))
+    return g.unclamped_output(g.run(LayerState(features, done)))
 
 
 def _losses(enc, g, layer, z, f, img, pixel_batch, pixel_weight):
@@ -63,8 +62,7 @@ def _losses(enc, g, layer, z, f, img, pixel_batch, pixel_weight):
 def _sample(g, z, layer):
     state = g.run(g.start(z), stop=layer)
     f = state.x
-    from core.photo import _output
-    img = _output(g, g.run(state.clone()))
+    img = g.unclamped_output(g.run(state.clone()))
     return f, img
 
 

@@ -1,17 +1,41 @@
-"""Generator families. ``build(architecture, kwargs)`` makes an empty model of a family."""
-from .base import Generator, LayerError, LayerState, sample_z
+"""Generator families and their registry.
 
-ARCHITECTURES = ("progan", "stylegan2")
+``FAMILIES`` maps a bundle config's ``architecture`` to its :class:`Family`. Adding a family is a
+Generator subclass in this package and one ``register_family`` line below.
+"""
+from . import progan, stylegan2
+from .base import Family, Generator, LayerError, LayerState, sample_z
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    FAMILIES[family.name] = family
+    return family
+
+
+register_family(progan.FAMILY)
+register_family(stylegan2.FAMILY)
+
+
+def get_family(architecture: str) -> Family:
+    try:
+        return FAMILIES[architecture]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(FAMILIES)}") from None
 
 
 def build(architecture: str, kwargs: dict) -> Generator:
-    if architecture == "progan":
-        from .progan import ProGANGenerator
-        return ProGANGenerator(**kwargs)
-    if architecture == "stylegan2":
-        from .stylegan2 import StyleGAN2Generator
-        return StyleGAN2Generator(**kwargs)
-    raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    """An empty generator of a family from its constructor kwargs."""
+    return get_family(architecture).generator(**kwargs)
 
 
-__all__ = ["Generator", "LayerError", "LayerState", "sample_z", "build", "ARCHITECTURES"]
+def detect_family(obj) -> str | None:
+    """The family a loaded legacy checkpoint object belongs to, or None."""
+    if not isinstance(obj, dict):
+        return None
+    return next((f.name for f in FAMILIES.values() if f.detect(obj)), None)
+
+
+__all__ = ["Family", "FAMILIES", "Generator", "LayerError", "LayerState", "sample_z", "build",
+           "detect_family", "get_family", "register_family"]

@@ -10,6 +10,11 @@ layer L can cache the state after L and re-run only the layers that follow:
 
 ``weight_deltas`` maps a layer name to ΔW for that layer's main conv weight (same shape), added on
 the fly: the shared module is never modified, so many sessions can use one base model at once.
+
+Everything that differs between families lives in the family's subclass: the methods marked
+"every family" below, and the class attributes that say what its maths allows. Code outside
+``core/generators/`` asks the generator, never which family it is. A family is made known to
+bundles and checkpoints by one :class:`Family` entry in ``core/generators/__init__.py``.
 """
 from __future__ import annotations
 
@@ -44,13 +49,69 @@ class LayerState:
 
 
 class Generator(nn.Module):
-    """Base class: subclasses define ``layers``, ``z_dim``, ``resolution``, ``start``, ``step``,
-    ``finish``, ``main_weight(layer)`` and ``rewrite_key(layer, state)``."""
+    """Base class of every family: a subclass sets ``family``, ``layers``, ``z_dim`` and
+    ``resolution`` and implements the methods marked "every family". ``layer_resolution(layer)``
+    is optional (without it, layer sizes are measured with one forward pass)."""
 
     family: str = ""
     layers: list[str]
     z_dim: int
     resolution: int
+    #: a layer's value is linear in its main weight for a fixed key (a plain conv, not a
+    #: demodulated one), so a rewrite has a closed-form least-squares solution
+    value_linear_in_weight: bool = False
+    #: a unit held at a constant everywhere can be written into the weights exactly
+    #: (:meth:`fold_constant_units`)
+    can_fold_constant_units: bool = False
+
+    # ----------------------------------------------------------------- every family
+    def config(self) -> dict:
+        """The constructor kwargs that rebuild this generator (saved in a bundle's config)."""
+        raise NotImplementedError
+
+    def main_weight(self, layer: str) -> torch.Tensor:
+        """The weight that rewriting edits and ``weight_deltas`` add to (shape ``[..., C_out,
+        C_in, k, k]``)."""
+        raise NotImplementedError
+
+    def start(self, z, truncation: float = 1.0, noise="buffers", weight_deltas=None) -> "LayerState":
+        raise NotImplementedError
+
+    def step(self, name: str, state: "LayerState", keys: dict | None = None) -> "LayerState":
+        raise NotImplementedError
+
+    def finish(self, state: "LayerState") -> torch.Tensor:
+        raise NotImplementedError
+
+    def rewrite_key(self, layer: str, state: "LayerState") -> torch.Tensor:
+        """The rewriting key of ``layer`` given the state *before* it: [N, C_in, h, w]."""
+        raise NotImplementedError
+
+    def layer_value(self, layer: str, key: torch.Tensor, weight: torch.Tensor | None = None,
+                    state: "LayerState | None" = None, offset: tuple[int, int] | None = None):
+        """The layer's rewriting value for ``key``, differentiable in ``weight`` (a replacement
+        main weight). ``state`` is the state before the layer and ``offset`` (top, left) places a
+        cropped key's output inside the layer's output; families that need neither ignore them."""
+        raise NotImplementedError
+
+    def conv_padding(self, layer: str) -> int:
+        """Families with ``value_linear_in_weight``: the value is ``F.conv2d(key, W, padding=...)``
+        with this padding."""
+        raise NotImplementedError(f"the {self.family} family's value is not a plain conv")
+
+    # ----------------------------------------------------------------- defaults a family may override
+    def value_to_features(self, layer: str, value: torch.Tensor) -> torch.Tensor:
+        """The layer's output features given its rewriting value (identity when the value is
+        already the output)."""
+        return value
+
+    def unclamped_output(self, state: "LayerState") -> torch.Tensor:
+        """The image without any output clamp, so that gradients flow (for optimising latents)."""
+        return self.finish(state)
+
+    def fold_constant_units(self, layer: str, units, values) -> None:
+        """Write units held at constant ``values`` everywhere into the weights (in place)."""
+        raise NotImplementedError(f"the {self.family} family cannot fold unit edits into weights")
 
     # ----------------------------------------------------------------- latents
     def sample_z(self, image_numbers: Iterable[int], seed: int = 1) -> torch.Tensor:
@@ -103,6 +164,19 @@ class Generator(nn.Module):
 
     def _delta(self, state: LayerState, layer: str):
         return None if not state.weight_deltas else state.weight_deltas.get(layer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What bundles and checkpoint conversion need to know about a family."""
+    name: str                       # the bundle config's "architecture"
+    title: str                      # for model cards
+    generator: type                 # the Generator subclass, built from a config's kwargs
+    #: does a loaded legacy checkpoint object (a dict of tensors) belong to this family?
+    detect: Callable[[object], bool]
+    #: (empty generator shaped like the checkpoint, the state dict to load into it); ValueError
+    #: with a plain message when the object is not usable
+    from_checkpoint: Callable[[object], tuple["Generator", dict]]
 
 
 _Z_CHUNK = 1024                     # rows per cached chunk of the latent stream

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Generator, LayerState
+from .base import Family, Generator, LayerState
 
 
 def pixel_norm(x: torch.Tensor) -> torch.Tensor:
@@ -74,6 +74,8 @@ def sizes_from_state_dict(state_dict) -> list[int]:
 
 class ProGANGenerator(Generator):
     family = "progan"
+    value_linear_in_weight = True       # a plain conv: value = conv(key, W)
+    can_fold_constant_units = True      # a constant unit is a zero conv row plus a bias
 
     def __init__(self, sizes: list[int], output_clamp: bool = False):
         super().__init__()
@@ -148,15 +150,33 @@ class ProGANGenerator(Generator):
         """Key at ``layer`` given the state *before* it."""
         return self.blocks[self.check_layer(layer)].key(state.x)
 
-    def layer_value(self, layer: str, key: torch.Tensor, weight: torch.Tensor | None = None):
-        """Pre-activation value of ``layer`` for a key (optionally with a replacement weight)."""
+    def layer_value(self, layer: str, key: torch.Tensor, weight: torch.Tensor | None = None,
+                    state: LayerState | None = None, offset: tuple[int, int] | None = None):
+        """Pre-activation value of ``layer`` for a key (optionally with a replacement weight); a
+        ProGAN layer needs no state or offset."""
         block = self.blocks[self.check_layer(layer)]
         w = block.conv.weight if weight is None else weight
         return F.conv2d(key, w, padding=block.padding)
 
+    def conv_padding(self, layer: str) -> int:
+        return self.blocks[self.check_layer(layer)].padding
+
+    def value_to_features(self, layer: str, value: torch.Tensor) -> torch.Tensor:
+        return self.blocks[self.check_layer(layer)].activation(value)
+
     def finish(self, state: LayerState) -> torch.Tensor:
         x = self.output(state.x)
         return x.clamp(-1, 1) if self.output_clamp else x
+
+    def unclamped_output(self, state: LayerState) -> torch.Tensor:
+        return self.output(state.x)
+
+    @torch.no_grad()
+    def fold_constant_units(self, layer: str, units, values) -> None:
+        block = self.blocks[self.check_layer(layer)]
+        for u, v in zip(units, values):
+            block.conv.weight[u] = 0
+            block.wscale.b[u] = v if v >= 0 else v / 0.2   # leaky_relu(b) == v
 
     # ----------------------------------------------------------------- local re-rendering
     @torch.no_grad()
@@ -232,6 +252,32 @@ def normalize_state_dict(state_dict) -> dict:
         elif not k.startswith("features."):
             out[k] = v
     return out
+
+
+_CHECKPOINT_KEY = re.compile(r"(layer\d+|features\.\d+)\.conv\.weight")
+
+
+def detect_checkpoint(obj) -> bool:
+    """A gandissect state dict, plain or ``{'state_dict': ...}``, new or old key names."""
+    sd = obj["state_dict"] if isinstance(obj.get("state_dict"), dict) else obj
+    return any(isinstance(k, str) and _CHECKPOINT_KEY.fullmatch(k) for k in sd)
+
+
+def empty_from_checkpoint(obj) -> tuple[ProGANGenerator, dict]:
+    sd = normalize_state_dict(obj)
+    bad = [str(k) for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"ProGAN state dict has entries that are not tensors: {', '.join(bad[:5])}")
+    try:
+        return ProGANGenerator(sizes_from_state_dict(sd)), sd
+    except KeyError as e:
+        raise ValueError(f"weights do not match the progan architecture: missing keys {e.args[0]}") from None
+    except (ValueError, IndexError, AttributeError) as e:
+        raise ValueError(f"not a usable ProGAN checkpoint: {e}") from None
+
+
+FAMILY = Family("progan", "Progressive GAN (gandissect layout)", ProGANGenerator,
+                detect_checkpoint, empty_from_checkpoint)
 
 
 def from_state_dict(state_dict, output_clamp: bool = False) -> ProGANGenerator:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Generator, LayerError, LayerState
+from .base import Family, Generator, LayerError, LayerState
 
 DEFAULT_BLUR_KERNEL = (1, 3, 3, 1)
 
@@ -554,3 +554,43 @@ def from_checkpoint(ckpt: Mapping, latent_avg=None, lr_mlp: float = 0.01) -> Sty
     if estimate:
         g.latent_avg.copy_(g.mean_latent())
     return g.eval()
+
+
+_CHECKPOINT_KEYS = ("style.1.weight", "input.input", "conv1.conv.weight", "to_rgb1.bias")
+
+
+def detect_checkpoint(obj) -> bool:
+    """rosinality's ``{'g_ema': ..., 'latent_avg': ...}`` or a bare generator state dict."""
+    return "g_ema" in obj or any(k in _CHECKPOINT_KEYS for k in obj if isinstance(k, str))
+
+
+def empty_from_checkpoint(obj) -> tuple[StyleGAN2Generator, dict]:
+    if "g_ema" in obj:
+        g_ema = obj["g_ema"]
+        if not isinstance(g_ema, dict):
+            raise ValueError(f"'g_ema' is a {type(g_ema).__name__}, expected a state dict")
+        latent_avg = obj.get("latent_avg", g_ema.get("latent_avg"))
+    else:  # a bare generator state dict, as this project saves it (rosinality keys + latent_avg)
+        g_ema, latent_avg = obj, obj.get("latent_avg")
+    g_ema = {k: v for k, v in g_ema.items() if k != "latent_avg"}
+    if latent_avg is None:
+        raise ValueError("StyleGAN2 checkpoint has no 'latent_avg' (the mean w, needed for "
+                         "truncation); expected {'g_ema': ..., 'latent_avg': ...} as written by "
+                         "rosinality's convert_weight.py / train.py")
+    if not isinstance(latent_avg, torch.Tensor):
+        raise ValueError(f"'latent_avg' is a {type(latent_avg).__name__}, expected a tensor")
+    bad = [str(k) for k, v in g_ema.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"StyleGAN2 state dict has entries that are not tensors: {', '.join(bad[:5])}")
+    try:
+        g = StyleGAN2Generator(**config_from_state_dict(g_ema))
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"not a usable StyleGAN2 checkpoint: {first}") from None
+    if latent_avg.numel() == g.style_dim:
+        latent_avg = latent_avg.reshape(-1)
+    return g, {**g_ema, "latent_avg": latent_avg}
+
+
+FAMILY = Family("stylegan2", "StyleGAN2 (rosinality layout)", StyleGAN2Generator,
+                detect_checkpoint, empty_from_checkpoint)
