@@ -1,8 +1,7 @@
 """``python -m core eval interventions SOURCE``: do unit interventions do what they claim?
 
 Measured on held-out image numbers (default 100000-100199, never used by dissection) with the
-bundle's segmenter judging every image, at the painting layer (config ``paint_layer``, default
-``layer4``), with unit rankings from the layer's catalog (causal when it has one, else IoU):
+bundle's segmenter judging every image, at the model's painting layer (``core.settings``), with unit rankings from the layer's catalog (causal when it has one, else IoU):
 
 - ``watermark_rate_before`` / ``_after``: share of images with >= 0.5% pixels labelled
   ``watermark``, before and after zeroing the top ``--wm-units`` (5) watermark units everywhere,
@@ -56,12 +55,10 @@ def evaluate_interventions(model, segmenter, catalog: dict, image_numbers=DEFAUL
     from .edits import _generator, layer_shape
     from .images import parse_image_numbers
     from .paint import CatalogError, _options, paint_edit, remove_units_edit, units_for
+    from .settings import model_settings
 
     g = _generator(model)
-    if layer is None:
-        bundle = getattr(model, "bundle", None)
-        layer = (bundle.config.get("paint_layer") if bundle is not None else None) or "layer4"
-    g.check_layer(layer)
+    layer = g.check_layer(layer or model_settings(model).paint_layer)
     _, h, w = layer_shape(g, layer)
     numbers = parse_image_numbers(image_numbers)
     t, nz = _options(model, truncation, noise)
@@ -231,6 +228,7 @@ def main(args) -> int:
     from . import load_model
     from .paint import load_catalog
     from .segmenter import load_segmenter
+    from .settings import model_settings
 
     model = load_model(args.source, device=args.device)
     if model.bundle.path is None:
@@ -239,7 +237,7 @@ def main(args) -> int:
     seg = load_segmenter(model.bundle.path)
     if seg is None:
         raise ValueError(f"{model.bundle.path}: the bundle has no segmenter (segmenter.json)")
-    layer = args.layer or model.bundle.config.get("paint_layer") or "layer4"
+    layer = args.layer or model_settings(model).paint_layer
     catalog = load_catalog(model, layer)
     concepts = [c.strip() for c in args.concepts.split(",") if c.strip()]
 
@@ -272,7 +270,7 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--images", default=DEFAULT_IMAGES,
                    help=f"held-out image numbers (default {DEFAULT_IMAGES})")
     p.add_argument("--out", help="JSON file to write")
-    p.add_argument("--layer", help="painting layer (default: the bundle's paint_layer or layer4)")
+    p.add_argument("--layer", help="painting layer (default: the model's paint layer, core.settings)")
     p.add_argument("--wm-units", type=int, default=5, help="watermark units to zero (default 5)")
     p.add_argument("--tree-units", type=int, default=20, help="tree units to zero (default 20)")
     p.add_argument("--paint-units", type=int, default=10, help="units per insertion (default 10)")

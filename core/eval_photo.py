@@ -79,10 +79,11 @@ def evaluate_photos(model, segmenter, source, steps: int = 150, adapt_steps: int
     from .edits import EditStack, _generator, layer_shape
     from .encoder import load_encoder
     from .paint import CatalogError, load_catalog, paint_edit
-    from .photo import adapt, finish, invert, load_photo, paint_layer
+    from .photo import adapt, finish, invert, load_photo
+    from .settings import model_settings
 
     g = _generator(model)
-    layer = paint_layer(model)
+    layer = model_settings(model).paint_layer
     if encoder == "auto":
         encoder = load_encoder(model)
     photos = _photos(source, limit)

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .edits import EditStack, WeightEdit, _generator
+from .settings import model_settings
 
 MAX_BYTES = 10 * 1024 * 1024        # files / byte strings larger than this are refused
 MAX_PIXELS = 40_000_000             # images with more pixels than this are refused before decoding
@@ -332,17 +333,6 @@ def chain_edits(*edits):
     return edit
 
 
-def paint_layer(model) -> str:
-    """The bundle's ``paint_layer`` (config.json) if it has one, else the layer 40% of the way in
-    (layer4 of a 10-layer ProGAN)."""
-    g = _generator(model)
-    cfg = getattr(getattr(model, "bundle", None), "config", None) or {}
-    name = cfg.get("paint_layer")
-    if isinstance(name, str) and name in g.layers:
-        return name
-    return g.layers[max(0, round(0.4 * len(g.layers)) - 1)]
-
-
 def _layer_res(g, layer: str) -> int:
     from .edits import layer_shape
     return int(layer_shape(g, layer)[1])
@@ -353,7 +343,7 @@ def default_fine_layers(model, paint: str | None = None) -> list[str]:
     for the 64-px Toytown ProGAN, paint layer layer6); at least the last two layers. Only the
     64-px layers (>= 4x) gave +0.1 dB there: 2 x 16 channels cannot fit a photo's detail."""
     g = _generator(model)
-    paint = paint or paint_layer(model)
+    paint = paint or model_settings(model).paint_layer
     p = g.layer_index(paint)
     res = _layer_res(g, paint)
     out = [n for n in g.layers[p + 1:] if _layer_res(g, n) >= 2 * res]
@@ -538,7 +528,7 @@ def invert(model, photo, steps: int = 150, encoder=None, segmenter=None, layer: 
     device = _device(g)
     t, n = _options(model)
     x = _as_photo(photo, g.resolution, device)
-    layer = g.check_layer(layer or getattr(encoder, "layer", None) or paint_layer(model))
+    layer = g.check_layer(layer or getattr(encoder, "layer", None) or model_settings(model).paint_layer)
     steps, preview_every = max(0, int(steps)), max(1, int(preview_every))
     objective = PhotoLoss(x, segmenter, feature_weight)
 
@@ -788,5 +778,5 @@ def composite(photo, adapted_before, adapted_after, feather: int = 2, threshold:
 
 __all__ = ["PhotoError", "load_photo", "open_photo", "crop_resize", "invert", "adapt", "finish",
            "composite", "edit_mask", "InversionResult", "AdaptResult", "PhotoLoss", "psnr",
-           "paint_layer", "default_fine_layers", "segmenter_features", "chain_edits",
+           "default_fine_layers", "segmenter_features", "chain_edits",
            "MAX_BYTES", "MAX_PIXELS", "MIN_SIDE"]

@@ -18,6 +18,7 @@ from PIL import Image
 
 import core
 from core.segmenter import load_segmenter
+from core.settings import model_settings
 
 DISPLAY_SIZE = 512  # small GAN images are upscaled (nearest) so clicks and brushes have room
 
@@ -58,9 +59,7 @@ class AppContext:
         with self._lock:
             if loaded.renderer is None:
                 model = loaded.model
-                layer = model.bundle.config.get("paint_layer")
-                loaded.renderer = Renderer(model, cache_layer=layer if layer in model.layers else None,
-                                           local=True)
+                loaded.renderer = Renderer(model, cache_layer=model_settings(model).paint_layer, local=True)
             return loaded.renderer
 
 

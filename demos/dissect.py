@@ -13,6 +13,7 @@ import gradio as gr
 import core
 from core.dissect import DissectionStopped, dissect, load_catalog, save_catalog, top_images
 from core.edits import EditStack, UnitEdit
+from core.settings import model_settings
 from demos.context import AppContext, StopFlags, display, stoppable, warn
 from demos.settings import STATE_TTL
 
@@ -107,8 +108,7 @@ def build(ctx: AppContext):
         return [(layer + note(layer), layer) for layer in model.layers]
 
     def default_layer(model_id):
-        model = ctx.model(model_id)
-        return model.bundle.config.get("paint_layer", model.layers[len(model.layers) // 2])
+        return model_settings(ctx.model(model_id)).paint_layer
 
     def units_view(model_id, layer, concept):
         model = ctx.model(model_id)

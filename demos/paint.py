@@ -22,6 +22,7 @@ import core
 from core.edits import EditStack, layer_shape
 from core.images import MAX_IMAGE_NUMBER
 from core.paint import CatalogError, feature_mask, load_catalog, paint_edit, units_for
+from core.settings import model_settings
 from demos.context import AppContext, display, editor_layer_masks
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
@@ -44,19 +45,6 @@ _catalogs: dict[str, tuple[float, dict]] = {}
 
 
 # ------------------------------------------------------------------ per-model helpers (glue)
-def paint_layer(model) -> str:
-    """The bundle's ``paint_layer`` (config.json), else ``layer4`` when the model has one, else the
-    layer 40% of the way in."""
-    cfg = getattr(getattr(model, "bundle", None), "config", None) or {}
-    layers = list(model.layers)
-    name = cfg.get("paint_layer")
-    if isinstance(name, str) and name in layers:
-        return name
-    if "layer4" in layers:
-        return "layer4"
-    return layers[max(0, round(0.4 * len(layers)) - 1)]
-
-
 def catalog_for(model, layer: str) -> dict:
     """The model's catalog of ``layer`` (re-read when the file changes). Raises CatalogError."""
     bundle = model.bundle
@@ -154,7 +142,7 @@ def _build_time_setup(ctx: AppContext):
         loaded = ctx.get()
         model = loaded.model
         try:
-            cat = catalog_for(model, paint_layer(model))
+            cat = catalog_for(model, model_settings(model).paint_layer)
         except CatalogError:
             cat = None
         concepts = paintable_concepts(cat)
@@ -184,7 +172,7 @@ def _edit_rows(stack: EditStack) -> pd.DataFrame:
 def _info(model, state: dict, note: str = "") -> str:
     stack = state["stack"]
     n = state["image_number"]
-    layer = paint_layer(model)
+    layer = model_settings(model).paint_layer
     text = f"**Image #{n}** of `{model.name}` · painting layer `{layer}` · {len(stack)} edit(s)"
     if stack:
         last = stack[len(stack) - 1]
@@ -302,7 +290,7 @@ def build(ctx: AppContext):
             gr.Info(f"Strength is 1 to {MAX_UNITS} units; used {clamped} instead of {n}.")
             notes.append(f"strength clamped to {clamped}")
             n = clamped
-        layer = paint_layer(model)
+        layer = model_settings(model).paint_layer
         _, h, w = layer_shape(model, layer)
         strokes = [(c, feature_mask(m, (h, w))) for c, m in editor_layer_masks(editor_value, concepts)]
         strokes = [(c, fm) for c, fm in strokes if bool((fm > 0).any())]

@@ -36,8 +36,8 @@ from PIL import Image
 import core
 from core.edits import EditStack, layer_shape
 from core.paint import CatalogError, feature_mask, paint_edit
-from core.photo import (PhotoError, adapt, composite, crop_resize, invert, load_photo, open_photo,
-                        paint_layer)
+from core.photo import PhotoError, adapt, composite, crop_resize, invert, load_photo, open_photo
+from core.settings import model_settings
 from demos.context import (DISPLAY_SIZE, AppContext, StopFlags, display, editor_layer_masks,
                            warn_on_error)
 from demos.gpu import gpu
@@ -95,7 +95,7 @@ def _concepts(ctx: AppContext) -> tuple[list[str], list[str]]:
         loaded = ctx.get()
         model = loaded.model
         try:
-            cat = pt.catalog_for(model, paint_layer(model))
+            cat = pt.catalog_for(model, model_settings(model).paint_layer)
         except CatalogError:
             cat = None
         concepts = pt.paintable_concepts(cat)

@@ -35,6 +35,7 @@ from core import rules
 from core.edits import EditStack
 from core.eval_rewrite import measure_edits, region_concept
 from core.generators.base import LayerError
+from core.settings import MAX_RANK, model_settings
 from demos.context import DISPLAY_SIZE, AppContext, display, stoppable, warn, warn_on_error
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
@@ -42,7 +43,6 @@ from demos.settings import STATE_TTL
 MAX_GALLERY = 32
 TOP_RESULTS = 12
 MAX_SEARCH = 2000
-MAX_RANK = 4
 HELD_OUT = range(100_000, 100_016)   # a manual rewrite is measured on these (the presets: 100000-100199)
 STATS_SAMPLES = 1000
 NO_PRESETS = "(no presets for this model)"
@@ -73,33 +73,13 @@ def _msg(e: BaseException) -> str:
     return str(e)
 
 
-def default_layer(model) -> str:
-    """The bundle's ``rewrite_layer``, else its ``paint_layer``, else ``layer4``, else 40% in."""
-    cfg = getattr(getattr(model, "bundle", None), "config", None) or {}
-    layers = list(model.layers)
-    for key in ("rewrite_layer", "paint_layer"):
-        if isinstance(cfg.get(key), str) and cfg[key] in layers:
-            return cfg[key]
-    if "layer4" in layers:
-        return "layer4"
-    return layers[max(0, round(0.4 * len(layers)) - 1)]
-
-
-def default_rank(model) -> int:
-    """The bundle's ``rewrite_rank`` (what its presets were measured best with), else 1."""
-    cfg = getattr(getattr(model, "bundle", None), "config", None) or {}
-    r = cfg.get("rewrite_rank")
-    return r if isinstance(r, int) and 1 <= r <= MAX_RANK else 1
-
-
 def preset_paths(model) -> dict[str, Path]:
     """The bundle's rule presets, in the order of its config's ``presets`` list, then by name."""
     bundle = getattr(model, "bundle", None)
     path = getattr(bundle, "path", None)
     if path is None or not (Path(path) / "rules").is_dir():
         return {}
-    order = (getattr(bundle, "config", None) or {}).get("presets") or []
-    order = [n for n in order if isinstance(n, str)]
+    order = model_settings(model).presets
     found = sorted((Path(path) / "rules").glob("*.json"),
                    key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem))
     return {p.stem: p for p in found}
@@ -681,8 +661,8 @@ def build(ctx: AppContext):
     ids = ctx.model_ids()
     try:
         first = ctx.model(ids[0])
-        layers, layer0, presets0 = list(first.layers), default_layer(first), list(preset_paths(first))
-        rank0 = default_rank(first)
+        layers, layer0, presets0 = list(first.layers), model_settings(first).rewrite_layer, list(preset_paths(first))
+        rank0 = model_settings(first).rewrite_rank
     except Exception:  # noqa: BLE001 - the app still builds; errors show on use
         layers, layer0, presets0, rank0 = [], None, [], 1
     preset_choices = presets0 or [NO_PRESETS]
@@ -793,8 +773,8 @@ def build(ctx: AppContext):
     def model_changed(m):
         model = loaded_model(m)
         names = list(preset_paths(model)) or [NO_PRESETS]
-        return (gr.update(choices=list(model.layers), value=default_layer(model)),
-                default_rank(model), gr.update(choices=names, value=names[0]),
+        return (gr.update(choices=list(model.layers), value=model_settings(model).rewrite_layer),
+                model_settings(model).rewrite_rank, gr.update(choices=names, value=names[0]),
                 gr.update(interactive=names != [NO_PRESETS]))
     model_id.change(model_changed, model_id, [layer, rank, presets, preset_btn],
                     api_visibility="private")

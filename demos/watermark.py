@@ -24,9 +24,10 @@ from core.edits import EditStack, layer_shape
 from core.images import make_grid, outline
 from core.paint import (CatalogError, feature_mask, remove_units_edit, specific_score, units_for,
                         watermark_rate)
+from core.settings import model_settings
 from demos.context import AppContext, display, editor_layer_masks, warn, warn_on_error
 from demos.gpu import gpu
-from demos.paint import catalog_for, paint_layer
+from demos.paint import catalog_for
 from demos.settings import STATE_TTL
 
 CONCEPT = "watermark"
@@ -93,7 +94,7 @@ def rate(model, renderer, seg, wm: int, stack: EditStack, units: tuple,
          progress=None) -> float:
     """Watermark rate over RATE_NUMBERS under ``stack`` (keyed by the removed units); cached."""
     cache = _model_cache(model)
-    key = ("rate", RATE_NUMBERS, MIN_FRACTION, paint_layer(model), units)
+    key = ("rate", RATE_NUMBERS, MIN_FRACTION, model_settings(model).paint_layer, units)
     if key not in cache:
         labels = _labels(model, renderer, seg, core.parse_image_numbers(RATE_NUMBERS), stack,
                          progress,
@@ -159,7 +160,7 @@ def build(ctx: AppContext):
     ids = ctx.model_ids()
 
     def _catalog(model):
-        layer = paint_layer(model)
+        layer = model_settings(model).paint_layer
         try:
             return catalog_for(model, layer), layer
         except CatalogError as e:
@@ -172,7 +173,8 @@ def build(ctx: AppContext):
     def units_table(model_id):
         try:
             model = ctx.model(model_id)
-            cat, layer = catalog_for(model, paint_layer(model)), paint_layer(model)
+            layer = model_settings(model).paint_layer
+            cat = catalog_for(model, layer)
             table, which = ranking_table(cat)
         except Exception as e:  # noqa: BLE001 - shown, not raised (also runs at page load)
             return pd.DataFrame([], columns=UNIT_HEADERS), f"No watermark units to show: {e}", gr.skip()

@@ -242,12 +242,13 @@ def test_statistics_endpoints(app, bundle):
 def test_default_layer_and_rank_come_from_the_bundle():
     from types import SimpleNamespace
 
-    from demos.rewrite import MAX_RANK, default_layer, default_rank
+    from core.settings import MAX_RANK, model_settings
 
     def model(cfg):
         return SimpleNamespace(bundle=SimpleNamespace(config=cfg),
                                layers=[f"layer{i}" for i in range(1, 9)])
-    assert (default_layer(model({"rewrite_layer": "layer8", "rewrite_rank": 4})),
-            default_rank(model({"rewrite_layer": "layer8", "rewrite_rank": 4}))) == ("layer8", 4)
-    assert default_layer(model({"paint_layer": "layer6"})) == "layer6"
-    assert default_rank(model({})) == 1 and default_rank(model({"rewrite_rank": MAX_RANK + 1})) == 1
+    s = model_settings(model({"rewrite_layer": "layer8", "rewrite_rank": 4}))
+    assert (s.rewrite_layer, s.rewrite_rank) == ("layer8", 4)
+    assert model_settings(model({"paint_layer": "layer6"})).rewrite_layer == "layer6"
+    assert model_settings(model({})).rewrite_rank == 1
+    assert model_settings(model({"rewrite_rank": MAX_RANK + 1})).rewrite_rank == 1

@@ -16,8 +16,9 @@ from PIL import Image
 from conftest import make_progan
 from core.edits import EditStack, UnitEdit, WeightEdit
 from core.images import to_uint8
+from core.settings import model_settings
 from core.photo import (MAX_BYTES, AdaptResult, InversionResult, PhotoError, adapt, composite,
-                        default_fine_layers, finish, invert, load_photo, open_photo, paint_layer,
+                        default_fine_layers, finish, invert, load_photo, open_photo,
                         psnr)
 
 
@@ -265,7 +266,7 @@ def _weights(g):
 
 def test_adapt_raises_psnr_and_leaves_base_untouched(g, target, inverted):
     before = _weights(g)
-    assert default_fine_layers(g) == ["layer3", "layer4", "layer5", "layer6"]   # paint layer2: >= 8 px
+    assert default_fine_layers(g) == ["layer5", "layer6"]   # paint layer4 (8 px): the 16 px layers
     recs = list(adapt(g, inverted, target, steps=12, lr=0.03, preview_every=6, segmenter=TinySeg()))
     res = recs[-1]["result"]
     assert isinstance(res, AdaptResult) and [r["step"] for r in recs] == [0, 6, 12, 12]
@@ -274,7 +275,7 @@ def test_adapt_raises_psnr_and_leaves_base_untouched(g, target, inverted):
     assert _weights(g) == before                                 # byte-identical base
     assert all(p.grad is None for p in g.parameters())
     assert all(isinstance(e, WeightEdit) and e.dense is not None for e in res.edits)
-    assert [e.layer for e in res.edits] == ["layer3", "layer4", "layer5", "layer6"]
+    assert [e.layer for e in res.edits] == ["layer5", "layer6"]
     for e in res.edits:
         e.validate(g)
     img = inverted.render(g, res.stack())                       # the per-session edit works
@@ -332,12 +333,12 @@ def test_encoder_training_script_and_loading(progan_bundle, tmp_path):
     main(["--bundle", str(progan_bundle), "--steps", "2", "--batch", "4", "--pixel-batch", "2",
           "--eval-images", "4", "--width", "4"])
     cfg = json.loads((progan_bundle / ENCODER_CONFIG).read_text())
-    assert cfg["training"]["steps"] == 2 and cfg["layer"] == "layer2"
+    assert cfg["training"]["steps"] == 2 and cfg["layer"] == "layer4"
     assert set(cfg["metrics"]) >= {"z_cosine", "psnr_from_features"}
     model = core.load_model(progan_bundle)
     enc = load_encoder(model)
     z, f = enc(torch.zeros(1, 3, 16, 16))
-    assert z.shape == (1, 8) and f.shape == (1, 8, 4, 4)
+    assert z.shape == (1, 8) and f.shape == (1, 8, 8, 8)
     res = finish(invert(model, torch.zeros(1, 3, 16, 16), steps=1, encoder=enc))
     assert res.start.startswith("encoder")
     cfg["generator_sha256"] = "0" * 64                           # stale: trained for other weights
@@ -351,7 +352,7 @@ def test_evaluate_photos(progan_bundle, tmp_path):
     import core
     from core.eval_photo import evaluate_photos
     model = core.load_model(progan_bundle)
-    layer = paint_layer(model)
+    layer = model_settings(model).paint_layer
     catalog = {"layer": layer, "concepts": {"tree": [{"unit": 0, "iou": 0.3}, {"unit": 1, "iou": 0.2}]},
                "units": [{"unit": u, "quantile_99": 4.0} for u in range(8)]}
     folder = tmp_path / "photos"

@@ -75,7 +75,7 @@ def test_presets_are_listed_in_the_bundles_order(tmp_path):
     (tmp_path / "rules").mkdir()
     for name in ("a_rule", "domes_to_spires", "spires_to_trees"):
         (tmp_path / "rules" / f"{name}.json").write_text("{}")
-    model = SimpleNamespace(bundle=SimpleNamespace(path=tmp_path, config={
+    model = SimpleNamespace(layers=["layer1", "layer2"], bundle=SimpleNamespace(path=tmp_path, config={
         "presets": ["spires_to_trees", "domes_to_spires", 3]}))
     assert list(preset_paths(model)) == ["spires_to_trees", "domes_to_spires", "a_rule"]
     model.bundle.config = {}

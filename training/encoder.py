@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from core.encoder import build_encoder, save_encoder
-from core.photo import _Adam, paint_layer
+from core.photo import _Adam
+from core.settings import model_settings
 
 
 def _cos_loss(a, b, dim=1):
@@ -96,7 +97,7 @@ def train(model, minutes: float | None = 10.0, steps: int | None = None, batch: 
     if minutes is None and steps is None:
         raise ValueError("give minutes or steps")
     g = _generator(model)
-    layer = layer or paint_layer(model)
+    layer = layer or model_settings(model).paint_layer
     torch.manual_seed(seed)
     enc = build_encoder(g, layer, width, max_width)
     params = [p for p in enc.parameters()]
