@@ -324,8 +324,7 @@ def layer_table(generator: Generator) -> list[tuple[str, int, int]]:
                 for n in generator.layers]
     rows = []
     with torch.no_grad():
-        p = next(iter(generator.parameters()), None)
-        z = generator.sample_z([0]).to(p.device if p is not None else "cpu")
+        z = generator.sample_z([0]).to(generator.device)
         state = generator.start(z, truncation=1.0, noise="zero")
         for name in generator.layers:
             state = generator.step(name, state)

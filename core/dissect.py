@@ -93,6 +93,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .model import sampling_options
+
 FORMAT = "painting-with-neurons-catalog"
 VERSION = 1
 PROTOCOLS = ("maxiou", "iqr", "top1")
@@ -459,10 +461,8 @@ def _dissect(model, segmenter, layer, image_numbers, *, protocol="maxiou", batch
     if not concepts:
         raise ValueError("the segmenter has no concepts")
     levels = TOP1_LEVELS if protocol == "top1" else MAXIOU_LEVELS
-    defaults = getattr(model, "defaults", {}) or {}
-    truncation = defaults.get("truncation", 1.0)
-    noise = defaults.get("noise", "buffers")
-    device = next(iter(g.parameters())).device
+    truncation, noise = sampling_options(model)
+    device = g.device
     seg_device = _segmenter_device(segmenter)
     N = len(numbers)
     timing = {"generate_s": 0.0, "segment_s": 0.0, "stats_s": 0.0}
@@ -858,9 +858,8 @@ def top_images(model, catalog: dict, unit: int, count: int | None = None,
         return []
     layer, seed = catalog["layer"], int(catalog.get("seed", 1))
     g = model.generator
-    t = model.defaults.get("truncation", 1.0) if hasattr(model, "defaults") else 1.0
-    n = model.defaults.get("noise", "buffers") if hasattr(model, "defaults") else "buffers"
-    device = next(iter(g.parameters())).device
+    t, n = sampling_options(model)
+    device = g.device
     out = []
     with torch.no_grad():
         for i in range(0, len(numbers), batch_size):

@@ -38,12 +38,13 @@ import math
 import threading
 import weakref
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .generators import Generator, LayerError, LayerState
+from .model import generator_of, sampling_options
 
 EDITS_JSON = "edits.json"
 EDITS_TENSORS = "edits.safetensors"
@@ -52,12 +53,6 @@ EDITS_VERSION = 1
 
 
 # --------------------------------------------------------------------------------- helpers
-def _generator(model) -> Generator:
-    """A core.Model, a Bundle or a Generator -> the Generator."""
-    g = getattr(model, "generator", model)
-    if not isinstance(g, Generator):
-        raise TypeError(f"expected a core.Model or a Generator, got {type(model).__name__}")
-    return g
 
 
 def _tensor(value, field: str, what: str) -> torch.Tensor:
@@ -91,7 +86,7 @@ _SHAPES_LOCK = threading.Lock()
 def layer_shape(model, layer: str) -> tuple[int, int, int]:
     """``(channels, h, w)`` of a layer's output features (measured once per generator with one
     forward pass when the family does not report its resolution)."""
-    g = _generator(model)
+    g = generator_of(model)
     g.check_layer(layer)
     with _SHAPES_LOCK:
         table = _SHAPES.get(g)
@@ -187,7 +182,7 @@ class UnitEdit:
 
     def validate(self, model) -> None:
         """Raise LayerError / ValueError unless the edit fits ``model``."""
-        g = _generator(model)
+        g = generator_of(model)
         g.check_layer(self.layer)
         channels = g.layer_channels(self.layer)
         bad = [u for u in self.units if u >= channels]
@@ -290,7 +285,7 @@ class WeightEdit:
         return torch.einsum("...ryx,ri->...iyx", self.lam, self.dirs).contiguous()
 
     def validate(self, model) -> None:
-        g = _generator(model)
+        g = generator_of(model)
         weight = g.main_weight(self.layer)      # LayerError for unknown layers / no weight
         if tuple(weight.shape) != self.shape:
             if self.dense is not None:
@@ -387,7 +382,7 @@ class EditStack:
         ``model`` the edits are validated and the deltas moved to the weights' device/dtype."""
         key = None
         if model is not None:
-            g = _generator(model)
+            g = generator_of(model)
             self.validate(g)
             key = id(g)
         memo = self.__dict__.setdefault("_deltas", {})
@@ -420,7 +415,7 @@ class EditStack:
 
     def first_unit_layer(self, model) -> int | None:
         """Index of the first layer any (non-no-op) UnitEdit touches, or None."""
-        g = _generator(model)
+        g = generator_of(model)
         idx = [g.layer_index(e.layer) for e in self.unit_edits if not e.is_noop]
         return min(idx) if idx else None
 
@@ -448,7 +443,7 @@ class EditStack:
             items.append(item)
         doc = {"format": EDITS_FORMAT, "version": EDITS_VERSION, "edits": items}
         if model is not None:
-            g = _generator(model)
+            g = generator_of(model)
             doc["model"] = {"architecture": g.family, "name": getattr(model, "name", None)}
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / EDITS_TENSORS),
                   metadata={"format": EDITS_FORMAT})
@@ -480,7 +475,7 @@ class EditStack:
         items = doc.get("edits")
         if not isinstance(items, list):
             raise ValueError(f"{jpath}: 'edits' must be a list")
-        g = _generator(model)
+        g = generator_of(model)
         arch = (doc.get("model") or {}).get("architecture")
         if arch is not None and arch != g.family:
             raise ValueError(f"{jpath}: these edits were made for a {arch} model, this model is "
@@ -575,7 +570,7 @@ class Renderer:
 
     def __init__(self, model, max_entries: int = 64, cache_layer: str | None = None,
                  local: bool = False):
-        self.generator = _generator(model)
+        self.generator = generator_of(model)
         # local=True: strokes with masks on one layer re-render only the window they can affect
         # (generators with ``rerun_region``: ProGAN); equal to a full run up to float rounding.
         self.local = bool(local) and hasattr(self.generator, "rerun_region")
@@ -592,8 +587,7 @@ class Renderer:
 
     @property
     def device(self) -> torch.device:
-        p = next(iter(self.generator.parameters()), None)
-        return p.device if p is not None else torch.device("cpu")
+        return self.generator.device
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -620,8 +614,7 @@ class Renderer:
         """(a private copy of the state after ``layers[:point]``, point); cached."""
         g = self.generator
         stack = stack or EditStack()
-        t = self.defaults.get("truncation", 1.0) if truncation is None else float(truncation)
-        n = self.defaults.get("noise", "buffers") if noise is None else noise
+        t, n = sampling_options(self, truncation, noise)
         z = torch.as_tensor(z, dtype=torch.float32)
         if z.dim() == 1:
             z = z[None]

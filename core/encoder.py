@@ -94,8 +94,9 @@ class PhotoEncoder(nn.Module):
 
 def build_encoder(model, layer: str, width: int = 24, max_width: int = 96) -> PhotoEncoder:
     """A fresh encoder for ``model`` (a core.Model or Generator) predicting ``layer``'s output."""
-    from .edits import _generator, layer_shape
-    g = _generator(model)
+    from .edits import layer_shape
+    from .model import generator_of
+    g = generator_of(model)
     c, h, _ = layer_shape(g, layer)
     return PhotoEncoder(g.resolution, g.z_dim, layer, c, h, width, max_width)
 

@@ -52,16 +52,17 @@ def evaluate_interventions(model, segmenter, catalog: dict, image_numbers=DEFAUL
     import torch
     import torch.nn.functional as F
 
-    from .edits import _generator, layer_shape
+    from .edits import layer_shape
+    from .model import generator_of, sampling_options
     from .images import parse_image_numbers
-    from .paint import CatalogError, _options, paint_edit, remove_units_edit, units_for
+    from .paint import CatalogError, paint_edit, remove_units_edit, units_for
     from .settings import model_settings
 
-    g = _generator(model)
+    g = generator_of(model)
     layer = g.check_layer(layer or model_settings(model).paint_layer)
     _, h, w = layer_shape(g, layer)
     numbers = parse_image_numbers(image_numbers)
-    t, nz = _options(model, truncation, noise)
+    t, nz = sampling_options(model, truncation, noise)
     seg_concepts = list(segmenter.concepts)
     skipped: dict[str, str] = {}
 
@@ -86,7 +87,6 @@ def evaluate_interventions(model, segmenter, catalog: dict, image_numbers=DEFAUL
     acc = {"wm_before": [], "wm_after": [], "out_abs": 0.0, "out_n": 0, "tree_before": 0.0,
            "tree_after": 0.0, "ins": {c: ([], []) for c in paint},
            "ctx": {name: [] for name in context}}
-    p = next(iter(g.parameters()), None)
     bs = max(1, int(batch_size))
 
     def tail(state, x):
@@ -100,9 +100,7 @@ def evaluate_interventions(model, segmenter, catalog: dict, image_numbers=DEFAUL
     with torch.no_grad():
         for start in range(0, len(numbers), bs):
             nums = numbers[start:start + bs]
-            z = g.sample_z(nums, seed)
-            if p is not None:
-                z = z.to(p.device)
+            z = g.sample_z(nums, seed).to(g.device)
             state = g.run(g.start(z, truncation=t, noise=nz), stop=layer)
             base = g.finish(g.run(state.clone()))
             before = segmenter.segment(base).cpu()

@@ -76,13 +76,14 @@ def evaluate_photos(model, segmenter, source, steps: int = 150, adapt_steps: int
     writes it as JSON to ``out`` when given. ``progress(i, n, name)`` is called per photo."""
     import torch
 
-    from .edits import EditStack, _generator, layer_shape
+    from .edits import EditStack, layer_shape
+    from .model import generator_of, sampling_options
     from .encoder import load_encoder
     from .paint import CatalogError, load_catalog, paint_edit
     from .photo import adapt, finish, invert, load_photo
     from .settings import model_settings
 
-    g = _generator(model)
+    g = generator_of(model)
     layer = model_settings(model).paint_layer
     if encoder == "auto":
         encoder = load_encoder(model)
@@ -107,11 +108,9 @@ def evaluate_photos(model, segmenter, source, steps: int = 150, adapt_steps: int
         index = segmenter.concept_index(concept)
         z = g.sample_z(range(int(reference_start), int(reference_start) + int(reference_images)),
                        seed=1)
-        p = next(iter(g.parameters()), None)
-        z = z.to(p.device) if p is not None else z
+        z = z.to(g.device)
         stack = EditStack((stroke,))
-        d = getattr(model, "defaults", None) or {}
-        t, n = d.get("truncation", 1.0), d.get("noise", "buffers")
+        t, n = sampling_options(model)
         with torch.no_grad():
             before = g.generate(z, truncation=t, noise=n)
             after = g.generate(z, truncation=t, noise=n, edit=stack.feature_edit())

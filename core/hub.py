@@ -38,9 +38,9 @@ import re
 import time
 from pathlib import Path
 
-from . import MODELS_DIR
+from . import paths
 
-KNOWN_MODELS_FILE = MODELS_DIR / "known_models.json"
+KNOWN_MODELS_FILE = paths.MODELS_DIR / "known_models.json"
 PLACEHOLDER_ORG = "painting-with-neurons"
 ORG_ENV = "PWN_HUB_ORG"           # replaces the placeholder org of known_models.json entries
 
@@ -105,8 +105,7 @@ def looks_like_repo_id(source) -> bool:
 
 
 def _default_bundle() -> Path:
-    from . import DEFAULT_BUNDLE
-    return DEFAULT_BUNDLE
+    return paths.DEFAULT_BUNDLE
 
 
 def _hf():
@@ -387,55 +386,6 @@ def origin(model_or_bundle) -> dict | None:
 
 
 # --------------------------------------------------------------------------- loading
-def load_model_from_hub(source, device="cpu", *, cache_dir=None, allow_download: bool = True,
-                        token=None, refresh: bool = False):
-    """``core.load_model`` for Hub ids (and folders/"default"): resolve, then load the bundle,
-    or the edited model on top of its base for an edited-model repo. Raises HubError."""
-    r = resolve(source, cache_dir=cache_dir, allow_download=allow_download, token=token,
-                refresh=refresh)
-    return _load_resolved(r, device, cache_dir=cache_dir, allow_download=allow_download,
-                          token=token)
-
-
-def _load_resolved(r: Resolved, device, *, cache_dir, allow_download, token):
-    from .bundle import BundleError, load_bundle
-    if r.kind == "edited":
-        from .share import load_edited
-        return load_edited(r.path, device=device, cache_dir=cache_dir,
-                           allow_download=allow_download, token=token)
-    from . import Model
-    try:
-        return Model(load_bundle(r.path, device=device))
-    except BundleError as e:
-        if r.repo_id is None:
-            raise
-        raise HubError(f"{r.source_id}: {e}") from None
-
-
-def load_with_fallback(source, device="cpu", *, cache_dir=None, allow_download: bool = True,
-                       token=None, default="default"):
-    """``(model, notice)``: the model for ``source``, or the embedded default with a notice
-    saying why. When ``source`` itself loaded, ``notice`` is ``None`` or says that an offline,
-    possibly stale cached copy of a branch was used. Raises only when the default cannot be
-    loaded either."""
-    from . import load_model
-    try:
-        if isinstance(source, str) and looks_like_repo_id(source):
-            r = resolve(source, cache_dir=cache_dir, allow_download=allow_download, token=token)
-            return _load_resolved(r, device, cache_dir=cache_dir, allow_download=allow_download,
-                                  token=token), r.notice
-        return load_model(source, device=device), None
-    except (ValueError, KeyError, OSError) as e:   # HubError, BundleError, LayerError, ...
-        if source == default:
-            raise
-        reason = " ".join(str(e).split()) or type(e).__name__
-        try:
-            model = load_model(default, device=device)
-        except (ValueError, OSError) as e2:
-            raise HubError(f"{source}: {reason}; and the fallback {default!r} failed too: "
-                           f"{e2}") from None
-        return model, (f"Could not open {source}: {reason}. Showing the embedded default model "
-                       f"({model.name}) instead.")
 
 
 # --------------------------------------------------------------------------- catalogs
@@ -628,7 +578,7 @@ def verify_checkpoint(path, entry: dict) -> dict:
 
 
 __all__ = ["HubError", "Resolved", "resolve", "parse_repo_id", "looks_like_repo_id",
-           "load_model_from_hub", "load_with_fallback", "origin", "check_folder", "folder_kind",
+           "origin", "check_folder", "folder_kind",
            "catalog_folder", "find_catalog", "find_stats", "known_models", "known_model",
            "entry_for_file", "entry_source", "availability", "verify_checkpoint",
            "BUNDLE_PATTERNS", "hub_offline"]

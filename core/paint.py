@@ -32,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .edits import UnitEdit, _generator
+from .edits import UnitEdit
+from .model import generator_of, sampling_options
 
 RANKINGS = ("causal", "specific", "iou")
 SPECIFIC_FLOOR = 0.01               # collateral floor of the "specific" score (|Δpixel| on [-1, 1])
@@ -223,12 +224,6 @@ def _tile(obj, n: int, k: int):
     return obj
 
 
-def _options(model, truncation, noise):
-    d = getattr(model, "defaults", None) or {}
-    t = d.get("truncation", 1.0) if truncation is None else float(truncation)
-    return t, d.get("noise", "buffers") if noise is None else noise
-
-
 def _share(labels: torch.Tensor, index: int) -> torch.Tensor:
     return (labels == index).float().mean(dim=(1, 2))
 
@@ -244,7 +239,7 @@ def ablation_effects(model, segmenter, layer: str, concept: str, image_numbers,
     The layers up to ``layer`` run once per image; the later layers and the segmenter run ``1 + len(unit_sets)`` times per image
     (several sets share one batch of about ``batch_size`` images)."""
     from .images import parse_image_numbers
-    g = _generator(model)
+    g = generator_of(model)
     g.check_layer(layer)
     c = segmenter.concept_index(concept)
     channels = g.layer_channels(layer)
@@ -255,11 +250,9 @@ def ablation_effects(model, segmenter, layer: str, concept: str, image_numbers,
     numbers = parse_image_numbers(image_numbers)
     if not numbers:
         raise ValueError("no image numbers given")
-    t, nz = _options(model, truncation, noise)
+    t, nz = sampling_options(model, truncation, noise)
     z = g.sample_z(numbers, seed)
-    p = next(iter(g.parameters()), None)
-    if p is not None:
-        z = z.to(p.device)
+    z = z.to(g.device)
     bs = max(1, int(batch_size))
     base_all, per_set = [], [[] for _ in sets]
     change = [[0.0, 0] for _ in sets]                     # |Δpixel| sum and count outside concept
@@ -306,7 +299,7 @@ def causal_ranking(model, segmenter, layer: str, concept: str, image_numbers,
     ``(1 + n_candidates) * n_images`` times (candidates are batched together). Restrict
     ``candidate_units`` (e.g. the concept's top 40 by IoU: ``units_for(cat, c, 40, "iou")``) to keep
     it cheap: all 512 units of a 256-px ProGAN layer4 x 100 images is ~51k tail passes."""
-    g = _generator(model)
+    g = generator_of(model)
     units = (list(range(g.layer_channels(g.check_layer(layer)))) if candidate_units is None
              else list(dict.fromkeys(int(u) for u in candidate_units)))
     res = ablation_effects(model, segmenter, layer, concept, image_numbers, [[u] for u in units],

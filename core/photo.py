@@ -61,7 +61,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .edits import EditStack, WeightEdit, _generator
+from .edits import EditStack, WeightEdit
+from .model import generator_of, sampling_options
 from .settings import model_settings
 
 MAX_BYTES = 10 * 1024 * 1024        # files / byte strings larger than this are refused
@@ -342,7 +343,7 @@ def default_fine_layers(model, paint: str | None = None) -> list[str]:
     """Default layers to adapt: those after the paint layer at >= 2x its resolution (layer7..layer10
     for the 64-px Toytown ProGAN, paint layer layer6); at least the last two layers. Only the
     64-px layers (>= 4x) gave +0.1 dB there: 2 x 16 channels cannot fit a photo's detail."""
-    g = _generator(model)
+    g = generator_of(model)
     paint = paint or model_settings(model).paint_layer
     p = g.layer_index(paint)
     res = _layer_res(g, paint)
@@ -350,16 +351,6 @@ def default_fine_layers(model, paint: str | None = None) -> list[str]:
     if not out:
         out = [n for n in g.layers[-2:] if g.layer_index(n) > p] or g.layers[-1:]
     return out
-
-
-def _device(g) -> torch.device:
-    p = next(iter(g.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def _options(model):
-    d = getattr(model, "defaults", None) or {}
-    return d.get("truncation", 1.0), d.get("noise", "buffers")
 
 
 def segmenter_features(segmenter, images: torch.Tensor) -> list[torch.Tensor]:
@@ -484,19 +475,19 @@ class InversionResult:
     def render(self, model, stack: EditStack | None = None) -> torch.Tensor:
         """The inverted photo under an edit stack (adaptation WeightEdits + paint UnitEdits):
         ``[1,3,R,R]`` on the model's device."""
-        g = _generator(model)
-        t, n = _options(model)
+        g = generator_of(model)
+        t, n = sampling_options(model)
         stack = stack or EditStack()
         deltas = stack.weight_deltas(g)
         with torch.no_grad():
-            state = g.start(self.z.to(_device(g)), truncation=t, noise=n,
+            state = g.start(self.z.to(g.device), truncation=t, noise=n,
                             weight_deltas=deltas or None)
             state = g.run(state, edit=self.feature_edit(stack.feature_edit()))
             return g.finish(state)
 
 
 def _random_starts(g, model, target_loss: PhotoLoss, starts: int, seed: int, device):
-    t, n = _options(model)
+    t, n = sampling_options(model)
     gen = torch.Generator().manual_seed(int(seed))
     z = torch.randn(max(1, int(starts)), g.z_dim, generator=gen).to(device)
     with torch.no_grad():
@@ -524,9 +515,9 @@ def invert(model, photo, steps: int = 150, encoder=None, segmenter=None, layer: 
     + ``residual_weight * mean(r^2) / mean(f^2)``. A record is yielded at step 0, every
     ``preview_every`` steps (with a preview) and at the end."""
     t0 = time.perf_counter()
-    g = _generator(model)
-    device = _device(g)
-    t, n = _options(model)
+    g = generator_of(model)
+    device = g.device
+    t, n = sampling_options(model)
     x = _as_photo(photo, g.resolution, device)
     layer = g.check_layer(layer or getattr(encoder, "layer", None) or model_settings(model).paint_layer)
     steps, preview_every = max(0, int(steps)), max(1, int(preview_every))
@@ -625,9 +616,9 @@ def adapt(model, inversion: InversionResult, photo, steps: int = 300,
     record's ``result`` is an :class:`AdaptResult` (best iterate). The shared model is never
     modified (gradients go only to the ΔW tensors)."""
     t0 = time.perf_counter()
-    g = _generator(model)
-    device = _device(g)
-    t, n = _options(model)
+    g = generator_of(model)
+    device = g.device
+    t, n = sampling_options(model)
     x = _as_photo(photo, g.resolution, device)
     layers = list(fine_layers) if fine_layers else default_fine_layers(model)
     for name in layers:

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from .generators.base import Generator
+from .model import generator_of, sampling_options
 
 Progress = Callable[[int, int, "float | None"], None]
 Stop = Callable[[], bool]
@@ -80,18 +81,7 @@ class MissingStatsError(FileNotFoundError):
 # =============================================================================== model plumbing
 def _parts(model):
     """(generator, truncation, noise, bundle or None) for a core.Model or a bare generator."""
-    if isinstance(model, Generator):
-        return model, 1.0, "buffers", None
-    g = getattr(model, "generator", None)
-    if not isinstance(g, Generator):
-        raise TypeError(f"expected a core.Model or a Generator, got {type(model).__name__}")
-    d = model.defaults
-    return g, d.get("truncation", 1.0), d.get("noise", "buffers"), getattr(model, "bundle", None)
-
-
-def _device(g: Generator) -> torch.device:
-    p = next(iter(g.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
+    return (generator_of(model), *sampling_options(model), getattr(model, "bundle", None))
 
 
 def _base_weight(g: Generator, layer: str, weight_deltas=None) -> torch.Tensor:
@@ -117,7 +107,7 @@ def _numbers(image_numbers) -> list[int]:
 @torch.no_grad()
 def _key_state(g: Generator, layer: str, z: torch.Tensor, truncation, noise, weight_deltas=None):
     """(key [N, C_in, h, w], state before ``layer``)."""
-    state = g.start(z.to(_device(g)), truncation=truncation, noise=noise, weight_deltas=weight_deltas)
+    state = g.start(z.to(g.device), truncation=truncation, noise=noise, weight_deltas=weight_deltas)
     i = g.layer_index(layer)
     if i > 0:
         state = g.run(state, stop=g.layers[i - 1])

@@ -1,17 +1,6 @@
 """Sharing edited models: base model id + revision + edit files + model card.
 
-An *edited model* is a small folder (or Hub model repo)::
-
-    config.json          {"format": "painting-with-neurons-edited", "version": 1,
-                          "base": {"repo_id": "org/name", "revision": "<commit>"} | {"local": "default"},
-                          "base_model": {"name", "architecture", "kwargs", "resolution", "z_dim",
-                                         "generator_sha256"},
-                          "edits": [summary of each edit], "previews": {...}, "license": ...}
-    edits.json           the EditStack (core.edits: EditStack.to_files / from_files)
-    edits.safetensors    its tensors (masks, low-rank lam/dirs or dense deltas)
-    README.md            model card: base model, what was edited, before/after previews, licence
-    previews/<i>_before.png, previews/<i>_after.png
-
+An *edited model* is a small folder (or Hub model repo) in the format of :mod:`core.edited_files`.
 The base weights are not copied: :func:`load_edited` resolves the base (pinned commit) with
 :mod:`core.hub` and applies the edits on top of it (:class:`EditedModel`). A rank-one edit of the
 embedded default is a few kilobytes. :func:`merge_edited` writes a plain full bundle instead.
@@ -27,104 +16,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import fnmatch
 import json
 import os
 import shutil
-import stat
-import tempfile
-import zipfile
 from pathlib import Path, PurePosixPath
 
 import torch
 
-from . import Model
-from .hub import EDITED_FORMAT, PICKLE_SUFFIXES, HubError, check_folder, origin
-
-VERSION = 1
-CONFIG_FILE = "config.json"
-CARD_FILE = "README.md"
-PREVIEW_DIR = "previews"
-# What an edited-model folder / zip may hold (anything else in an uploaded zip is skipped).
-EDITED_FILES = ("config.json", "edits.json", "edits.safetensors", "README.md", "previews/*.png")
-MAX_ZIP_BYTES = 256 * 2**20       # uncompressed total accepted from an uploaded zip
-MAX_ZIP_FILES = 200
-MAX_ZIP_RATIO = 200               # uncompressed / compressed per entry (zip bombs)
-_SHA_CACHE: dict[tuple, str] = {}
-
-
-class ShareError(ValueError):
-    """An edited model that cannot be exported, loaded, merged, unzipped or pushed; the message
-    says which file or edit and why."""
-
-
-# --------------------------------------------------------------------------- the edited model
-class EditedModel(Model):
-    """A :class:`core.Model` whose ``generate`` / ``features`` / ``render`` apply an EditStack on
-    top of the shared, read-only base generator (``generator`` is the base; ``stack`` the edits;
-    ``base`` the base Model). Interactive code that caches states should use
-    ``core.edits.Renderer(edited.base).render(z, edited.stack)``, which gives the same images."""
-
-    def __init__(self, base: Model, stack, config: dict | None = None, path: Path | None = None):
-        super().__init__(base.bundle)
-        self.base = base
-        self.stack = stack.validate(base)
-        self.share_config = dict(config or {})
-        self.path = None if path is None else Path(path)
-        self._deltas = stack.weight_deltas(base.generator) or None
-        self._edit = stack.feature_edit()
-
-    @property
-    def name(self) -> str:
-        return self.share_config.get("name") or f"{self.base.name} (edited)"
-
-    def __repr__(self) -> str:
-        return f"EditedModel({self.name!r}, base={self.base.name!r}, {self.stack!r})"
-
-    @torch.no_grad()
-    def generate(self, z, truncation: float | None = None, noise=None) -> torch.Tensor:
-        t, n = self._options(truncation, noise)
-        return self.generator.generate(self._z(z), truncation=t, noise=n,
-                                       weight_deltas=self._deltas, edit=self._edit)
-
-    @torch.no_grad()
-    def features(self, z, layer: str, truncation: float | None = None, noise=None) -> torch.Tensor:
-        g = self.generator
-        g.check_layer(layer)
-        t, n = self._options(truncation, noise)
-        state = g.start(self._z(z), truncation=t, noise=n, weight_deltas=self._deltas)
-        return g.run(state, stop=layer, edit=self._edit).x
+from . import edits as ed
+from .bundle import load_bundle, read_config, save_bundle
+from .edited_files import (CARD_FILE, CONFIG_FILE, EDITED_FILES, PREVIEW_DIR, VERSION, ShareError,
+                           _base_model_info, check_base, read_edited_config, safe_unzip, zip_edited)
+from .hub import EDITED_FORMAT, PICKLE_SUFFIXES, HubError, check_folder, hub_offline, origin, parse_repo_id
+from .model import EditedModel, Model
+from .sources import load_edited
 
 
 # --------------------------------------------------------------------------- helpers
-def _edits():
-    try:
-        from . import edits
-    except ImportError as e:      # core/edits.py is written by another module owner
-        raise ShareError(f"sharing needs core/edits.py (EditStack), which is not available ({e})") from None
-    return edits
-
-
-def _generator_sha256(model) -> str | None:
-    from .bundle import sha256_file
-    bundle = model.bundle
-    if bundle.path is None:
-        return (bundle.config.get("source") or {}).get("sha256")
-    f = Path(bundle.path) / "generator.safetensors"
-    if not f.is_file():
-        return None
-    st = f.stat()
-    key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = sha256_file(f)
-    return _SHA_CACHE[key]
-
-
-def _base_model_info(model) -> dict:
-    b = model.bundle
-    return {"name": b.name, "architecture": b.architecture,
-            "kwargs": b.config.get("kwargs"), "resolution": model.resolution,
-            "z_dim": model.z_dim, "generator_sha256": _generator_sha256(model)}
 
 
 def _mask_coverage(mask) -> float:
@@ -133,7 +41,6 @@ def _mask_coverage(mask) -> float:
 
 def edit_summary(stack) -> list[dict]:
     """One small JSON-able dict per edit (what config.json and the card show)."""
-    ed = _edits()
     out = []
     for i, e in enumerate(stack):
         if isinstance(e, ed.UnitEdit):
@@ -190,7 +97,6 @@ def export_edited(model, stack, folder, previews=(0, 1, 2, 3), *, base: dict | N
     first). ``previews`` are image numbers rendered before/after (``()`` for none). ``base``
     overrides the base reference, which is otherwise read off where the model was loaded from
     (:func:`core.hub.origin`)."""
-    ed = _edits()
     from .images import parse_image_numbers, to_pil
     if isinstance(model, EditedModel):
         stack = ed.EditStack(tuple(model.stack) + tuple(stack))
@@ -303,92 +209,6 @@ def edited_card(cfg: dict) -> str:
 
 
 # --------------------------------------------------------------------------- load
-def read_edited_config(folder) -> dict:
-    """config.json of an edited-model folder, validated (ShareError otherwise)."""
-    path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
-        raise ShareError(f"{path}: missing; an edited model names its base model in config.json "
-                         "(or pass base=...)")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ShareError(f"{path}: malformed JSON ({e})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != EDITED_FORMAT:
-        raise ShareError(f"{path}: not an edited model (format must be {EDITED_FORMAT!r}, got "
-                         f"{cfg.get('format') if isinstance(cfg, dict) else type(cfg).__name__!r})")
-    if not isinstance(cfg.get("version"), int) or cfg["version"] > VERSION:
-        raise ShareError(f"{path}: unsupported edited-model version {cfg.get('version')!r}")
-    base = cfg.get("base")
-    if not isinstance(base, dict) or not (isinstance(base.get("repo_id"), str)
-                                          or isinstance(base.get("local"), str)):
-        raise ShareError(f"{path}: 'base' must be {{\"repo_id\", \"revision\"}} or "
-                         f"{{\"local\": \"default\"}}, got {base!r}")
-    return cfg
-
-
-def _open_base(base: dict, device, **kw) -> Model:
-    from . import load_model
-    from .hub import load_model_from_hub
-    if "repo_id" in base:
-        src = base["repo_id"] + (f"@{base['revision']}" if base.get("revision") else "")
-        return load_model_from_hub(src, device, **kw)
-    return load_model(base["local"], device=device)
-
-
-def check_base(cfg: dict, model, where="edited model") -> None:
-    """Raise ShareError unless ``model`` is the base the edits were made for (architecture,
-    kwargs and, when recorded, the generator weights' sha256)."""
-    want = cfg.get("base_model") or {}
-    have = _base_model_info(model)
-    for key in ("architecture", "kwargs", "resolution", "z_dim"):
-        if want.get(key) is not None and want[key] != have[key]:
-            raise ShareError(f"{where}: made for a different base model: {key} is {want[key]!r} "
-                             f"in config.json, {have[key]!r} in {model.name!r}")
-    sha_w, sha_h = want.get("generator_sha256"), have.get("generator_sha256")
-    if sha_w and sha_h and sha_w != sha_h:
-        raise ShareError(f"{where}: made for base weights with sha256 {sha_w[:12]}... "
-                         f"({want.get('name')}), but {model.name!r} has {sha_h[:12]}...: "
-                         "a different model or revision (pass check=False to apply anyway)")
-
-
-def load_edited(source, device="cpu", *, base=None, check: bool = True, cache_dir=None,
-                allow_download: bool = True, token=None) -> EditedModel:
-    """Open an edited model (folder, Hub id ``org/name[@rev]`` or an uploaded ``.zip``) on top of
-    its base. ``base`` (a Model or a source) overrides config.json's base. Raises ShareError /
-    HubError / ValueError (bad edits: NaN, wrong shapes, unknown layers)."""
-    from .hub import resolve
-    from . import load_model
-    ed = _edits()
-    if isinstance(source, (str, Path)) and str(source).lower().endswith(".zip") \
-            and Path(source).is_file():
-        folder = safe_unzip(source, tempfile.mkdtemp(prefix="pwn-edited-"))
-    else:
-        r = resolve(source, cache_dir=cache_dir, allow_download=allow_download, token=token)
-        if r.kind != "edited":
-            raise ShareError(f"{r.source_id}: not an edited model (no edits.json); open it with "
-                             "core.load_model")
-        folder = r.path
-    where = str(source)
-    cfg = None
-    if base is None or (Path(folder) / CONFIG_FILE).is_file():
-        cfg = read_edited_config(folder)
-    if base is None:
-        base_model = _open_base(cfg["base"], device, cache_dir=cache_dir,
-                                allow_download=allow_download, token=token)
-    else:
-        base_model = base if isinstance(base, Model) else load_model(base, device=device)
-    if isinstance(base_model, EditedModel):
-        raise ShareError(f"{where}: the base of an edited model must be a plain model")
-    if cfg is not None and check:
-        check_base(cfg, base_model, where)
-    try:
-        stack = ed.EditStack.from_files(folder, base_model)
-    except FileNotFoundError as e:
-        raise ShareError(str(e)) from None
-    except (ValueError, KeyError) as e:
-        raise ShareError(f"{where}: the edits do not fit the base model {base_model.name!r}: "
-                         f"{e}") from None
-    return EditedModel(base_model, stack, cfg, folder)
 
 
 # --------------------------------------------------------------------------- merge
@@ -407,8 +227,6 @@ def merge_edited(source, dest, *, name: str | None = None, overwrite: bool = Fal
     refused with a clear message, except the safe subset that is exact: on ProGAN, unit edits
     with no mask and opacity 1 (units set to a constant everywhere: their conv rows become 0 and
     their bias the value). ``verify_images`` are rendered both ways and must agree."""
-    ed = _edits()
-    from .bundle import save_bundle
     edited = source if isinstance(source, EditedModel) else load_edited(source, **load_kw)
     g0 = edited.generator
     bad = [f"edit {i} (unit edit at {e.layer}{', masked' if e.mask is not None else ''}"
@@ -436,8 +254,7 @@ def merge_edited(source, dest, *, name: str | None = None, overwrite: bool = Fal
     dest = save_bundle(g, dest, name=name or edited.name.replace(" ", "-"),
                        source=bcfg.get("source"), extra_config=extra, overwrite=overwrite)
     if verify_images:
-        from . import load_model
-        merged = load_model(dest)
+        merged = Model(load_bundle(dest))
         a, b = merged.render(verify_images), edited.render(verify_images)
         err = float((a - b).abs().max())
         if err > 1e-4:
@@ -453,117 +270,6 @@ def merge_edited(source, dest, *, name: str | None = None, overwrite: bool = Fal
 
 
 # --------------------------------------------------------------------------- zip
-def _allowed(rel: str) -> bool:
-    return any(fnmatch.fnmatchcase(rel, p) for p in EDITED_FILES)
-
-
-def zip_edited(folder, dest=None) -> Path:
-    """Zip an edited-model folder (its known files only) into ``dest`` (default
-    ``<folder>.zip``) under a top folder named like it; returns the zip's path."""
-    folder = Path(folder)
-    if check_folder(folder) != "edited":
-        raise ShareError(f"{folder}: not an edited-model folder (no edits.json)")
-    dest = Path(dest) if dest is not None else folder.with_name(folder.name + ".zip")
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and _allowed(p.relative_to(folder).as_posix()))
-    tmp = dest.with_name(dest.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for p in files:
-            z.write(p, f"{folder.name}/{p.relative_to(folder).as_posix()}")
-    os.replace(tmp, dest)
-    return dest
-
-
-def _entry_problem(info: zipfile.ZipInfo) -> str | None:
-    name = info.filename
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        return "is a symbolic link"
-    if "\\" in name or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return "has an absolute or Windows path"
-    if any(part == ".." for part in PurePosixPath(name).parts):
-        return "points outside the folder (..)"
-    if "\x00" in name:
-        return "has a NUL in its name"
-    return None
-
-
-def safe_unzip(zip_file, dest, *, max_bytes: int = MAX_ZIP_BYTES, max_files: int = MAX_ZIP_FILES,
-               max_ratio: float = MAX_ZIP_RATIO) -> Path:
-    """Extract an uploaded edited-model zip into the empty or new folder ``dest``; returns it.
-
-    Rejects (ShareError, nothing left behind) path traversal (``..``), absolute paths, symlinks,
-    pickles, more than ``max_files`` entries, more than ``max_bytes`` uncompressed, and entries
-    compressed more than ``max_ratio`` times. A single top folder is stripped; files other than
-    :data:`EDITED_FILES` (``__MACOSX/``, ``.DS_Store``...) are skipped."""
-    zip_file, dest = Path(zip_file), Path(dest)
-    if dest.exists() and any(dest.iterdir()):
-        raise ShareError(f"{dest}: exists and is not empty")
-    try:
-        z = zipfile.ZipFile(zip_file)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise ShareError(f"{zip_file.name}: not a readable zip file ({e})") from None
-    with z:
-        infos = z.infolist()
-        if len(infos) > max_files:
-            raise ShareError(f"{zip_file.name}: {len(infos)} entries, more than the {max_files} "
-                             "an edited model can have")
-        for info in infos:
-            why = _entry_problem(info)
-            if why:
-                raise ShareError(f"{zip_file.name}: refusing entry {info.filename!r}: it {why}")
-            if PurePosixPath(info.filename).suffix.lower() in PICKLE_SUFFIXES:
-                raise ShareError(f"{zip_file.name}: refusing entry {info.filename!r}: pickled "
-                                 "files are never loaded (they can run code)")
-        total = sum(i.file_size for i in infos)
-        if total > max_bytes:
-            raise ShareError(f"{zip_file.name}: {total / 2**20:.1f} MiB uncompressed, more than "
-                             f"the {max_bytes / 2**20:.0f} MiB limit")
-        files = [i for i in infos if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
-        tops = {PurePosixPath(i.filename).parts[0] for i in files}
-        strip = len(tops) == 1 and all(len(PurePosixPath(i.filename).parts) > 1 for i in files)
-        plan = []
-        for info in files:
-            parts = PurePosixPath(info.filename).parts[1 if strip else 0:]
-            rel = "/".join(parts)
-            if not _allowed(rel):
-                continue
-            if info.compress_size and info.file_size / info.compress_size > max_ratio \
-                    and info.file_size > 1 << 20:
-                raise ShareError(f"{zip_file.name}: entry {info.filename!r} is compressed "
-                                 f"{info.file_size / info.compress_size:.0f}x (a zip bomb?)")
-            plan.append((info, rel))
-        if not any(rel == "edits.json" for _, rel in plan):
-            raise ShareError(f"{zip_file.name}: no edits.json inside; not an edited model "
-                             "(made with Export / share.zip_edited)")
-        created = not dest.exists()
-        dest.mkdir(parents=True, exist_ok=True)
-        root = dest.resolve()
-        written = 0
-        try:
-            for info, rel in plan:
-                out = (dest / rel).resolve()
-                if root not in out.parents:
-                    raise ShareError(f"{zip_file.name}: refusing entry {info.filename!r}: it "
-                                     "points outside the folder")
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(info) as src, open(out, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        if written > max_bytes:
-                            raise ShareError(f"{zip_file.name}: more than {max_bytes / 2**20:.0f} "
-                                             "MiB when extracted")
-                        dst.write(chunk)
-        except (ShareError, zipfile.BadZipFile, OSError, EOFError) as e:
-            if created:
-                shutil.rmtree(dest, ignore_errors=True)
-            else:
-                for p in sorted(dest.rglob("*"), reverse=True):
-                    p.unlink() if p.is_file() else p.rmdir()
-            if isinstance(e, ShareError):
-                raise
-            raise ShareError(f"{zip_file.name}: corrupt zip ({e})") from None
-    return dest
 
 
 # --------------------------------------------------------------------------- push
@@ -583,7 +289,6 @@ def shareable_files(folder) -> list[tuple[str, Path]]:
     if kind == "edited":
         read_edited_config(folder)
     else:
-        from .bundle import read_config
         read_config(folder)
     out = []
     for p in sorted(folder.rglob("*")):
@@ -599,7 +304,6 @@ def shareable_files(folder) -> list[tuple[str, Path]]:
 
 def _push_error(e: BaseException, repo_id: str) -> str:
     import huggingface_hub as hf
-    from .hub import hub_offline
     if isinstance(e, hf.errors.OfflineModeIsEnabled) or hub_offline():
         return f"{repo_id}: cannot push, the Hub is switched off (HF_HUB_OFFLINE=1)"
     if isinstance(e, hf.errors.HfHubHTTPError):
@@ -618,7 +322,6 @@ def push(folder, repo_id: str, token: str | None = None, private: bool = True,
     file). The token comes from ``token``, else ``HF_TOKEN``, else a stored login. New repos are
     private unless ``private=False``."""
     import huggingface_hub as hf
-    from .hub import parse_repo_id
     parsed = parse_repo_id(repo_id)
     if parsed is None or parsed[1] is not None or parsed[2] != "model":
         raise ShareError(f"{repo_id!r}: expected a model repo id 'org/name'")

@@ -321,8 +321,8 @@ def build(ctx: AppContext):
 
     paint_outs = [editor, compare, result, info, state]
     # inversion + adaptation (a generator) and painting: on a ZeroGPU Space these get a GPU
-    run = invert_btn.click(gpu(duration=120)(run_invert), [model_id, upload, state],
-                           [shown, recon, status] + paint_outs, api_name="photo_invert")
+    invert_btn.click(gpu(duration=120)(run_invert), [model_id, upload, state],
+                     [shown, recon, status] + paint_outs, api_name="photo_invert")
     stop_btn.click(stops.stop, None, None, api_name="photo_stop")
     apply_btn.click(gpu(duration=15)(apply), [editor, mode, n_units, state], paint_outs,
                     api_name="photo_paint")

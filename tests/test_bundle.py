@@ -233,14 +233,14 @@ def test_model_api(progan_bundle, tiny_progan):
 
 
 def test_load_model_default_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(core, "DEFAULT_BUNDLE", tmp_path / "models" / "toytown")
+    monkeypatch.setattr(core.paths, "DEFAULT_BUNDLE", tmp_path / "models" / "toytown")
     with pytest.raises(BundleError) as e:
         core.load_model("default")
     one_line_error(e, "toytown", "default bundle is not there yet")
 
 
 def test_load_model_default_present(tmp_path, monkeypatch, tiny_progan):
-    monkeypatch.setattr(core, "DEFAULT_BUNDLE", save_bundle(tiny_progan, tmp_path / "toytown"))
+    monkeypatch.setattr(core.paths, "DEFAULT_BUNDLE", save_bundle(tiny_progan, tmp_path / "toytown"))
     assert core.load_model("default").name == "toytown"
 
 

@@ -19,7 +19,7 @@ import torch
 from huggingface_hub import HfApi, snapshot_download  # noqa: F401
 
 import core
-from core import hub
+from core import hub, sources
 from core.bundle import save_bundle
 from tests.conftest import make_progan
 
@@ -73,7 +73,7 @@ def cache(tmp_path, monkeypatch):
 def default_bundle(tmp_path, monkeypatch):
     """Point the embedded default at a tiny bundle (the real one is built by training/)."""
     path = save_bundle(make_progan(seed=7), tmp_path / "toytown", name="toytown")
-    monkeypatch.setattr(core, "DEFAULT_BUNDLE", path)
+    monkeypatch.setattr(core.paths, "DEFAULT_BUNDLE", path)
     return path
 
 
@@ -98,11 +98,11 @@ def test_resolve_and_load_from_cache_offline(cache, tmp_path):
     r = hub.resolve("org/tiny")
     assert (r.repo_id, r.revision, r.origin, r.kind) == ("org/tiny", A, "cache", "bundle")
     assert r.path.name == A and (r.path / "generator.safetensors").is_file()
-    m = hub.load_model_from_hub("org/tiny")
+    m = sources.load_model_from_hub("org/tiny")
     ref = core.load_model(tmp_path / "b0-tiny")
     assert torch.equal(m.render([0, 1]), ref.render([0, 1]))
     assert hub.origin(m) == {"repo_id": "org/tiny", "revision": A}
-    model, notice = hub.load_with_fallback("org/tiny")
+    model, notice = sources.load_with_fallback("org/tiny")
     assert model.bundle.path == r.path
     assert notice.startswith("offline (HF_HUB_OFFLINE=1): using the cached copy of org/tiny@main")
     assert hub.resolve(f"org/tiny@{A}").notice is None      # a pinned commit cannot be stale
@@ -111,10 +111,10 @@ def test_resolve_and_load_from_cache_offline(cache, tmp_path):
 def test_pinned_revision_honoured(cache, tmp_path):
     populate(cache, "org/tiny", bundle_files(tmp_path, seed=0), commit=A, ref="main")
     populate(cache, "org/tiny", bundle_files(tmp_path, seed=1), commit=B, ref="v2")
-    m_main = hub.load_model_from_hub("org/tiny")
-    m_a = hub.load_model_from_hub(f"org/tiny@{A}")
-    m_b = hub.load_model_from_hub(f"org/tiny@{B}")
-    m_tag = hub.load_model_from_hub("org/tiny@v2")
+    m_main = sources.load_model_from_hub("org/tiny")
+    m_a = sources.load_model_from_hub(f"org/tiny@{A}")
+    m_b = sources.load_model_from_hub(f"org/tiny@{B}")
+    m_tag = sources.load_model_from_hub("org/tiny@v2")
     assert torch.equal(first_weight(m_main), first_weight(m_a))
     assert torch.equal(first_weight(m_b), first_weight(m_tag))
     assert not torch.equal(first_weight(m_a), first_weight(m_b))
@@ -155,17 +155,17 @@ def test_unknown_repo_offline_then_fallback(cache, default_bundle):
     with pytest.raises(hub.HubError, match=r"org/nope is not in the local Hugging Face cache.*"
                                            r"HF_HUB_OFFLINE"):
         hub.resolve("org/nope")
-    model, notice = hub.load_with_fallback("org/nope")
+    model, notice = sources.load_with_fallback("org/nope")
     assert model.bundle.path == default_bundle
     assert "org/nope" in notice and "embedded default" in notice and "toytown" in notice
-    model, notice = hub.load_with_fallback("default")
+    model, notice = sources.load_with_fallback("default")
     assert notice is None and model.name == "toytown"
 
 
 def test_fallback_when_default_missing_too(cache, tmp_path, monkeypatch):
-    monkeypatch.setattr(core, "DEFAULT_BUNDLE", tmp_path / "not-built")
+    monkeypatch.setattr(core.paths, "DEFAULT_BUNDLE", tmp_path / "not-built")
     with pytest.raises(hub.HubError, match="org/nope.*fallback 'default' failed too"):
-        hub.load_with_fallback("org/nope")
+        sources.load_with_fallback("org/nope")
 
 
 def test_unknown_revision_lists_cached_refs(cache, tmp_path):
@@ -291,7 +291,7 @@ def test_catalog_from_bundle_or_catalog_repo(cache, tmp_path):
     populate(cache, "org/tiny", files)
     populate(cache, "org/cats", {"catalog/layer4.json": b'{"repo": true}',
                                  "stats/layer4.safetensors": b"x"}, repo_type="dataset")
-    m = hub.load_model_from_hub("org/tiny")
+    m = sources.load_model_from_hub("org/tiny")
     assert json.loads(hub.find_catalog(m, "layer2").read_text()) == {"own": True}
     assert json.loads(hub.find_catalog(m, "layer4").read_text()) == {"repo": True}
     assert hub.find_stats(m, "layer4").name == "layer4.safetensors"
@@ -341,7 +341,7 @@ def test_availability(cache, tmp_path, default_bundle, monkeypatch):
     assert hub.availability({"id": "u", "repo_id": "org/up"}) == "available"
     assert hub.availability({"id": "d", "repo_id": "org/down"}).startswith(
         "unavailable: no generator.safetensors in org/down")
-    monkeypatch.setattr(core, "DEFAULT_BUNDLE", tmp_path / "missing")
+    monkeypatch.setattr(core.paths, "DEFAULT_BUNDLE", tmp_path / "missing")
     assert hub.availability({"id": "default", "local": "default"}).startswith("unavailable:")
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import core
-from core import hub
+from core import hub, sources
 from core.bundle import save_bundle
 from tests.conftest import make_progan
 from tests.test_hub import (A, FakeApi, bundle_files, cache, cli, default_bundle,  # noqa: F401
@@ -53,7 +53,7 @@ def reference(model, stack, numbers=(0, 1, 2)):
 def base(cache, tmp_path):
     """The tiny ProGAN, loaded from the offline HF cache as org/tiny (commit A)."""
     populate(cache, "org/tiny", bundle_files(tmp_path))
-    return hub.load_model_from_hub("org/tiny")
+    return sources.load_model_from_hub("org/tiny")
 
 
 def folder_size(folder, pattern="*") -> int:
@@ -100,7 +100,7 @@ def test_edited_repo_through_hub_and_load_model(base, cache, tmp_path):
     populate(cache, "me/my-edit", files, commit="c" * 40)
     r = hub.resolve("me/my-edit")
     assert r.kind == "edited"
-    m = hub.load_model_from_hub("me/my-edit")
+    m = sources.load_model_from_hub("me/my-edit")
     assert isinstance(m, share.EditedModel)
     assert torch.equal(m.render([0]), reference(base, m.stack, [0]))
     # edited share of an edited model stacks the edits
@@ -369,13 +369,6 @@ def test_zip_from_finder_with_macosx_folder(base, tmp_path):
                                                      "edits.safetensors"]
 
 
-def _load_model_knows_hub() -> bool:
-    import inspect
-    return "load_model_from_hub" in inspect.getsource(core.load_model)
-
-
-@pytest.mark.skipif(not _load_model_knows_hub(),
-                    reason="core/__init__.py does not route Hub ids to core.hub yet")
 def test_core_load_model_accepts_hub_ids(base, cache, tmp_path):
     m = core.load_model("org/tiny")
     assert torch.equal(m.render([0]), base.render([0]))
@@ -388,14 +381,7 @@ def test_core_load_model_accepts_hub_ids(base, cache, tmp_path):
 
 
 def test_core_load_model_opens_local_edited_folders(base, tmp_path):
-    from core.bundle import BundleError
     folder = share.export_edited(base, sample_stack(base.generator), tmp_path / "e", previews=[])
-    try:
-        model = core.load_model(folder)
-    except BundleError as e:
-        if "painting-with-neurons-edited" not in str(e):
-            raise
-        pytest.skip("core.load_model does not route local edited-model folders to core.hub yet "
-                    "(needs the folder_kind check in core/__init__.py)")
+    model = core.load_model(folder)
     assert isinstance(model, share.EditedModel)
     assert torch.equal(model.render([0]), share.load_edited(folder).render([0]))

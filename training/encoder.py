@@ -93,10 +93,10 @@ def train(model, minutes: float | None = 10.0, steps: int | None = None, batch: 
           log_every: int = 25, log=print):
     """Train an encoder for ``model`` (core.Model or Generator) until ``minutes`` or ``steps``
     runs out (whichever first; at least one must be given). Returns (encoder, info dict)."""
-    from core.edits import _generator
+    from core.model import generator_of
     if minutes is None and steps is None:
         raise ValueError("give minutes or steps")
-    g = _generator(model)
+    g = generator_of(model)
     layer = layer or model_settings(model).paint_layer
     torch.manual_seed(seed)
     enc = build_encoder(g, layer, width, max_width)

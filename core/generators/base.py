@@ -113,6 +113,12 @@ class Generator(nn.Module):
         """Write units held at constant ``values`` everywhere into the weights (in place)."""
         raise NotImplementedError(f"the {self.family} family cannot fold unit edits into weights")
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (CPU for a generator without parameters)."""
+        p = next(iter(self.parameters()), None)
+        return p.device if p is not None else torch.device("cpu")
+
     # ----------------------------------------------------------------- latents
     def sample_z(self, image_numbers: Iterable[int], seed: int = 1) -> torch.Tensor:
         return sample_z(image_numbers, self.z_dim, seed)
