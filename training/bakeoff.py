@@ -3,8 +3,8 @@ measure them the same way.
 
     python -m training.bakeoff --minutes 14                  # all recipes, one after the other
     python -m training.bakeoff --only-eval                   # re-measure the runs already there
-    python -m training.bakeoff --round continue --from-run runs/gan --minutes 8
-                                                             # round 2: variants of a run's continuation
+    python -m training.bakeoff --round continue --from-run runs/gan --minutes 8 --recipes l1_10,l1_1,l1_0.1
+                                             # later rounds: variants continuing one trained state
 
 Recipes (``RECIPES``; all grow 8 -> 64 px with the same schedule and widths):
 - adversarial:  non-saturating logistic loss, lazy R1 (the recipe of Toytown 1, wider at 32/64 px);
@@ -53,12 +53,16 @@ RECIPES = {
     "seg_head": NO_L1 + ["--seg-weight", "1"],
     "regress": ["--l1-weight", "10", "--regress-steps", "440"],
 }
-# Round 2 forks one trained state (``--from-run``) and continues it under each variant: how much of
-# the L1 anchor the adversarial phase keeps (the regression recipe's samples stayed blurry)
+# Later rounds fork one trained state (``--from-run``) and continue it under each variant. Round 2
+# (from step 2,620): how much of the L1 anchor the adversarial phase keeps. Round 3 (from step
+# 4,4xx): without the anchor, with D regularised harder (R1 gamma 1) as the other lever against a
+# discriminator that wins (loss_d ~0.3).
 CONTINUATIONS = {
     "l1_10": ["--l1-weight", "10"],
     "l1_1": ["--l1-weight", "1"],
     "l1_0.1": ["--l1-weight", "0.1"],
+    "l1_0": ["--l1-weight", "0"],
+    "l1_0_r1_1": ["--l1-weight", "0", "--r1-gamma", "1"],
 }
 HELD_OUT = 200_000          # image numbers of the samples measured (never used elsewhere)
 DISSECT_LAYERS = ("layer4", "layer6", "layer8")
@@ -173,7 +177,10 @@ def main(argv=None):
     fresh = a.round == "scratch"
     variants = RECIPES if fresh else CONTINUATIONS
     names = a.recipes.split(",") if a.recipes else list(variants)
-    out = OUT if fresh else OUT / a.round
+    # a round of continuations is named by the step it starts from
+    start_step = None if fresh else int(torch.load(a.from_run / "state.pt", map_location="cpu",
+                                                   weights_only=True)["step"])
+    out = OUT if fresh else OUT / f"from_{start_step}"
     seg = load_segmenter(a.segmenter)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -192,7 +199,7 @@ def main(argv=None):
         results_path.write_text(json.dumps(results, indent=1))
         print(json.dumps({name: results[name]}), flush=True)
     print(table(results))
-    suffix = "" if fresh else f"_{a.round}"
+    suffix = "" if fresh else f"_from_{start_step}"
     comparison_grid([a.from_run if n == "start" else out / n for n in results],
                     Path(f"docs/toytown2_bakeoff{suffix}.png"))
     note = (f"each recipe trained from scratch on Toytown 2 for {a.minutes} min of 2-core CPU time" if fresh else
