@@ -63,6 +63,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .edits import EditStack, WeightEdit
 from .model import generator_of, sampling_options
+from .optim import Adam
 from .settings import model_settings
 
 MAX_BYTES = 10 * 1024 * 1024        # files / byte strings larger than this are refused
@@ -405,27 +406,6 @@ def _lr_at(lr: float, step: int, steps: int, warmup: int = 0) -> float:
     return ramp * lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-class _Adam:
-    """Plain Adam on a few tensors. (``torch.optim.Adam.step`` imports ``torch._dynamo`` the first
-    time it runs, which costs from several seconds to a minute on a small, busy CPU.)"""
-
-    def __init__(self, params: list[torch.Tensor], betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params = params
-        self.b1, self.b2, self.eps = betas[0], betas[1], eps
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self, grads: list[torch.Tensor], lrs: list[float]) -> None:
-        self.t += 1
-        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
-        for p, g, m, v, lr in zip(self.params, grads, self.m, self.v, lrs):
-            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
-            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-            p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-lr / c1)
-
-
 def _as_photo(photo, resolution: int, device) -> torch.Tensor:
     if isinstance(photo, torch.Tensor):
         x = photo.detach().float()
@@ -551,7 +531,7 @@ def invert(model, photo, steps: int = 150, encoder=None, segmenter=None, layer: 
 
     z = z0.clone().requires_grad_(True)
     r = r0.clone().requires_grad_(True)
-    opt = _Adam([z, r])
+    opt = Adam([z, r])
     base_lrs = [lr, lr if residual_lr is None else residual_lr]
     best = None
     stopped = False
@@ -639,7 +619,7 @@ def adapt(model, inversion: InversionResult, photo, steps: int = 300,
     norms = {name: weights[name].detach().pow(2).sum().clamp_min(1e-12) for name in layers}
     deltas = {name: torch.zeros_like(weights[name], requires_grad=True) for name in layers}
     params = list(deltas.values())
-    opt = _Adam(params)
+    opt = Adam(params)
 
     def render():
         s = state0.clone()

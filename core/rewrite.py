@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 from .generators.base import Generator
 from .model import generator_of, sampling_options
+from .optim import Adam
 
 Progress = Callable[[int, int, "float | None"], None]
 Stop = Callable[[], bool]
@@ -712,28 +713,6 @@ def _closed_form(model, layer, dirs, image_number, target_value, region, weight_
     return lam.float()
 
 
-class _Adam:
-    """Adam exactly as ``torch.optim.Adam`` with its defaults (betas 0.9/0.999, eps 1e-8, no
-    weight decay, bias-corrected), for one tensor. Written out because building the first
-    ``torch.optim`` optimizer in a process imports ``torch._dynamo`` (seconds on a small CPU)."""
-
-    def __init__(self, param: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.p, self.lr, self.b1, self.b2, self.eps = param, lr, betas[0], betas[1], eps
-        self.m = torch.zeros_like(param)
-        self.v = torch.zeros_like(param)
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self, grad: torch.Tensor, lr: float | None = None) -> None:
-        self.t += 1
-        lr = self.lr if lr is None else lr
-        self.m.lerp_(grad, 1 - self.b1)
-        self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
-        bc1, bc2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
-        denom = (self.v.sqrt() / math.sqrt(bc2)).add_(self.eps)
-        self.p.addcdiv_(self.m, denom, value=-lr / bc1)
-
-
 def _lowrank_iterative(p: _Problem, dirs, gn_iters, niter, lr, progress, stop, info) -> torch.Tensor:
     """Fit Λ directly (ΔW = Λ·D: the update never leaves span(D)), MSE on the cropped region.
 
@@ -799,7 +778,7 @@ def _lowrank_iterative(p: _Problem, dirs, gn_iters, niter, lr, progress, stop, i
         lam_p = lam.clone().requires_grad_(True)
         rms = float(lam.pow(2).mean().sqrt())
         base_lr = lr * (rms if rms > 0 else 1.0)
-        opt = _Adam(lam_p, base_lr)
+        opt = Adam([lam_p])
         best, best_lam = cur, lam.clone()
         for it in range(niter):
             if stop is not None and stop():
@@ -811,7 +790,7 @@ def _lowrank_iterative(p: _Problem, dirs, gn_iters, niter, lr, progress, stop, i
             if lv < best:
                 best, best_lam = lv, lam_p.detach().clone()
             history.append(lv)
-            opt.step(grad, base_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * it / niter))))
+            opt.step([grad], base_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * it / niter))))
             done += 1
             if progress is not None and (it % 10 == 0 or it == niter - 1):
                 progress(done, total, lv)
@@ -830,7 +809,7 @@ def _original_insert(p: _Problem, dirs, niter, lr, piter, project_gradient, prog
     weight = p.w0.clone().requires_grad_(True)
     with torch.no_grad():
         ortho = p.w0 - project_weight(p.w0, d)
-    opt = _Adam(weight, lr)
+    opt = Adam([weight])
     history = []
     for it in range(niter):
         stopping = stop is not None and stop()
@@ -840,7 +819,7 @@ def _original_insert(p: _Problem, dirs, niter, lr, piter, project_gradient, prog
                 grad, = torch.autograd.grad(loss, weight)
             if project_gradient:
                 grad = project_weight(grad, d)
-            opt.step(grad)
+            opt.step([grad], lr)
             history.append(float(loss.detach()))
             if progress is not None and (it % 10 == 0 or it == niter - 1):
                 progress(it + 1, niter, history[-1])

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from core.encoder import build_encoder, save_encoder
-from core.photo import _Adam
+from core.optim import Adam
 from core.settings import model_settings
 
 
@@ -101,7 +101,7 @@ def train(model, minutes: float | None = 10.0, steps: int | None = None, batch: 
     torch.manual_seed(seed)
     enc = build_encoder(g, layer, width, max_width)
     params = [p for p in enc.parameters()]
-    opt = _Adam(params, betas=(0.9, 0.99))   # plain Adam (torch.optim's first step imports dynamo)
+    opt = Adam(params, betas=(0.9, 0.99))   # plain Adam (torch.optim's first step imports dynamo)
     gen = torch.Generator().manual_seed(seed)
     budget = None if minutes is None else 60.0 * minutes
     t0 = time.perf_counter()
