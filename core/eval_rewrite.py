@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from .model import generator_of, sampling_options
+
 DEFAULT_IMAGES = "100000-100199"
 METHOD_NAMES = {"ours": "closed_form", "original": "original"}
 
@@ -112,10 +114,9 @@ def measure_edits(model, segmenter, image_numbers, deltas: dict, source: int, ta
     rate_before, rate_after, collateral_clean, collateral_outside, images, images_with_source,
     source_pixels}}``; a ratio without cases (e.g. collateral_clean when every image shows the
     source) is None."""
-    from . import rewrite as rw
     from .images import parse_image_numbers
 
-    g, truncation, noise, _ = rw._parts(model)
+    g, (truncation, noise) = generator_of(model), sampling_options(model)
     numbers = list(parse_image_numbers(image_numbers))
     acc = {name: dict(src=0, hit=0, removed=0, imgs_src=0, gained=0, clean_sum=0.0, clean_n=0,
                       out_sum=0.0, out_n=0, shown_before=0, shown_after=0) for name in deltas}
@@ -172,9 +173,7 @@ def measure_edits(model, segmenter, image_numbers, deltas: dict, source: int, ta
 def region_concept(model, segmenter, regions, weight_deltas=None) -> int:
     """The concept (index of ``segmenter``) seen most inside ``regions``, (image number, [H, W]
     mask in [0, 1]) pairs such as a rule's context, on the model with ``weight_deltas``."""
-    from . import rewrite as rw
-
-    g, truncation, noise, _ = rw._parts(model)
+    g, (truncation, noise) = generator_of(model), sampling_options(model)
     with torch.no_grad():
         images = g.generate(g.sample_z([n for n, _ in regions]), truncation=truncation, noise=noise,
                             weight_deltas=weight_deltas).float()

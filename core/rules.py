@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .model import generator_of
+
 MASK_SIZE = 256                       # the original app's canvas size
 MAX_DATA_URL_CHARS = 4_000_000        # a 256x256 RGBA PNG is at most ~350 kB (base64 ~470 kB)
 MAX_MASK_SIDE = 4096
@@ -259,9 +261,8 @@ def write_rule(rule: Rule, path=None, size: int = MASK_SIZE) -> str:
 
 # ------------------------------------------------------------------------------- applying
 def _check_settings(model, rule: Rule, layer: str | None, rank: int | None):
-    from .rewrite import _parts
-    g, _, _, bundle = _parts(model)
-    name = getattr(bundle, "name", None)
+    g = generator_of(model)
+    name = getattr(getattr(model, "bundle", None), "name", None)
     if rule.model is not None and name is not None and rule.model != name:
         raise RuleError(f"this rule was made for model {rule.model!r}, not {name!r}")
     if layer is not None and rule.layer is not None and layer != rule.layer:

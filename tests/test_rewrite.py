@@ -9,6 +9,8 @@ import torch
 
 from conftest import make_progan, make_stylegan2
 from core import rewrite as rw
+from core.rewrite.keys import _key_state
+from core.rewrite.solvers import _problem
 from core.edits import EditStack, WeightEdit
 
 torch.manual_seed(0)
@@ -367,11 +369,11 @@ def test_iterative_equals_closed_form_on_a_linear_layer():
                                           ("stylegan2", "layer8")])
 def test_region_crop_equals_full_map(family, layer):
     g = make_progan((8, 8, 8, 4, 4)) if family == "progan" else make_stylegan2(size=32)
-    key, state = rw._key_state(g, layer, g.sample_z([3]), 1.0, "buffers")
+    key, state = _key_state(g, layer, g.sample_z([3]), 1.0, "buffers")
     w = g.main_weight(layer) + 0.1 * torch.randn_like(g.main_weight(layer))
     full = g.layer_value(layer, key, weight=w, state=state)[0]
     for box in [(0, 0, 32, 32), (0, 0, 1, 1), (31, 31, 32, 32), (5, 6, 9, 11), (6, 7, 13, 12)]:
-        p = rw._problem(g, layer, 3, full, box_mask(32, *box), None)
+        p = _problem(g, layer, 3, full, box_mask(32, *box), None)
         assert p.key.shape[-1] < key.shape[-1] or box == (0, 0, 32, 32)
         t, l, b, r = box
         assert_close(p.value(w).detach()[0], full[:, t:b, l:r], atol=1e-5, rtol=1e-5)
