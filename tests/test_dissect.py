@@ -14,9 +14,10 @@ from PIL import Image
 import core
 from core import __main__ as cli
 from core.bundle import Bundle
-from core.dissect import (FORMAT, MAXIOU_LEVELS, DissectionStopped, Tally, _dissect, _dumps,
-                          compact_numbers, dissect, interpolation_matrix, layer_chart,
-                          load_catalog, save_catalog, summary_table, unit_overlay, upsample)
+from core.dissect import (FORMAT, MAXIOU_LEVELS, DissectionStopped, Tally, compact_numbers, dissect,
+                          interpolation_matrix, layer_chart, load_catalog, save_catalog, summary_table,
+                          unit_overlay, upsample)
+from core.dissect.catalog import _dissect, _dumps
 from core.generators import LayerError
 
 from conftest import make_progan
