@@ -382,7 +382,7 @@ def test_eval_cli_registered():
 
 
 def test_adaptation_lr_warms_up_then_decays():
-    from core.photo import _lr_at
+    from core.photo.fit import _lr_at
     assert _lr_at(0.05, 0, 300, warmup=30) == pytest.approx(0.05 / 30, rel=0.01)
     assert _lr_at(0.05, 29, 300, warmup=30) == pytest.approx(_lr_at(0.05, 29, 300), rel=1e-9)
     assert _lr_at(0.05, 0, 300) == pytest.approx(0.05)                     # no warm-up: full lr
