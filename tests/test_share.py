@@ -19,10 +19,8 @@ from tests.conftest import make_progan
 from tests.test_hub import (A, FakeApi, bundle_files, cache, cli, default_bundle,  # noqa: F401
                              fake_api, populate)
 
-edits = pytest.importorskip("core.edits", reason="core/edits.py (EditStack) is not in the tree yet")
-from core import share  # noqa: E402  (needs core.edits)
-
-EditStack, UnitEdit, WeightEdit = edits.EditStack, edits.UnitEdit, edits.WeightEdit
+from core import share  # noqa: E402
+from core.edits import EditStack, UnitEdit, WeightEdit  # noqa: E402
 
 
 def rank_one(g, layer="layer3", seed=0, scale=0.3) -> WeightEdit:
