@@ -20,7 +20,7 @@ from tests.test_hub import (A, FakeApi, bundle_files, cache, cli, default_bundle
                              fake_api, populate)
 
 from core import share  # noqa: E402
-from core.edits import EditStack, UnitEdit, WeightEdit  # noqa: E402
+from core.edits import EditStack, Renderer, UnitEdit, WeightEdit  # noqa: E402
 
 
 def rank_one(g, layer="layer3", seed=0, scale=0.3) -> WeightEdit:
@@ -87,7 +87,7 @@ def test_export_then_load_gives_identical_images(base, tmp_path):
     f = edited.features(z, "layer4")
     assert torch.all(f[0, [0, 3], 2:6, 1:5] == 0) and not torch.equal(f, base.features(z, "layer4"))
     # edits renderer (cached) agrees
-    assert torch.equal(edits.Renderer(edited.base).render(z, edited.stack),
+    assert torch.equal(Renderer(edited.base).render(z, edited.stack),
                        reference(base, stack, [0]))
 
 
