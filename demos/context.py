@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 import threading
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ from PIL import Image
 import core
 from core.segmenter import load_segmenter
 from core.settings import model_settings
+
+log = logging.getLogger(__name__)
 
 DISPLAY_SIZE = 512  # small GAN images are upscaled (nearest) so clicks and brushes have room
 
@@ -71,13 +74,27 @@ def warn(message: str) -> str:
     return f"⚠️ {message}"
 
 
+def error_text(e: BaseException) -> str:
+    """A message for the user: a ``gr.Error``'s text, the plain message of the engine's errors
+    (a KeyError's without quotes), else the type and message of an unexpected error, whose
+    traceback goes to the server log."""
+    if isinstance(e, gr.Error):
+        return e.message
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    if isinstance(e, (ValueError, OSError)):
+        return str(e)
+    log.exception("unexpected error in a handler")
+    return f"Something went wrong ({type(e).__name__}: {e}). The server log has the details."
+
+
 def warn_on_error(n_outputs: int, status: int):
-    """Decorator for a handler (plain or generator) with ``n_outputs`` outputs: a ``gr.Error``
-    it raises becomes a warning and the text of output ``status`` (its status line), and the
-    other outputs keep their last good value."""
-    def failed(e: gr.Error):
+    """Decorator for a handler (plain or generator) with ``n_outputs`` outputs: an error it
+    raises becomes a warning and the text of output ``status`` (its status line), and the other
+    outputs keep their last good value."""
+    def failed(e: Exception):
         out = [gr.skip()] * n_outputs
-        out[status] = warn(e.message)
+        out[status] = warn(error_text(e))
         return tuple(out) if n_outputs > 1 else out[0]
 
     def wrap(fn):
@@ -86,7 +103,7 @@ def warn_on_error(n_outputs: int, status: int):
             def stream(*args, **kwargs):
                 try:
                     yield from fn(*args, **kwargs)
-                except gr.Error as e:
+                except Exception as e:  # noqa: BLE001 - every failure becomes a notice
                     yield failed(e)
             return stream
 
@@ -94,7 +111,7 @@ def warn_on_error(n_outputs: int, status: int):
         def call(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except gr.Error as e:
+            except Exception as e:  # noqa: BLE001 - every failure becomes a notice
                 return failed(e)
         return call
     return wrap

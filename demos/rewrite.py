@@ -36,7 +36,7 @@ from core.edits import EditStack
 from core.eval_rewrite import measure_edits, region_concept
 from core.generators.base import LayerError
 from core.settings import MAX_RANK, model_settings
-from demos.context import DISPLAY_SIZE, AppContext, display, stoppable, warn, warn_on_error
+from demos.context import DISPLAY_SIZE, AppContext, display, error_text, stoppable, warn, warn_on_error
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 
@@ -65,12 +65,6 @@ def _session(st, model_id) -> dict:
     if not isinstance(st, dict) or st.get("model_id") != model_id:
         return _fresh(model_id)
     return dict(st)
-
-
-def _msg(e: BaseException) -> str:
-    if isinstance(e, KeyError) and e.args:
-        return str(e.args[0])
-    return str(e)
 
 
 def preset_paths(model) -> dict[str, Path]:
@@ -184,7 +178,7 @@ def build(ctx: AppContext):
         try:
             return ctx.model(model_id)
         except Exception as e:  # noqa: BLE001 - shown to the user
-            raise gr.Error(f"Could not load model {model_id!r}: {_msg(e)}")
+            raise gr.Error(f"Could not load model {model_id!r}: {error_text(e)}")
 
     def check_layer(model, layer):
         if layer not in model.layers:
@@ -218,7 +212,7 @@ def build(ctx: AppContext):
             raise gr.Error(f"Layer {layer} has no key statistics yet. Open 'Statistics' below and "
                            f"press 'Compute statistics' ({STATS_SAMPLES} images), then try again.")
         except (rw.RewriteError, OSError) as e:
-            raise gr.Error(f"Key statistics of {layer}: {_msg(e)}")
+            raise gr.Error(f"Key statistics of {layer}: {error_text(e)}")
 
     def stack_of(st):
         return EditStack() if st["original"] else st["stack"]
@@ -321,7 +315,7 @@ def build(ctx: AppContext):
             return rw.context_direction(model, layer, [(n, _to_float(m)) for n, m in st["context"]],
                                         C, 1, weight_deltas(st, model))
         except (rw.RewriteError, ValueError, LayerError) as e:
-            raise gr.Error(_msg(e))
+            raise gr.Error(error_text(e))
 
     def matches(model_id, layer, st, numbers, rank_them):
         model = loaded_model(model_id)
@@ -330,7 +324,7 @@ def build(ctx: AppContext):
         try:
             res = rw.search(model, layer, d, numbers, weight_deltas=weight_deltas(st, model))
         except (rw.RewriteError, ValueError) as e:
-            raise gr.Error(_msg(e))
+            raise gr.Error(error_text(e))
         shown = res.ranking[:TOP_RESULTS] if rank_them else list(numbers)
         images = render(model_id, st, shown)
         gallery = []
@@ -366,7 +360,7 @@ def build(ctx: AppContext):
         try:
             rw.copy_value(model, layer, st["current"], _to_float(mask), weight_deltas(st, model))
         except (rw.RewriteError, ValueError) as e:
-            raise gr.Error(_msg(e))
+            raise gr.Error(error_text(e))
         st["copy"] = (st["current"], mask)
         st["paste"] = None
         st["erase"] = False            # a copy starts a copy-paste request
@@ -385,7 +379,7 @@ def build(ctx: AppContext):
             target, region = rw.paste_target(model, layer, n, clip, center, deltas)
             image = rw.render_with_value(model, layer, n, target, deltas)
         except (rw.RewriteError, ValueError, LayerError) as e:
-            raise gr.Error(_msg(e))
+            raise gr.Error(error_text(e))
         pic = np.asarray(display(core.images.to_uint8(image), DISPLAY_SIZE).convert("RGB"))
         return _box(pic, region.cpu().numpy())
 
@@ -417,7 +411,7 @@ def build(ctx: AppContext):
         try:
             gh, gw = rw.copy_value(model, layer, st["copy"][0], _to_float(st["copy"][1])).grid
         except (rw.RewriteError, ValueError) as e:
-            raise gr.Error(_msg(e))
+            raise gr.Error(error_text(e))
         # a mask covering the value-grid cell under (x, y): paste_center maps it back to that cell
         cy, cx = int(y * gh / res), int(x * gw / res)
         mask = np.zeros((res, res), np.uint8)
@@ -478,7 +472,7 @@ def build(ctx: AppContext):
         try:
             edit = yield from stoppable(job, describe)
         except (rules.RuleError, rw.RewriteError, ValueError, LayerError) as e:
-            raise gr.Error(_msg(e))
+            raise gr.Error(error_text(e))
         st = dict(st)
         st["stack"] = base.push(edit)
         st["original"] = False
@@ -547,7 +541,7 @@ def build(ctx: AppContext):
             st["copy"] = (rule.object[0], _to_u8(rules.mask_at(rule.object[1], res))) if rule.object else None
             st["paste"] = (rule.paste[0], _to_u8(rules.mask_at(rule.paste[1], res))) if rule.paste else None
         except rules.RuleError as e:
-            raise gr.Error(_msg(e))
+            raise gr.Error(error_text(e))
         return layer, rank
 
     def replay(model_id, layer, rank, st, rule, what, note=""):
@@ -566,7 +560,7 @@ def build(ctx: AppContext):
         try:
             rule = rules.read_rule(Path(path))
         except (rules.RuleError, OSError, ValueError) as e:
-            raise gr.Error(f"Could not read the rule file: {_msg(e)}")
+            raise gr.Error(f"Could not read the rule file: {error_text(e)}")
         yield from (_pad(o) for o in _gen_outputs(replay(model_id, layer, rank, st, rule, "the uploaded rule")))
 
     @warn_on_error(7, status=3)
@@ -578,7 +572,7 @@ def build(ctx: AppContext):
         try:
             rule = rules.read_rule(paths[name])
         except (rules.RuleError, OSError, ValueError) as e:
-            raise gr.Error(f"Preset {name!r} is broken: {_msg(e)}")
+            raise gr.Error(f"Preset {name!r} is broken: {error_text(e)}")
         yield from (_pad(o) for o in _gen_outputs(replay(model_id, layer, rank, st, rule, f"preset '{name}'",
                                                           preset_note(model, name))))
 
@@ -625,7 +619,7 @@ def build(ctx: AppContext):
             return (f"**{layer} has no key statistics yet.** Rewriting needs them: press "
                     f"'Compute statistics' ({STATS_SAMPLES} images).")
         except (rw.RewriteError, OSError) as e:
-            return f"Key statistics of {layer}: {_msg(e)}"
+            return f"Key statistics of {layer}: {error_text(e)}"
 
     @warn_on_error(1, status=0)
     def compute_stats(model_id, layer, samples):
@@ -647,7 +641,7 @@ def build(ctx: AppContext):
             stats = yield from stoppable(
                 job, lambda s: f"Collecting key statistics of {layer}: {s.get('done', 0)}/{samples} images…")
         except (rw.RewriteError, ValueError) as e:
-            raise gr.Error(_msg(e))
+            raise gr.Error(error_text(e))
         try:      # never into the bundle: shipped files are read-only at run time
             rw.save_key_stats(stats, model.bundle.scratch(f"stats/{layer}.safetensors"))
             where = "saved in this server's cache"
@@ -770,13 +764,15 @@ def build(ctx: AppContext):
                        api_name="rewrite_rule_download")
     layer.change(stats_info, [model_id, layer], stats_md, api_name="rewrite_stats_info")
 
+    @warn_on_error(5, status=4)
     def model_changed(m):
         model = loaded_model(m)
         names = list(preset_paths(model)) or [NO_PRESETS]
-        return (gr.update(choices=list(model.layers), value=model_settings(model).rewrite_layer),
-                model_settings(model).rewrite_rank, gr.update(choices=names, value=names[0]),
-                gr.update(interactive=names != [NO_PRESETS]))
-    model_id.change(model_changed, model_id, [layer, rank, presets, preset_btn],
+        settings = model_settings(model)
+        return (gr.update(choices=list(model.layers), value=settings.rewrite_layer), settings.rewrite_rank,
+                gr.update(choices=names, value=names[0]), gr.update(interactive=names != [NO_PRESETS]),
+                gr.skip())
+    model_id.change(model_changed, model_id, [layer, rank, presets, preset_btn, status],
                     api_visibility="private")
     return {"load": (show, [model_id, spec, st], [gallery, st, status])}
 
