@@ -11,7 +11,7 @@ import threading
 import gradio as gr
 
 import core
-from core.dissect import DissectionStopped, dissect, load_catalog, save_catalog, top_images
+from core.dissect import DissectionStopped, concept_homes, dissect, load_catalog, save_catalog, top_images
 from core.edits import EditStack, UnitEdit
 from core.settings import model_settings
 from demos.context import AppContext, StopFlags, display, stoppable, warn
@@ -119,6 +119,9 @@ def build(ctx: AppContext):
         units = sorted(cat["units"], key=lambda u: -u["iou"])
         if concept and concept != "all":
             units = [u for u in units if u["label"] == concept]
+        # where each concept lives, over every layer with a catalog, so a filter that finds
+        # nothing here can say which layer to look at
+        homes = concept_homes({name: c for name in model.layers if (c := cache.catalog(model, name))})
         units = units[:GALLERY_UNITS]
         tiles = [(cache.tile(model, cat, u["unit"]), _caption(u)) for u in units]
         counts = cat.get("interpretable", {})
@@ -128,10 +131,17 @@ def build(ctx: AppContext):
                    f"compared with where the segmenter sees each concept in {cat['samples']} "
                    f"sample images and {rule}.  \nInterpretable units: "
                    + (", ".join(f"{c} {n}" for c, n in counts.items() if n) or "none"))
+        if concept in homes and homes[concept][0] != layer and not counts.get(concept):
+            home, iou, n = homes[concept]
+            summary += (f"  \nNo unit of {layer} is labelled **{concept}**; it lives best at **{home}** "
+                        f"(best unit IoU {iou:.2f}, {n} units labelled with it): pick that layer above.")
         exact = f"Protocol `{cat['protocol']}`: {cat.get('protocol_text', '')}"
-        concepts = ["all"] + [c for c in cat["concept_list"] if counts.get(c)]
+        concepts = [("all", "all")] + [
+            (c if homes[c][0] == layer else f"{c} (best at {homes[c][0]})", c)
+            for c in cat["concept_list"] if c in homes]
+        values = [v for _, v in concepts]
         return tiles, [u["unit"] for u in units], summary, gr.update(
-            choices=concepts, value=concept if concept in concepts else "all"), exact
+            choices=concepts, value=concept if concept in values else "all"), exact
 
     def checked_unit(model, layer, unit):
         """(catalog, unit number) for the unit box, or a ValueError saying what is wrong."""

@@ -518,3 +518,14 @@ def test_cli_dissect_without_segmenter(progan_bundle, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no segmenter" in err[0]
     assert not (progan_bundle / "catalog").exists()
+
+
+def test_concept_homes_point_to_the_layer_with_the_best_unit():
+    from core.dissect import concept_homes
+    cat = lambda ranking, counts: {"concepts": ranking, "interpretable": counts}   # noqa: E731
+    homes = concept_homes({
+        "layer4": cat({"tree": [{"unit": 1, "iou": 0.2}], "dome": [{"unit": 2, "iou": 0.05}]}, {"tree": 3}),
+        "layer8": cat({"tree": [{"unit": 5, "iou": 0.1}], "dome": [{"unit": 0, "iou": 0.02}, {"unit": 7, "iou": 0.15}]},
+                      {"dome": 2}),
+        "layer9": cat({"sky": []}, {})})
+    assert homes == {"tree": ("layer4", 0.2, 3), "dome": ("layer8", 0.15, 2)}

@@ -83,11 +83,11 @@ For a unit, ``act >= threshold`` (after upsampling) is its mask for its label.
 """
 from .catalog import (FORMAT, PROTOCOLS, VERSION, DissectionStopped, compact_numbers, dissect, load_catalog,
                       save_catalog)
-from .figures import interpretable_rule, layer_chart, summary_table, top_images, unit_overlay
+from .figures import concept_homes, interpretable_rule, layer_chart, summary_table, top_images, unit_overlay
 from .tally import (IOU_THRESHOLD, IQR_THRESHOLD, MAXIOU_LEVELS, QUANTILE_LEVELS, Tally, interpolation_matrix,
                     upsample)
 
 __all__ = ["dissect", "DissectionStopped", "Tally", "save_catalog", "load_catalog",
-           "summary_table", "interpretable_rule", "layer_chart", "unit_overlay", "top_images", "upsample",
+           "summary_table", "interpretable_rule", "concept_homes", "layer_chart", "unit_overlay", "top_images", "upsample",
            "interpolation_matrix", "compact_numbers", "FORMAT", "VERSION", "PROTOCOLS",
            "MAXIOU_LEVELS", "QUANTILE_LEVELS", "IOU_THRESHOLD", "IQR_THRESHOLD"]

@@ -43,6 +43,21 @@ def summary_table(catalog: dict) -> str:
     return "\n".join(lines)
 
 
+def concept_homes(catalogs: dict[str, dict]) -> dict[str, tuple[str, float, int]]:
+    """Where each concept lives among the dissected layers ``{layer: catalog}``: ``{concept:
+    (layer whose best unit matches it best, that unit's IoU, units labelled with it there)}``."""
+    homes: dict[str, tuple[str, float, int]] = {}
+    for layer, cat in catalogs.items():
+        counts = cat.get("interpretable", {})
+        for concept, ranking in (cat.get("concepts") or {}).items():
+            if not ranking:
+                continue
+            iou = max(float(e["iou"]) for e in ranking)
+            if concept not in homes or iou > homes[concept][1]:
+                homes[concept] = (layer, iou, int(counts.get(concept, 0)))
+    return homes
+
+
 def interpretable_rule(catalog: dict) -> str:
     """The catalog's interpretability rule in words, e.g. ``IoU > 0.04 and IQR > 0.01``."""
     rule = f"IoU > {catalog.get('iou_threshold', IOU_THRESHOLD)}"
