@@ -28,9 +28,10 @@ a feature cell is on if any pixel of its region is on; up-sizing repeats cells),
 image resolution can be passed straight in. Tensors given to edits are copied (float32, CPU);
 treat edits as immutable.
 """
-from .kinds import EDITS_JSON, EDITS_TENSORS, UnitEdit, WeightEdit, layer_shape, resize_mask
+from .kinds import (EDIT_KINDS, EDITS_JSON, EDITS_TENSORS, UnitEdit, WeightEdit, layer_shape,
+                    register_edit_kind, resize_mask)
 from .render import Renderer
 from .stack import EditStack
 
 __all__ = ["UnitEdit", "WeightEdit", "EditStack", "Renderer", "layer_shape", "resize_mask",
-           "EDITS_JSON", "EDITS_TENSORS"]
+           "EDITS_JSON", "EDITS_TENSORS", "EDIT_KINDS", "register_edit_kind"]

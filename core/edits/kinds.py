@@ -8,7 +8,7 @@ import json
 import math
 import threading
 import weakref
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +89,22 @@ def _fingerprint(meta, tensors: Sequence[torch.Tensor | None]) -> str:
     return h.hexdigest()
 
 
+EDIT_KINDS: dict[str, type] = {}
+
+
+def register_edit_kind(cls: type) -> type:
+    """Make an edit type known to stacks and edit files under ``cls.kind``.
+
+    An edit kind is a frozen value object with ``layer``, ``label``, ``validate(model)``,
+    ``meta()`` (JSON, ``"type": kind``), ``fingerprint()``, ``to_item(prefix) -> (item,
+    tensors)`` and ``from_item(layer, item, tensor)`` for its files, and either
+    ``acts_on = "features"`` with ``apply(x)`` and ``is_noop`` (it changes a layer's output) or
+    ``acts_on = "weights"`` with ``delta()`` (a ΔW of the layer's main weight)."""
+    EDIT_KINDS[cls.kind] = cls
+    return cls
+
+
+@register_edit_kind
 @dataclasses.dataclass(frozen=True, eq=False)
 class UnitEdit:
     """Set ``units`` of ``layer`` to ``values`` (None = 0, i.e. remove) with opacity
@@ -99,6 +115,8 @@ class UnitEdit:
     mask: torch.Tensor | None = None
     alpha: float = 1.0
     label: str = ""
+    kind: ClassVar[str] = "unit"
+    acts_on: ClassVar[str] = "features"
 
     def __post_init__(self):
         what = _describe("unit", self)
@@ -186,6 +204,18 @@ class UnitEdit:
                 "values": None if self.values is None else list(self.values),
                 "alpha": self.alpha, "label": self.label}
 
+    def to_item(self, prefix: str) -> tuple[dict, dict]:
+        item = {**self.meta(), "mask": None if self.mask is None else f"{prefix}.mask"}
+        return item, ({} if self.mask is None else {f"{prefix}.mask": self.mask})
+
+    @classmethod
+    def from_item(cls, layer: str, item: dict, tensor) -> "UnitEdit":
+        units = item.get("units")
+        if not isinstance(units, list):
+            raise ValueError("'units' must be a list of unit numbers")
+        return cls(layer, units, item.get("values"), tensor("mask"), item.get("alpha", 1.0),
+                   item.get("label", ""))
+
     def fingerprint(self) -> str:
         fp = self.__dict__.get("_fp")
         if fp is None:
@@ -194,6 +224,7 @@ class UnitEdit:
         return fp
 
 
+@register_edit_kind
 @dataclasses.dataclass(frozen=True, eq=False)
 class WeightEdit:
     """``W + ΔW`` on ``layer``'s main conv weight; ΔW low-rank (``lam``, ``dirs``) or dense
@@ -203,6 +234,8 @@ class WeightEdit:
     dirs: torch.Tensor | None = None
     label: str = ""
     dense: torch.Tensor | None = None
+    kind: ClassVar[str] = "weight"
+    acts_on: ClassVar[str] = "weights"
 
     def __post_init__(self):
         what = _describe("weight", self)
@@ -275,6 +308,18 @@ class WeightEdit:
         return {"type": "weight", "layer": self.layer, "label": self.label,
                 "form": "full" if self.dense is not None else "lowrank"}
 
+    def to_item(self, prefix: str) -> tuple[dict, dict]:
+        if self.dense is not None:
+            return {**self.meta(), "delta": f"{prefix}.delta"}, {f"{prefix}.delta": self.dense}
+        item = {**self.meta(), "lam": f"{prefix}.lam", "dirs": f"{prefix}.dirs"}
+        return item, {item["lam"]: self.lam, item["dirs"]: self.dirs}
+
+    @classmethod
+    def from_item(cls, layer: str, item: dict, tensor) -> "WeightEdit":
+        if item.get("delta") is not None:
+            return cls.full(layer, tensor("delta"), item.get("label", ""))
+        return cls(layer, tensor("lam"), tensor("dirs"), item.get("label", ""))
+
     def fingerprint(self) -> str:
         fp = self.__dict__.get("_fp")
         if fp is None:
@@ -282,5 +327,3 @@ class WeightEdit:
             object.__setattr__(self, "_fp", fp)
         return fp
 
-
-Edit = UnitEdit | WeightEdit

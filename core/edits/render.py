@@ -34,7 +34,7 @@ class Renderer:
 
     ``render(z, stack)`` runs ``start -> layers -> finish`` with the stack's weight deltas and unit
     edits, and gives bit-identical images to a full ``Generator.generate`` call. The state just
-    before layer ``p`` is cached, where ``p`` is the first layer a (non-empty) UnitEdit touches, or
+    before layer ``p`` is cached, where ``p`` is the first layer a (non-empty) feature edit touches, or
     ``cache_layer`` when that comes earlier (set it to the painting layer so that the first stroke
     on a freshly shown image already hits the cache), or the end when there is neither. The key is
     (z, truncation, noise, p, the WeightEdits on layers before p), so a paint stroke at layer L
@@ -76,7 +76,7 @@ class Renderer:
     def _cache_point(self, stack: EditStack) -> int:
         g = self.generator
         p = len(g.layers)
-        first = stack.first_unit_layer(g)
+        first = stack.first_feature_layer(g)
         if first is not None:
             p = min(p, first)
         if self.cache_layer is not None:
@@ -137,8 +137,8 @@ class Renderer:
 
     def _local_box(self, stack: EditStack):
         """(layer, box) when every unit edit is a masked edit on one layer, else None."""
-        edits = [e for e in stack.unit_edits if not e.is_noop]
-        if not edits or len({e.layer for e in edits}) != 1 or any(e.mask is None for e in edits):
+        edits = [e for e in stack.feature_edits if not e.is_noop]
+        if not edits or len({e.layer for e in edits}) != 1 or any(getattr(e, "mask", None) is None for e in edits):
             return None
         layer = edits[0].layer
         h, w = layer_shape(self.generator, layer)[1:]
@@ -168,7 +168,7 @@ class Renderer:
                 while len(self._traces) > self.max_traces:
                     self._traces.popitem(last=False)
         x = trace[layer]
-        for e in stack.unit_edits:
+        for e in stack.feature_edits:
             x = e.apply(x)
         return g.rerun_region(trace, layer, x, box, weight_deltas=deltas)
 

@@ -10,22 +10,24 @@ import torch
 
 from ..generators import LayerError
 from ..model import generator_of
-from .kinds import EDITS_FORMAT, EDITS_JSON, EDITS_TENSORS, EDITS_VERSION, Edit, UnitEdit, WeightEdit
+from .kinds import EDIT_KINDS, EDITS_FORMAT, EDITS_JSON, EDITS_TENSORS, EDITS_VERSION
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class EditStack:
-    """An immutable, ordered tuple of edits. Undo is "drop the last one"."""
+    """An immutable, ordered tuple of edits of any registered kind (``EDIT_KINDS``). Undo is
+    "drop the last one"."""
     edits: tuple = ()
 
     def __post_init__(self):
         edits = tuple(self.edits)
         for i, e in enumerate(edits):
-            if not isinstance(e, (UnitEdit, WeightEdit)):
-                raise TypeError(f"edit {i} is a {type(e).__name__}, not a UnitEdit or WeightEdit")
+            if EDIT_KINDS.get(getattr(e, "kind", None)) is not type(e):
+                raise TypeError(f"edit {i} is a {type(e).__name__}, not a registered edit kind "
+                                f"({', '.join(k.__name__ for k in EDIT_KINDS.values())})")
         object.__setattr__(self, "edits", edits)
 
     # ------------------------------------------------------------- building
-    def push(self, *edits: Edit) -> "EditStack":
+    def push(self, *edits) -> "EditStack":
         return EditStack(self.edits + tuple(edits))
 
     def undo(self, n: int = 1) -> "EditStack":
@@ -52,12 +54,14 @@ class EditStack:
         return f"EditStack([{', '.join(parts)}])"
 
     @property
-    def unit_edits(self) -> tuple[UnitEdit, ...]:
-        return tuple(e for e in self.edits if isinstance(e, UnitEdit))
+    def feature_edits(self) -> tuple:
+        """The edits that change a layer's output features (UnitEdits, ...), in order."""
+        return tuple(e for e in self.edits if e.acts_on == "features")
 
     @property
-    def weight_edits(self) -> tuple[WeightEdit, ...]:
-        return tuple(e for e in self.edits if isinstance(e, WeightEdit))
+    def weight_edits(self) -> tuple:
+        """The edits that add a ΔW to a layer's main weight (WeightEdits, ...), in order."""
+        return tuple(e for e in self.edits if e.acts_on == "weights")
 
     def layers(self) -> list[str]:
         """Layers touched by any edit (first appearance order)."""
@@ -96,10 +100,10 @@ class EditStack:
         return dict(out)
 
     def feature_edit(self):
-        """The ``edit(name, x)`` callable for ``Generator.run`` applying the UnitEdits of each
-        layer in order, or None when the stack has no UnitEdits."""
-        by_layer: dict[str, list[UnitEdit]] = {}
-        for e in self.unit_edits:
+        """The ``edit(name, x)`` callable for ``Generator.run`` applying the feature edits of each
+        layer in order, or None when the stack has none."""
+        by_layer: dict[str, list] = {}
+        for e in self.feature_edits:
             if not e.is_noop:
                 by_layer.setdefault(e.layer, []).append(e)
         if not by_layer:
@@ -111,10 +115,10 @@ class EditStack:
             return x
         return edit
 
-    def first_unit_layer(self, model) -> int | None:
-        """Index of the first layer any (non-no-op) UnitEdit touches, or None."""
+    def first_feature_layer(self, model) -> int | None:
+        """Index of the first layer any (non-no-op) feature edit touches, or None."""
         g = generator_of(model)
-        idx = [g.layer_index(e.layer) for e in self.unit_edits if not e.is_noop]
+        idx = [g.layer_index(e.layer) for e in self.feature_edits if not e.is_noop]
         return min(idx) if idx else None
 
     # ------------------------------------------------------------- files
@@ -126,18 +130,8 @@ class EditStack:
         folder.mkdir(parents=True, exist_ok=True)
         tensors, items = {}, []
         for i, e in enumerate(self.edits):
-            item = e.meta()
-            if isinstance(e, UnitEdit):
-                item["mask"] = None
-                if e.mask is not None:
-                    item["mask"] = tensors_name = f"edit{i}.mask"
-                    tensors[tensors_name] = e.mask
-            elif e.dense is not None:
-                item["delta"] = f"edit{i}.delta"
-                tensors[item["delta"]] = e.dense
-            else:
-                item["lam"], item["dirs"] = f"edit{i}.lam", f"edit{i}.dirs"
-                tensors[item["lam"]], tensors[item["dirs"]] = e.lam, e.dirs
+            item, ts = e.to_item(f"edit{i}")
+            tensors.update(ts)
             items.append(item)
         doc = {"format": EDITS_FORMAT, "version": EDITS_VERSION, "edits": items}
         if model is not None:
@@ -214,19 +208,9 @@ class EditStack:
             except LayerError as e:
                 raise LayerError(f"{where}: {e}") from None
             try:
-                if kind == "unit":
-                    units = item.get("units")
-                    if not isinstance(units, list):
-                        raise ValueError("'units' must be a list of unit numbers")
-                    e = UnitEdit(layer, units, item.get("values"), tensor("mask"),
-                                 item.get("alpha", 1.0), item.get("label", ""))
-                elif kind == "weight":
-                    if item.get("delta") is not None:
-                        e = WeightEdit.full(layer, tensor("delta"), item.get("label", ""))
-                    else:
-                        e = WeightEdit(layer, tensor("lam"), tensor("dirs"), item.get("label", ""))
-                else:
-                    raise ValueError(f"unknown edit type {kind!r} (expected 'unit' or 'weight')")
+                if kind not in EDIT_KINDS:
+                    raise ValueError(f"unknown edit type {kind!r} (expected one of {', '.join(EDIT_KINDS)})")
+                e = EDIT_KINDS[kind].from_item(layer, item, tensor)
                 e.validate(g)
             except LayerError as err:
                 raise LayerError(f"{where}: {err}") from None
