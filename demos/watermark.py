@@ -151,8 +151,19 @@ def _tiles(images, seg, wm: int, show_outline: bool) -> list:
     return [outline(t, lab == wm, OUTLINE) for t, lab in zip(tiles, labels)]
 
 
-def _grid(tiles, captions) -> np.ndarray:
-    return np.asarray(make_grid(tiles, nrow=min(6, len(tiles)), captions=captions))
+def _before_after(before: list, after: list, numbers, per_row: int = 6) -> np.ndarray:
+    """Each sample's "after" right below its "before": rows of up to ``per_row`` samples, each
+    followed by the same samples after the edit (a slider over two grids would compare
+    different images on its two sides)."""
+    per_row = min(per_row, len(before))
+    blank = np.full_like(np.asarray(before[0]), 255)
+    tiles, caps = [], []
+    for i in range(0, len(before), per_row):
+        pad = per_row - len(before[i:i + per_row])
+        nums = list(numbers[i:i + per_row])
+        tiles += list(before[i:i + per_row]) + [blank] * pad + list(after[i:i + per_row]) + [blank] * pad
+        caps += [f"#{k} before" for k in nums] + [""] * pad + [f"#{k} after" for k in nums] + [""] * pad
+    return np.asarray(make_grid(tiles, nrow=per_row, captions=caps))
 
 
 # ------------------------------------------------------------------ the tab
@@ -233,7 +244,6 @@ def build(ctx: AppContext):
         numbers = [n for n, _ in found][:SHOW] or core.parse_image_numbers(SCAN)[:SHOW]
         z = model.sample_z(numbers)
         before, after = r.render(z, EditStack()).cpu(), r.render(z, stack).cpu()
-        caps = [f"#{k}" for k in numbers]
         before_rate = rate(model, r, seg, wm, EditStack(), (), progress)
         after_rate = rate(model, r, seg, wm, stack, tuple(units), progress) if units else before_rate
         which = "marked region" if source == SOURCES[1] else "catalog ranking"
@@ -248,9 +258,8 @@ def build(ctx: AppContext):
         if after_rate > before_rate:
             text += "  \n" + warn("This edit makes the watermark rate worse: switching these "
                                   "units off draws more watermarks, not fewer.")
-        return ((_grid(_tiles(before, seg, wm, show_outline), caps),
-                 _grid(_tiles(after, seg, wm, show_outline), caps)), f"{100 * before_rate:.1f}%",
-                f"{100 * after_rate:.1f}%", text)
+        return (_before_after(_tiles(before, seg, wm, show_outline), _tiles(after, seg, wm, show_outline),
+                              numbers), f"{100 * before_rate:.1f}%", f"{100 * after_rate:.1f}%", text)
 
     def load_sample(model_id, number):
         try:
@@ -320,8 +329,8 @@ def build(ctx: AppContext):
                 rate_after = gr.Textbox("—", label="Watermark rate after", interactive=False,
                                         elem_id="wm_rate_after")
             result_md = gr.Markdown(elem_id="wm_result")
-    compare = gr.ImageSlider(label="Watermarked samples: before / after", format="png",
-                             type="numpy", max_height=800, elem_id="wm_compare")
+    compare = gr.Image(label="Watermarked samples: each row before, the row below after", format="png",
+                       type="numpy", interactive=False, buttons=["download"], elem_id="wm_compare")
     with gr.Accordion("Mark a watermark yourself (optional)", open=False):
         gr.Markdown("Brush over a watermark on a sample; the units most active there (relative "
                     "to their 0.99 quantile) become the 'marked region' units.")

@@ -153,14 +153,14 @@ def test_units_find_and_remove(client, app_bundle):
     assert all(0 <= float(r.rstrip("%")) <= 100 for r in (before, after))
     assert "6, 5" in text and "→" in text and "100000-100199" in text
     assert ("worse" in text) == (float(after.rstrip("%")) > float(before.rstrip("%")))
-    grid_before, grid_after = _img(compare[0]), _img(compare[1])
-    assert grid_before.shape == grid_after.shape and not np.array_equal(grid_before, grid_after)
+    edited = _img(compare)
 
     # no units: nothing changes, and the rate is the same
     compare, before0, after0, text = client.predict(mid, 0, "catalog ranking",
                                                     api_name="/watermark_remove")
     assert before0 == before == after0
-    assert np.array_equal(_img(compare[0]), _img(compare[1]))
+    unchanged = _img(compare)
+    assert unchanged.shape == edited.shape and not np.array_equal(unchanged, edited)
 
 
 def test_rate_matches_core(app_bundle, segmenter):
@@ -216,3 +216,15 @@ def test_marked_region_units(app, app_bundle, tmp_path):
     # the slider now offers the 8 marked units; the catalog ranking lists 3, and says so
     _, _, _, text = c.predict(mid, 5, "catalog ranking", api_name="/watermark_remove")
     assert "asked for 5; only 3 are listed" in text
+
+
+def test_before_after_puts_each_sample_above_itself():
+    """Rows of up to 6 samples, each followed by the same samples after the edit (same columns)."""
+    from demos.watermark import _before_after
+    before = [np.full((128, 128, 3), 10 * i, np.uint8) for i in range(8)]
+    after = [np.full((128, 128, 3), 10 * i + 5, np.uint8) for i in range(8)]
+    img = _before_after(before, after, list(range(100, 108)))
+    tile_tops = [2 + k * (img.shape[0] - 2) // 4 for k in range(4)]          # 4 rows: b, a, b, a
+    centre = [[int(img[t + 64, 2 + c * 130 + 64, 0]) for c in range(6)] for t in tile_tops]
+    assert centre[0] == [0, 10, 20, 30, 40, 50] and centre[1] == [5, 15, 25, 35, 45, 55]
+    assert centre[2][:2] == [60, 70] and centre[3][:2] == [65, 75] and centre[2][2:] == [255] * 4
