@@ -10,7 +10,8 @@
    far (inverted, adapted as far as it got), ready to paint on.
 3. Paint on the adapted model: one editor layer per concept, Draw / Remove, strength = number of
    units. **Apply** pushes ``core.paint.paint_edit`` UnitEdits on top of the adaptation
-   WeightEdits; ``InversionResult.render`` adds the inversion's feature residual; the output is
+   WeightEdits; ``InversionResult.render`` puts them on the inversion's ResidualEdit and renders
+   through the model's shared Renderer; the output is
    ``core.photo.composite``: the original photo with only the changed region replaced.
 
 Per-session state (``gr.State``, 30 min TTL) is a dict::
@@ -178,7 +179,7 @@ def build(ctx: AppContext):
         state = {"model_id": model_id or ids[0], "photo": x.cpu(), "big": big, "inv": inv,
                  "base": len(ada.edits), "stack": EditStack(ada.edits),
                  "psnr": (inv.psnr, ada.psnr)}
-        recon = display(inv.render(model, state["stack"])[0].cpu())
+        recon = display(inv.render(model, state["stack"], ctx.renderer(state["model_id"]))[0].cpu())
         if inv.stopped or ada.stopped:
             done = (f"**Stopped** during the {'inversion' if inv.stopped else 'adaptation'}: "
                     "kept the best result so far. ")
@@ -210,10 +211,10 @@ def build(ctx: AppContext):
 
     def _view(state, note: str = ""):
         """editor, before/after, composite, info, state."""
-        model = _model(state["model_id"]).model
+        model, renderer = _model(state["model_id"]).model, ctx.renderer(state["model_id"])
         inv = state["inv"]
-        before = inv.render(model, EditStack(state["stack"][:state["base"]]))[0].cpu()
-        after = inv.render(model, state["stack"])[0].cpu() if len(state["stack"]) > state["base"] \
+        before = inv.render(model, EditStack(state["stack"][:state["base"]]), renderer)[0].cpu()
+        after = inv.render(model, state["stack"], renderer)[0].cpu() if len(state["stack"]) > state["base"] \
             else before
         photo = Image.fromarray(state["big"])
         out = composite(photo, before, after)

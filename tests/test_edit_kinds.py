@@ -64,3 +64,20 @@ def test_unregistered_objects_are_refused():
     import pytest
     with pytest.raises(TypeError, match="not a registered edit kind"):
         EditStack((object(),))
+
+
+def test_photo_residual_is_an_edit(tmp_path):
+    """An inverted photo's residual is a ResidualEdit: validated, rendered and saved like the others."""
+    import pytest
+
+    from core.edits import ResidualEdit
+    g = make_progan()
+    residual = ResidualEdit("layer4", torch.randn(1, 8, 8, 8) * 0.1, "photo residual")
+    with pytest.raises(ValueError, match="outputs"):
+        EditStack((ResidualEdit("layer2", torch.zeros(8, 8, 8)),)).validate(g)
+    stack = EditStack((residual, UnitEdit("layer4", (1,), (2.0,))))
+    z = g.sample_z([3])
+    by_hand = g.generate(z, edit=lambda name, x: x + residual.residual if name == "layer4" else x)
+    assert torch.equal(Renderer(g).render(z, EditStack((residual,))), by_hand)
+    back = EditStack.from_files(stack.to_files(tmp_path / "e", g), g)
+    assert torch.equal(Renderer(g).render(z, back), Renderer(g).render(z, stack))

@@ -228,7 +228,7 @@ def test_invert_lowers_loss_and_previews(g, target):
     # the result renders through Generator.run(edit=...) and matches its image
     assert res.residual.shape == (1,) + tuple(g.run(g.start(res.z), stop=res.layer).x.shape[1:])
     with torch.no_grad():
-        img = g.finish(g.run(g.start(res.z), edit=res.feature_edit()))
+        img = g.finish(g.run(g.start(res.z), edit=EditStack((res.edit(),)).feature_edit()))
     assert torch.allclose(img.clamp(-1, 1), res.image, atol=1e-5)
     assert torch.allclose(res.render(g).clamp(-1, 1), res.image, atol=1e-5)
 

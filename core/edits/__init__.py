@@ -14,6 +14,9 @@ writes into the shared model, so sessions that share one model are isolated by c
   like the weight with C_in replaced by rank, ``ΔW[..., o, i, y, x] = Σ_r lam[..., o, r, y, x] *
   dirs[r, i]`` (ProGAN weight ``[C_out, C_in, k, k]``; StyleGAN2 ``[1, C_out, C_in, 3, 3]``), or
   dense with :meth:`WeightEdit.full` (image-specific adaptation).
+- :class:`ResidualEdit` — add a fixed ``[C, h, w]`` residual to a layer's features: what an
+  inverted photo needs beyond its latent, so a photo renders through the same stack and Renderer.
+- More kinds plug in with :func:`register_edit_kind` (the protocol is in its docstring).
 - :class:`EditStack` — an immutable ordered tuple of edits: ``push`` / ``undo`` / ``clear`` return
   new stacks; ``weight_deltas()`` and ``feature_edit()`` give what ``Generator.start`` /
   ``Generator.run`` take; ``to_files`` / ``from_files`` write ``edits.json`` + ``edits.safetensors``
@@ -28,10 +31,10 @@ a feature cell is on if any pixel of its region is on; up-sizing repeats cells),
 image resolution can be passed straight in. Tensors given to edits are copied (float32, CPU);
 treat edits as immutable.
 """
-from .kinds import (EDIT_KINDS, EDITS_JSON, EDITS_TENSORS, UnitEdit, WeightEdit, layer_shape,
+from .kinds import (EDIT_KINDS, EDITS_JSON, EDITS_TENSORS, ResidualEdit, UnitEdit, WeightEdit, layer_shape,
                     register_edit_kind, resize_mask)
 from .render import Renderer
 from .stack import EditStack
 
-__all__ = ["UnitEdit", "WeightEdit", "EditStack", "Renderer", "layer_shape", "resize_mask",
+__all__ = ["UnitEdit", "WeightEdit", "ResidualEdit", "EditStack", "Renderer", "layer_shape", "resize_mask",
            "EDITS_JSON", "EDITS_TENSORS", "EDIT_KINDS", "register_edit_kind"]

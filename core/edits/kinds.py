@@ -327,3 +327,58 @@ class WeightEdit:
             object.__setattr__(self, "_fp", fp)
         return fp
 
+
+@register_edit_kind
+@dataclasses.dataclass(frozen=True, eq=False)
+class ResidualEdit:
+    """Add ``residual`` ``[C, h, w]`` to ``layer``'s output features: what an inverted photo
+    needs beyond its latent (``core.photo.invert``). Edits after it at the same layer (paint
+    strokes) land on top of it."""
+    layer: str
+    residual: torch.Tensor
+    label: str = ""
+    kind: ClassVar[str] = "residual"
+    acts_on: ClassVar[str] = "features"
+
+    def __post_init__(self):
+        what = _describe("residual", self)
+        if not isinstance(self.layer, str) or not self.layer:
+            raise ValueError(f"{what}: layer must be a layer name (a string)")
+        r = _tensor(self.residual, "residual", what)
+        if r.dim() == 4 and r.shape[0] == 1:
+            r = r[0]
+        if r.dim() != 3:
+            raise ValueError(f"{what}: residual must be [C, h, w], got {list(r.shape)}")
+        object.__setattr__(self, "residual", r)
+        object.__setattr__(self, "label", str(self.label))
+
+    @property
+    def is_noop(self) -> bool:
+        return not bool(self.residual.any())
+
+    def validate(self, model) -> None:
+        shape = layer_shape(model, self.layer)
+        if tuple(self.residual.shape) != shape:
+            raise ValueError(f"{_describe('residual', self)}: residual is {list(self.residual.shape)} "
+                             f"but {self.layer} outputs {list(shape)}")
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.residual.to(x.device, x.dtype)
+
+    def meta(self) -> dict:
+        return {"type": self.kind, "layer": self.layer, "label": self.label}
+
+    def fingerprint(self) -> str:
+        fp = self.__dict__.get("_fp")
+        if fp is None:
+            fp = _fingerprint(self.meta(), [self.residual])
+            object.__setattr__(self, "_fp", fp)
+        return fp
+
+    def to_item(self, prefix: str) -> tuple[dict, dict]:
+        return {**self.meta(), "residual": f"{prefix}.residual"}, {f"{prefix}.residual": self.residual}
+
+    @classmethod
+    def from_item(cls, layer: str, item: dict, tensor) -> "ResidualEdit":
+        return cls(layer, tensor("residual"), item.get("label", ""))
+

@@ -47,10 +47,10 @@ cannot fit a photo's detail.
 """
 from .composite import composite, edit_mask
 from .files import MAX_BYTES, MAX_PIXELS, MIN_SIDE, PhotoError, crop_resize, load_photo, open_photo
-from .fit import (AdaptResult, InversionResult, PhotoLoss, adapt, chain_edits, default_fine_layers, finish,
+from .fit import (AdaptResult, InversionResult, PhotoLoss, adapt, default_fine_layers, finish,
                   invert, psnr, segmenter_features)
 
 __all__ = ["PhotoError", "load_photo", "open_photo", "crop_resize", "invert", "adapt", "finish",
            "composite", "edit_mask", "InversionResult", "AdaptResult", "PhotoLoss", "psnr",
-           "default_fine_layers", "segmenter_features", "chain_edits",
+           "default_fine_layers", "segmenter_features",
            "MAX_BYTES", "MAX_PIXELS", "MIN_SIDE"]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..edits import EditStack, WeightEdit
+from ..edits import EditStack, Renderer, ResidualEdit, WeightEdit
 from ..model import generator_of, sampling_options
 from ..optim import Adam
 from ..settings import model_settings
@@ -32,21 +32,6 @@ def finish(gen: Iterator[dict]):
     if last is None or last.get("result") is None:
         raise RuntimeError("the generator ended without a result")
     return last["result"]
-
-
-def chain_edits(*edits):
-    """One ``edit(name, x)`` callable applying several (None ones skipped) in order."""
-    edits = [e for e in edits if e is not None]
-    if not edits:
-        return None
-    if len(edits) == 1:
-        return edits[0]
-
-    def edit(name, x):
-        for e in edits:
-            x = e(name, x)
-        return x
-    return edit
 
 
 def _layer_res(g, layer: str) -> int:
@@ -157,27 +142,16 @@ class InversionResult:
     start: str = ""                       # "encoder", "encoder+features" or "random (best of N)"
     image: torch.Tensor | None = None     # the final render [1,3,R,R], clamped
 
-    def feature_edit(self, then=None):
-        """``edit(name, x)`` for ``Generator.run``: adds the residual after ``layer``, then applies
-        ``then`` (e.g. ``stack.feature_edit()``, so paint strokes at that layer land on top)."""
-        layer, residual = self.layer, self.residual
+    def edit(self) -> ResidualEdit:
+        """The residual as an edit: the bottom of every stack that renders this photo."""
+        return ResidualEdit(self.layer, self.residual, "photo residual")
 
-        def edit(name, x):
-            return x + residual.to(x.device, x.dtype) if name == layer else x
-        return chain_edits(edit, then)
-
-    def render(self, model, stack: EditStack | None = None) -> torch.Tensor:
-        """The inverted photo under an edit stack (adaptation WeightEdits + paint UnitEdits):
-        ``[1,3,R,R]`` on the model's device."""
-        g = generator_of(model)
-        t, n = sampling_options(model)
-        stack = stack or EditStack()
-        deltas = stack.weight_deltas(g)
-        with torch.no_grad():
-            state = g.start(self.z.to(g.device), truncation=t, noise=n,
-                            weight_deltas=deltas or None)
-            state = g.run(state, edit=self.feature_edit(stack.feature_edit()))
-            return g.finish(state)
+    def render(self, model, stack: EditStack | None = None, renderer: Renderer | None = None) -> torch.Tensor:
+        """The inverted photo under an edit stack (adaptation WeightEdits + paint UnitEdits) on
+        top of its residual: ``[1,3,R,R]``, through ``renderer`` (the model's shared one in the
+        app) like every other image."""
+        stack = EditStack((self.edit(),)).push(*(stack or ()))
+        return (renderer or Renderer(model)).render(self.z, stack)
 
 
 def _random_starts(g, model, target_loss: PhotoLoss, starts: int, seed: int, device):
@@ -324,7 +298,7 @@ def adapt(model, inversion: InversionResult, photo, steps: int = 300,
                          f"got {', '.join(layers)}")
     steps, preview_every = max(0, int(steps)), max(1, int(preview_every))
     objective = PhotoLoss(x, segmenter, feature_weight)
-    residual_edit = inversion.feature_edit()
+    residual_edit = EditStack((inversion.edit(),)).feature_edit()
     with torch.no_grad():
         state0 = g.start(inversion.z.to(device), truncation=t, noise=n)
         if first > 0:
