@@ -1,7 +1,7 @@
 """Photo editing on the default model: inversion + image-specific adaptation of fresh Toytown renders
 (seed 1001, never used in training), as the Photo tab runs them; the same code as
 ``python -m core eval photo`` (which also takes folders of real photographs)."""
-from core.eval_photo import evaluate_photos
+from core.eval.photo import evaluate_photos
 
 from bench import row
 

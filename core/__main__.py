@@ -2,14 +2,14 @@
 
 Adding a command (how other modules plug in)
 --------------------------------------------
-Write ``core/cli_<name>.py`` with one function::
+Write ``core/cli/<name>.py`` with one function::
 
     def add_parser(subparsers):
         p = subparsers.add_parser("<name>", help="one line shown in `python -m core -h`")
         p.add_argument(...)
         p.set_defaults(run=main)          # main(args) -> int | None (exit code, None = 0)
 
-Nothing else: this file finds every ``core/cli_*.py`` module and calls its ``add_parser``, in name
+Nothing else: this file finds every ``core/cli/*.py`` module and calls its ``add_parser``, in name
 order (``convert`` is built in below). Import heavy things inside ``main``, not at module top, so
 ``python -m core -h`` stays fast. Report a user error by raising an exception (``ValueError``,
 ``BundleError``, ``LayerError``, ``FileNotFoundError``...): it is printed as one line
@@ -46,10 +46,9 @@ def _add_convert(subparsers) -> None:
 
 
 def command_modules() -> list[str]:
-    """Names of the ``core.cli_*`` modules, sorted."""
-    here = Path(__file__).resolve().parent
-    return sorted(f"core.{m.name}" for m in pkgutil.iter_modules([str(here)])
-                  if m.name.startswith("cli_"))
+    """Names of the ``core.cli.*`` modules, sorted."""
+    here = Path(__file__).resolve().parent / "cli"
+    return sorted(f"core.cli.{m.name}" for m in pkgutil.iter_modules([str(here)]))
 
 
 def build_parser() -> argparse.ArgumentParser:

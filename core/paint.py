@@ -5,7 +5,7 @@
     edit = paint_edit(cat, "layer4", "tree", m, mode="draw", n_units=10)
     stack = stack.push(edit)                             # then Renderer.render(z, stack)
 
-Catalogs are plain JSON written by dissection (``core/dissect.py``); only these keys are read and
+Catalogs are plain JSON written by dissection (``core/dissect/``); only these keys are read and
 anything else is ignored::
 
     {"layer": "layer4",

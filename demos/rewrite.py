@@ -7,7 +7,7 @@ one, paint a region in the editor; **Add to context** (the tray; click a thumbna
 paste preview to move it); **Execute change** fits the layer's weight (a rank-``rank`` update along
 the context direction) and pushes the ``WeightEdit`` onto the session's ``EditStack``; the gallery
 re-renders with the edited model, and the status line says what else the rewrite changed on
-``HELD_OUT`` samples (``core.eval_rewrite.measure_edits``, as the presets were measured).
+``HELD_OUT`` samples (``core.eval.rewrite.measure_edits``, as the presets were measured).
 **Erase context** needs only the context: it rewrites the layer so that what the context shows
 (e.g. watermarks) is no longer drawn. **Toggle original**, **Undo**, rule JSON download/upload;
 presets (``<bundle>/rules/*.json``) sit at the top of the tab. A problem shows as a warning and a
@@ -33,7 +33,7 @@ import core
 from core import rewrite as rw
 from core import rules
 from core.edits import EditStack
-from core.eval_rewrite import measure_edits, region_concept
+from core.eval.rewrite import measure_edits, region_concept
 from core.generators.base import LayerError
 from core.settings import MAX_RANK, model_settings
 from demos.context import DISPLAY_SIZE, AppContext, display, error_text, stoppable, warn, warn_on_error
@@ -89,7 +89,7 @@ def preset_note(model, name: str) -> str:
 
 def measured_note(m: dict, source: str | None, target: str | None,
                   where: str = "held-out samples") -> str:
-    """One sentence on a rewrite's measurements ``m`` (``core.eval_rewrite``'s keys) of the
+    """One sentence on a rewrite's measurements ``m`` (``core.eval.rewrite``'s keys) of the
     ``source`` concept turned into ``target`` (None: removed); "" without them."""
     number = (int, float)
     if not (source and isinstance(m.get("collateral_outside"), number)):

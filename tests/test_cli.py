@@ -60,7 +60,7 @@ def test_help_lists_commands(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "convert" in out and "sample" in out
-    assert "core.cli_sample" in cli.command_modules()
+    assert "core.cli.sample" in cli.command_modules()
 
 
 @pytest.mark.parametrize("argv, needle", [

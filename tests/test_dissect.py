@@ -1,4 +1,4 @@
-"""Dissection (core/dissect.py, core/cli_dissect.py): counts, IoU, thresholds, quantiles and top-k
+"""Dissection (core/dissect/, core/cli/dissect.py): counts, IoU, thresholds, quantiles and top-k
 checked against brute-force numpy on the same data; upsampling; catalogs; CLI; bad input."""
 from __future__ import annotations
 

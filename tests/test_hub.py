@@ -387,10 +387,10 @@ def fake_api(monkeypatch):
 
 @pytest.fixture
 def cli(monkeypatch):
-    """``python -m core`` main() with only the built-in convert and core.cli_push registered
+    """``python -m core`` main() with only the built-in convert and core.cli.push registered
     (the other commands' imports are not this file's business, nor its time budget)."""
     import core.__main__ as cm
-    monkeypatch.setattr(cm, "command_modules", lambda: ["core.cli_push"])
+    monkeypatch.setattr(cm, "command_modules", lambda: ["core.cli.push"])
     return cm.main
 
 

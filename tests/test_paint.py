@@ -280,7 +280,7 @@ def tiny_catalog():
 
 
 def test_evaluate_interventions_matches_direct_renders():
-    from core.eval_interventions import evaluate_interventions, format_table
+    from core.eval.interventions import evaluate_interventions, format_table
     g = make_progan()
     seg = BucketSegmenter()
     numbers = list(range(6))

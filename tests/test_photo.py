@@ -350,7 +350,7 @@ def test_encoder_training_script_and_loading(progan_bundle, tmp_path):
 # ------------------------------------------------------------------------------------ evaluation
 def test_evaluate_photos(progan_bundle, tmp_path):
     import core
-    from core.eval_photo import evaluate_photos
+    from core.eval.photo import evaluate_photos
     model = core.load_model(progan_bundle)
     layer = model_settings(model).paint_layer
     catalog = {"layer": layer, "concepts": {"tree": [{"unit": 0, "iou": 0.3}, {"unit": 1, "iou": 0.2}]},
@@ -374,7 +374,7 @@ def test_evaluate_photos(progan_bundle, tmp_path):
 
 def test_eval_cli_registered():
     import argparse
-    from core.eval_photo import add_eval_parser
+    from core.eval.photo import add_eval_parser
     p = argparse.ArgumentParser()
     add_eval_parser(p.add_subparsers())
     args = p.parse_args(["photo", "default", "dir", "--out", "x.json"])

@@ -47,7 +47,7 @@ def test_erase_rule_and_missing_concept():
 
 
 def test_choose_layer_keeps_the_most_effective_layer_and_rank(monkeypatch):
-    import core.eval_rewrite
+    import core.eval.rewrite
     import training.presets as presets
     measured = {("layer4", 1): 0.1, ("layer4", 2): 0.3, ("layer5", 1): 0.2, ("layer5", 2): 0.25}
     seen = []
@@ -59,7 +59,7 @@ def test_choose_layer_keeps_the_most_effective_layer_and_rank(monkeypatch):
         return {"ours": {"effectiveness": measured[rule.layer, rule.rank], "generality": 0.5,
                          "collateral_clean": 0.01, "collateral_outside": 0.02}}
 
-    monkeypatch.setattr(core.eval_rewrite, "evaluate_rewrite", fake_eval)
+    monkeypatch.setattr(core.eval.rewrite, "evaluate_rewrite", fake_eval)
     monkeypatch.setattr(presets, "ensure_stats", lambda model, layer: None)
     layer, rank, table = presets.choose_layer(MODEL, SEG, _labels(), list(range(6)),
                                               ["layer4", "layer5"], [1, 2], contexts=3)

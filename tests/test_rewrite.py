@@ -438,7 +438,7 @@ class FakeSegmenter:
 
 
 def test_evaluate_rewrite_and_parser():
-    from core.eval_rewrite import add_eval_parser, evaluate_rewrite
+    from core.eval.rewrite import add_eval_parser, evaluate_rewrite
     from core.rules import Rule
     g = make_progan()
     st = rw.collect_key_stats(g, "layer4", range(6))
@@ -462,7 +462,7 @@ def test_evaluate_rewrite_and_parser():
 
 
 def test_evaluate_erase_rule():
-    from core.eval_rewrite import evaluate_rewrite
+    from core.eval.rewrite import evaluate_rewrite
     from core.rules import Rule
     g = make_progan()
     st = rw.collect_key_stats(g, "layer4", range(6))
@@ -483,7 +483,7 @@ def test_evaluate_erase_rule():
 def test_measure_edits_against_the_model_before_and_region_concept():
     """What the Rewrite tab measures after a manual rewrite: the newest edit against the model
     before it (here the same edit twice: nothing changed), and the concept a context shows."""
-    from core.eval_rewrite import measure_edits, region_concept
+    from core.eval.rewrite import measure_edits, region_concept
     g, seg = make_progan(), FakeSegmenter()
     torch.manual_seed(0)
     delta = {"layer4": 0.3 * torch.randn_like(g.main_weight("layer4"))}
@@ -501,7 +501,7 @@ def test_cli_eval_rewrite_end_to_end(progan_bundle, tmp_path, capsys, monkeypatc
     from core import __main__ as cli
     from core.rules import Rule, write_rule
     from core.segmenter import Segmenter, ToySegNet, save_segmenter
-    pytest.importorskip("core.cli_eval")
+
     torch.manual_seed(0)
     concepts = ["sky", "spire", "tree"]
     save_segmenter(Segmenter(ToySegNet(3, width=2), concepts,

@@ -132,7 +132,7 @@ def measure_ranks(model, seg, labels, numbers, source: str, target: str, layer: 
                   contexts: int) -> list[dict]:
     """The ``source -> target`` copy-paste rule at ``layer``, measured at each rank on the
     validation images: one row per rank."""
-    from core.eval_rewrite import evaluate_rewrite
+    from core.eval.rewrite import evaluate_rewrite
     C = ensure_stats(model, layer)
     rule = copy_paste_rule(model, labels, numbers, source, target, seg, layer, contexts)
     rows = []

@@ -1,13 +1,13 @@
 """``python -m core eval KIND ...``: evaluations, one sub-command per kind.
 
-Adding a kind: write ``core/eval_<kind>.py`` with::
+Adding a kind: write ``core/eval/<kind>.py`` with::
 
     def add_eval_parser(subparsers):
         p = subparsers.add_parser("<kind>", help="one line")
         ...
         p.set_defaults(run=main)          # main(args) -> int | None
 
-This file finds every ``core/eval_*.py`` module (name order) and calls its ``add_eval_parser``.
+This file finds every ``core/eval/*.py`` module (name order) and calls its ``add_eval_parser``.
 As for top-level commands, import heavy things inside ``main`` so ``python -m core -h`` stays fast.
 """
 from __future__ import annotations
@@ -18,10 +18,9 @@ from pathlib import Path
 
 
 def eval_modules() -> list[str]:
-    """Names of the ``core.eval_*`` modules, sorted."""
-    here = Path(__file__).resolve().parent
-    return sorted(f"core.{m.name}" for m in pkgutil.iter_modules([str(here)])
-                  if m.name.startswith("eval_"))
+    """Names of the ``core.eval.*`` modules, sorted."""
+    here = Path(__file__).resolve().parent.parent / "eval"
+    return sorted(f"core.eval.{m.name}" for m in pkgutil.iter_modules([str(here)]))
 
 
 def add_parser(subparsers) -> None:

@@ -76,12 +76,12 @@ def evaluate_photos(model, segmenter, source, steps: int = 150, adapt_steps: int
     writes it as JSON to ``out`` when given. ``progress(i, n, name)`` is called per photo."""
     import torch
 
-    from .edits import EditStack, layer_shape
-    from .model import generator_of, sampling_options
-    from .encoder import load_encoder
-    from .paint import CatalogError, load_catalog, paint_edit
-    from .photo import adapt, finish, invert, load_photo
-    from .settings import model_settings
+    from ..edits import EditStack, layer_shape
+    from ..model import generator_of, sampling_options
+    from ..encoder import load_encoder
+    from ..paint import CatalogError, load_catalog, paint_edit
+    from ..photo import adapt, finish, invert, load_photo
+    from ..settings import model_settings
 
     g = generator_of(model)
     layer = model_settings(model).paint_layer
@@ -188,8 +188,8 @@ def format_table(res: dict) -> str:
 
 
 def main(args) -> int:
-    from . import load_model
-    from .segmenter import load_segmenter
+    from .. import load_model
+    from ..segmenter import load_segmenter
 
     model = load_model(args.source, device=args.device)
     seg = load_segmenter(model.bundle.path) if model.bundle.path is not None else None

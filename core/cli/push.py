@@ -27,7 +27,7 @@ def _print_result(res, dry: bool = False) -> None:
 
 
 def main(args) -> int:
-    from .share import PushResult, merge_edited, push, shareable_files
+    from ..share import PushResult, merge_edited, push, shareable_files
     folder = Path(args.folder)
     with tempfile.TemporaryDirectory(prefix="pwn-merge-") as tmp:
         if args.merge:
@@ -50,7 +50,7 @@ def publish_mirror(src, dest, repo_id: str, *, token=None, private: bool = True,
     """Verify ``src`` against the known models, annotate the converted bundle at ``dest`` and
     push it. With ``check_only`` only the verification runs (before converting); returns the
     verification dict (``entry`` added)."""
-    from .hub import HubError, entry_for_file, known_model, verify_checkpoint
+    from ..hub import HubError, entry_for_file, known_model, verify_checkpoint
     entry = known_model(known_id) if known_id else entry_for_file(src)
     if entry is None:
         if not allow_unverified:
@@ -63,7 +63,7 @@ def publish_mirror(src, dest, repo_id: str, *, token=None, private: bool = True,
     ver["entry"] = entry
     if check_only:
         return ver
-    from .share import push
+    from ..share import push
     dest = Path(dest)
     cfg_path = dest / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))

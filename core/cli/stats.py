@@ -8,9 +8,9 @@ from __future__ import annotations
 
 
 def main(args) -> int:
-    from . import load_model
-    from .generators import LayerError
-    from .rewrite import DEFAULT_STATS_BATCH, collect_key_stats, save_key_stats, stats_path
+    from .. import load_model
+    from ..generators import LayerError
+    from ..rewrite import DEFAULT_STATS_BATCH, collect_key_stats, save_key_stats, stats_path
     from pathlib import Path
 
     if args.samples < 1:
@@ -30,7 +30,7 @@ def main(args) -> int:
         g.main_weight(args.layer)
     noise = None
     if args.noise is not None:
-        from .cli_sample import parse_noise
+        from .sample import parse_noise
         noise = parse_noise(args.noise)
     dests = {}
     for layer in layers:           # resolve every destination before the long work

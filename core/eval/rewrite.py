@@ -24,7 +24,7 @@ the model before it) and ``region_concept`` names what a context shows.
 
 |Δpixel| is the absolute RGB difference in [0, 1] units (1 = 255 levels), averaged over channels.
 
-CLI (registered by the ``eval`` dispatcher, core/cli_eval.py, through :func:`add_eval_parser`)::
+CLI (registered by the ``eval`` dispatcher, core/cli/eval.py, through :func:`add_eval_parser`)::
 
     python -m core eval rewrite SOURCE RULE [--images 100000-100199] [--out FILE.json]
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from .model import generator_of, sampling_options
+from ..model import generator_of, sampling_options
 
 DEFAULT_IMAGES = "100000-100199"
 METHOD_NAMES = {"ours": "closed_form", "original": "original"}
@@ -67,9 +67,9 @@ def evaluate_rewrite(model, segmenter, rule, image_numbers, source_concept: str 
     loss, images, images_with_source, source_pixels}}``. ``source_concept`` defaults to "spire"
     for a copy-paste rule; an erase rule must name it. ``niter_original`` shortens the original
     method (for tests); ``progress(done, total, None)`` counts rendered batches."""
-    from . import rewrite as rw
-    from .images import parse_image_numbers
-    from .rules import Rule, _check_settings, apply_rule, read_rule
+    from .. import rewrite as rw
+    from ..images import parse_image_numbers
+    from ..rules import Rule, _check_settings, apply_rule, read_rule
 
     if not isinstance(rule, Rule):
         rule = read_rule(rule)
@@ -114,7 +114,7 @@ def measure_edits(model, segmenter, image_numbers, deltas: dict, source: int, ta
     rate_before, rate_after, collateral_clean, collateral_outside, images, images_with_source,
     source_pixels}}``; a ratio without cases (e.g. collateral_clean when every image shows the
     source) is None."""
-    from .images import parse_image_numbers
+    from ..images import parse_image_numbers
 
     g, (truncation, noise) = generator_of(model), sampling_options(model)
     numbers = list(parse_image_numbers(image_numbers))
@@ -184,8 +184,8 @@ def region_concept(model, segmenter, regions, weight_deltas=None) -> int:
 
 # ------------------------------------------------------------------------------- CLI
 def _main(args) -> int:
-    from . import load_model
-    from .segmenter import load_segmenter
+    from .. import load_model
+    from ..segmenter import load_segmenter
 
     model = load_model(args.source, device=args.device)
     seg = load_segmenter(model.bundle.path) if model.bundle.path is not None else None

@@ -52,11 +52,11 @@ def evaluate_interventions(model, segmenter, catalog: dict, image_numbers=DEFAUL
     import torch
     import torch.nn.functional as F
 
-    from .edits import layer_shape
-    from .model import generator_of, sampling_options
-    from .images import parse_image_numbers
-    from .paint import CatalogError, paint_edit, remove_units_edit, units_for
-    from .settings import model_settings
+    from ..edits import layer_shape
+    from ..model import generator_of, sampling_options
+    from ..images import parse_image_numbers
+    from ..paint import CatalogError, paint_edit, remove_units_edit, units_for
+    from ..settings import model_settings
 
     g = generator_of(model)
     layer = g.check_layer(layer or model_settings(model).paint_layer)
@@ -223,10 +223,10 @@ def format_table(res: dict) -> str:
 
 
 def main(args) -> int:
-    from . import load_model
-    from .paint import load_catalog
-    from .segmenter import load_segmenter
-    from .settings import model_settings
+    from .. import load_model
+    from ..paint import load_catalog
+    from ..segmenter import load_segmenter
+    from ..settings import model_settings
 
     model = load_model(args.source, device=args.device)
     if model.bundle.path is None:
@@ -260,7 +260,7 @@ def main(args) -> int:
 
 
 def add_eval_parser(subparsers) -> None:
-    from .paint import RANKINGS
+    from ..paint import RANKINGS
     p = subparsers.add_parser("interventions", help="watermark/tree removal and concept insertion "
                               "by unit edits, judged by the bundle's segmenter",
                               description=__doc__.split("\n\n")[1])

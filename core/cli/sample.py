@@ -15,8 +15,8 @@ def parse_noise(text: str):
 
 
 def main(args) -> int:
-    from . import load_model
-    from .images import parse_image_numbers, save_grid
+    from .. import load_model
+    from ..images import parse_image_numbers, save_grid
 
     numbers = parse_image_numbers(args.images)
     noise = None if args.noise is None else parse_noise(args.noise)

@@ -20,10 +20,10 @@ def _progress_bar(desc: str, total: int):
 
 
 def main(args) -> int:
-    from . import load_model
-    from .dissect import dissect, layer_chart, save_catalog, summary_table
-    from .images import parse_image_numbers
-    from .segmenter import load_segmenter
+    from .. import load_model
+    from ..dissect import dissect, layer_chart, save_catalog, summary_table
+    from ..images import parse_image_numbers
+    from ..segmenter import load_segmenter
 
     if args.images is not None:
         numbers = parse_image_numbers(args.images)
@@ -82,7 +82,7 @@ def add_parser(subparsers) -> None:
         "dissect", help="label units of a layer with concepts (IoU with the bundle's segmenter)",
         description="Generate sample images, segment them with the bundle's segmenter and write a "
                     "catalog per layer: each unit's concept label, IoU, threshold, activation "
-                    "quantiles and top images (see core/dissect.py for the protocol).")
+                    "quantiles and top images (see core/dissect/ for the protocol).")
     p.add_argument("source", help="bundle folder, legacy .pth/.pt checkpoint, or 'default'")
     p.add_argument("--layer", required=True, help="layer name, or 'all' for every layer")
     group = p.add_mutually_exclusive_group()
