@@ -1,6 +1,6 @@
 """The model facade: :class:`Model` (a bundle's generator with its defaults) and
 :class:`EditedModel` (a base Model plus an edit stack), and the one way engine code reaches a
-model's generator, device and sampling options, whatever it was handed (a Model, an EditedModel,
+model's generator and sampling options (the device is ``generator.device``), whatever it was handed (a Model, an EditedModel,
 a Bundle or a bare Generator)."""
 from __future__ import annotations
 
@@ -20,11 +20,6 @@ def generator_of(model) -> Generator:
     if not isinstance(g, Generator):
         raise TypeError(f"expected a core.Model or a Generator, got {type(model).__name__}")
     return g
-
-
-def device_of(model) -> torch.device:
-    """The device of a model's generator."""
-    return generator_of(model).device
 
 
 def sampling_options(model, truncation=None, noise=None) -> tuple[float, object]:
@@ -74,7 +69,7 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        return device_of(self.generator)
+        return self.generator.device
 
     def __repr__(self) -> str:
         return (f"Model({self.name!r}, {self.bundle.architecture}, {self.resolution}px, "
@@ -158,4 +153,4 @@ class EditedModel(Model):
         return g.run(state, stop=layer, edit=self._edit).x
 
 
-__all__ = ["Model", "EditedModel", "generator_of", "device_of", "sampling_options"]
+__all__ = ["Model", "EditedModel", "generator_of", "sampling_options"]
