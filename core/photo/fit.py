@@ -143,8 +143,11 @@ class InversionResult:
     image: torch.Tensor | None = None     # the final render [1,3,R,R], clamped
 
     def edit(self) -> ResidualEdit:
-        """The residual as an edit: the bottom of every stack that renders this photo."""
-        return ResidualEdit(self.layer, self.residual, "photo residual")
+        """The residual as an edit: the bottom of every stack that renders this photo (made once:
+        every paint stroke renders through it)."""
+        if "_edit" not in self.__dict__:
+            self.__dict__["_edit"] = ResidualEdit(self.layer, self.residual, "photo residual")
+        return self.__dict__["_edit"]
 
     def render(self, model, stack: EditStack | None = None, renderer: Renderer | None = None) -> torch.Tensor:
         """The inverted photo under an edit stack (adaptation WeightEdits + paint UnitEdits) on
