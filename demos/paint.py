@@ -1,8 +1,8 @@
 """Paint tab (GANPaint): paint concepts into a generated image with the units that draw them.
 
-The editor has one layer per concept (tree, grass, dome, ...): a stroke on the "tree" layer
-becomes a mask (alpha > 0), max-pooled to the painting layer's feature grid, and one
-``core.paint.paint_edit`` (draw: set the concept's top units to their draw values inside the mask;
+A concept picker (tree, grass, dome, ...) sits above the editor (``demos.brush.ConceptBrush``):
+a stroke becomes a mask (alpha > 0), max-pooled to the painting layer's feature grid, and one
+``core.paint.paint_edit`` of the picked concept (draw: set the concept's top units to their draw values inside the mask;
 remove: zero them) pushed onto the session's ``EditStack``. The result is rendered by the model's
 shared, caching ``core.edits.Renderer`` (only the layers from the painting layer on re-run) and
 becomes the editor's new background, so strokes always land on what you see.
@@ -13,7 +13,6 @@ model, no features; the stack's masks are a few bytes each.
 from __future__ import annotations
 
 import random
-import threading
 
 import gradio as gr
 import pandas as pd
@@ -21,105 +20,19 @@ import pandas as pd
 import core
 from core.edits import EditStack, layer_shape
 from core.images import MAX_IMAGE_NUMBER
-from core.paint import CatalogError, feature_mask, load_catalog, paint_edit, units_for
+from core.paint import CatalogError, feature_mask, paint_edit
 from core.settings import model_settings
-from demos.context import AppContext, display, editor_layer_masks
+from demos.brush import (DEFAULT_UNITS, MAX_UNITS, RANKING, ConceptBrush, brush_settings, catalog_for,
+                         concept_setup)
+from demos.context import AppContext, display, painted_mask
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 
-# concepts offered as editor layers, in this order, when the catalog has units for them
-PREFERRED = ("tree", "grass", "dome", "spire", "door", "window", "cloud", "roof", "sky", "wall")
-NOT_PAINTED = ("watermark",)          # removed in the Watermark tab, not painted
-INTERPRETABLE_IOU = 0.04              # a ranking whose best IoU is below this is not offered
-MAX_UNITS = 30
-DEFAULT_UNITS = 10
 SUGGESTIONS = list(range(12))         # image numbers shown as suggestions
-RANKING = "causal"                    # causal ranking when the catalog has one, else IoU
-FALLBACK_COLORS = {"sky": "#87ceeb", "cloud": "#f0f0f0", "grass": "#4caf50", "tree": "#1b5e20",
-                   "wall": "#c9b79c", "window": "#1e88e5", "door": "#6d4c41", "roof": "#c62828",
-                   "spire": "#7e57c2", "dome": "#ffb300", "watermark": "#ff00ff"}
 HEADERS = ["#", "layer", "concept", "mode", "units", "mask cells"]
-
-_lock = threading.Lock()
-_catalogs: dict[str, tuple[float, dict]] = {}
 
 
 # ------------------------------------------------------------------ per-model helpers (glue)
-def catalog_for(model, layer: str) -> dict:
-    """The model's catalog of ``layer`` (re-read when the file changes). Raises CatalogError."""
-    bundle = model.bundle
-    if bundle.path is None:
-        raise CatalogError(f"model {model.name!r} lives only in memory and has no unit catalog")
-    path = bundle.catalog_path(layer)
-    try:
-        mtime = path.stat().st_mtime
-    except OSError:
-        raise CatalogError(f"model {model.name!r} has no unit catalog for {layer} yet "
-                           f"(run `python -m core dissect` to make {path.name})") from None
-    key = str(path)
-    with _lock:
-        hit = _catalogs.get(key)
-        if hit is not None and hit[0] == mtime:
-            return hit[1]
-    cat = load_catalog(model, layer)
-    with _lock:
-        _catalogs[key] = (mtime, cat)
-    return cat
-
-
-def _has_units(catalog: dict, concept: str) -> bool:
-    try:
-        units_for(catalog, concept, 1, RANKING)
-        return True
-    except (CatalogError, ValueError, KeyError, TypeError):
-        return False
-
-
-def _interpretable(catalog: dict, concept: str) -> bool:
-    """A concept is worth offering when a unit is labelled with it, its causal ranking has a
-    positive effect, or its best IoU passes the interpretability threshold."""
-    if any(isinstance(u, dict) and u.get("label") == concept for u in catalog.get("units") or []):
-        return True
-    causal = (catalog.get("causal") or {}).get(concept) or []
-    if any(isinstance(e, dict) and float(e.get("effect", 0)) > 0 for e in causal):
-        return True
-    ranking = (catalog.get("concepts") or {}).get(concept) or []
-    ious = [float(e["iou"]) for e in ranking if isinstance(e, dict) and "iou" in e]
-    return bool(ious) and max(ious) > INTERPRETABLE_IOU
-
-
-def paintable_concepts(catalog: dict | None) -> list[str]:
-    """Editor layers: concepts with units in the catalog (PREFERRED order first), leaving out
-    uninterpretable ones when some are interpretable. Without a catalog: the first 8 PREFERRED."""
-    if not catalog:
-        return list(PREFERRED[:8])
-    names = list(catalog.get("concept_list") or [])
-    for key in ("concepts", "causal"):
-        names += [c for c in (catalog.get(key) or {}) if c not in names]
-    names = [c for c in names if c not in NOT_PAINTED and _has_units(catalog, c)]
-    good = [c for c in names if _interpretable(catalog, c)]
-    names = good or names
-    ordered = [c for c in PREFERRED if c in names] + [c for c in names if c not in PREFERRED]
-    return ordered or list(PREFERRED[:8])
-
-
-def _hex(rgb) -> str:
-    return "#%02x%02x%02x" % tuple(int(v) for v in rgb[:3])
-
-
-def concept_colors(concepts, segmenter) -> list[str]:
-    """Brush colours: the segmenter's palette colour of each concept (fallback: a fixed table)."""
-    out = []
-    seg_names = list(getattr(segmenter, "concepts", None) or [])
-    palette = getattr(segmenter, "palette", None)
-    for c in concepts:
-        if palette is not None and c in seg_names and seg_names.index(c) < len(palette):
-            out.append(_hex(palette[seg_names.index(c)]))
-        else:
-            out.append(FALLBACK_COLORS.get(c, "#ff0000"))
-    return list(dict.fromkeys(out))
-
-
 def painting_note(model) -> str:
     """How well each concept paints on ``model``: its bundle's measured insertion rises
     (``python -m core eval interventions``, kept in the config's metrics); "" without them."""
@@ -133,23 +46,6 @@ def painting_note(model) -> str:
     return (f"Measured on this model ({measured.get('n_images', '?')} held-out samples, 10 units "
             f"painted over 1/16 of the image): the share of the stroke the segmenter then labels "
             f"with the concept rises by {shown}.")
-
-
-def _build_time_setup(ctx: AppContext):
-    """(concepts, colours, painting note) from the default model, or fallbacks when it is not
-    there yet."""
-    try:
-        loaded = ctx.get()
-        model = loaded.model
-        try:
-            cat = catalog_for(model, model_settings(model).paint_layer)
-        except CatalogError:
-            cat = None
-        concepts = paintable_concepts(cat)
-        return concepts, concept_colors(concepts, loaded.segmenter), painting_note(model)
-    except Exception:  # noqa: BLE001 - the app must build even before the model exists
-        concepts = list(PREFERRED[:8])
-        return concepts, concept_colors(concepts, None), ""
 
 
 # ------------------------------------------------------------------ rendering a session
@@ -224,20 +120,13 @@ def _same(new, old) -> bool:
     return True
 
 
-def brush_settings(mode, n_units) -> tuple[str, int]:
-    """("draw"|"remove", number of units) from the widgets; clear errors, no clamping."""
-    mode = str(mode or "Draw").strip().lower()
-    if mode not in ("draw", "remove"):
-        raise gr.Error(f"Mode must be Draw or Remove, got {mode!r}.")
-    try:
-        return mode, int(round(float(n_units)))
-    except (TypeError, ValueError):
-        raise gr.Error(f"Strength must be a number of units (1-{MAX_UNITS}), got {n_units!r}.")
-
-
 # ------------------------------------------------------------------ the tab
 def build(ctx: AppContext):
-    concepts, colors, note = _build_time_setup(ctx)
+    concepts, colors = concept_setup(ctx)
+    try:
+        note = painting_note(ctx.model())
+    except Exception:  # noqa: BLE001 - the app must build even before the model exists
+        note = ""
     ids = ctx.model_ids()
 
     def load(model_id, number):
@@ -277,12 +166,13 @@ def build(ctx: AppContext):
                            "or click a suggestion first.")
         return ctx.model(state["model_id"]), state
 
-    def apply(editor_value, mode, n_units, state, quiet=False):
+    def apply(editor_value, concept, mode, n_units, state, quiet=False):
         if quiet and (not state or not editor_value):
             return (gr.skip(),) * 7
         model, state = _session(state)
         if editor_value is None or editor_value.get("background") is None:
             raise gr.Error("No image in the editor yet: load an image first.")
+        concept = brush.check(concept)
         mode, n = brush_settings(mode, n_units)
         notes = []
         if not 1 <= n <= MAX_UNITS:
@@ -292,50 +182,49 @@ def build(ctx: AppContext):
             n = clamped
         layer = model_settings(model).paint_layer
         _, h, w = layer_shape(model, layer)
-        strokes = [(c, feature_mask(m, (h, w))) for c, m in editor_layer_masks(editor_value, concepts)]
-        strokes = [(c, fm) for c, fm in strokes if bool((fm > 0).any())]
-        if not strokes:
+        mask = painted_mask(editor_value)
+        fm = None if mask is None else feature_mask(mask, (h, w))
+        if fm is None or not bool((fm > 0).any()):
             if quiet:
                 return (gr.skip(),) * 7
-            gr.Info("Nothing painted yet: pick a concept layer (Layers panel), brush over the "
-                    "image, then apply.")
+            gr.Info("Nothing painted yet: pick a concept above the editor, brush over the image, "
+                    "then apply.")
             return _view(ctx, state, editor=False)
         try:
             cat = catalog_for(model, layer)
-        except CatalogError as e:
-            raise gr.Error(f"Cannot paint: {e}")
+            edit = paint_edit(cat, layer, concept, fm, mode, n, RANKING)
+        except (CatalogError, ValueError) as e:
+            raise gr.Error(f"Cannot {mode} {concept!r}: {e}")
+        if len(edit.units) < n:
+            if not quiet:
+                gr.Info(f"{concept}: the catalog has only {len(edit.units)} unit(s); used them all.")
+            notes.append(f"{concept}: only {len(edit.units)} unit(s) in the catalog")
         stack = state["stack"]
-        edits = []
-        for concept, fm in strokes:
-            try:
-                edit = paint_edit(cat, layer, concept, fm, mode, n, RANKING)
-            except CatalogError as e:
-                raise gr.Error(f"Cannot {mode} {concept!r}: {e}")
-            except ValueError as e:
-                raise gr.Error(f"Cannot {mode} {concept!r}: {e}")
-            if len(edit.units) < n:
-                if not quiet:
-                    gr.Info(f"{concept}: the catalog has only {len(edit.units)} unit(s); "
-                            "used them all.")
-                notes.append(f"{concept}: only {len(edit.units)} unit(s) in the catalog")
-            edits.append(edit)
-        if _same(edits, stack.edits[-len(edits):]):
+        if _same([edit], stack.edits[-1:]):
             # the editor can report the strokes just applied once more (e.g. when it receives
             # the new background); re-applying them would change nothing but add rows
             if quiet:
                 return (gr.skip(),) * 7
             gr.Info("These strokes are already applied.")
             return _view(ctx, state, editor=False)
-        state = {**state, "stack": stack.push(*edits)}
+        state = {**state, "stack": stack.push(edit)}
         return _view(ctx, state, "; ".join(notes))
 
-    def apply_button(editor_value, mode, n_units, state):
-        return apply(editor_value, mode, n_units, state)
+    def apply_button(editor_value, concept, mode, n_units, state):
+        return apply(editor_value, concept, mode, n_units, state)
 
-    def apply_stroke(editor_value, mode, n_units, live, state):
+    def apply_stroke(editor_value, concept, mode, n_units, live, state):
         if not live:
             return (gr.skip(),) * 7
-        return apply(editor_value, mode, n_units, state, quiet=True)
+        return apply(editor_value, concept, mode, n_units, state, quiet=True)
+
+    def switch_concept(editor_value, concept, drawn_with, mode, n_units, state):
+        """The picker changed: strokes still waiting in the editor are applied with the concept
+        they were drawn with (then the brush takes the new concept's colour: ``retint``)."""
+        concept = brush.check(concept)
+        out = apply(editor_value, drawn_with, mode, n_units, state, quiet=True) \
+            if drawn_with in brush.colors else (gr.skip(),) * 7
+        return (*out, concept)
 
     def undo(state):
         model, state = _session(state)
@@ -350,10 +239,9 @@ def build(ctx: AppContext):
 
     # ---------------------------------------------------------------- layout
     gr.Markdown(
-        "Paint with neurons: choose a concept in the editor's **Layers** panel, brush over the "
-        "image, and the units that draw that concept are switched on (**Draw**) or off "
-        "(**Remove**) under your strokes. The brush colour is only a visual aid; the layer "
-        "decides the concept. Only what the model can draw *there* appears: a door needs a wall."
+        "Paint with neurons: pick a concept above the editor, brush over the image, and the "
+        "units that draw that concept are switched on (**Draw**) or off (**Remove**) under your "
+        "strokes. Only what the model can draw *there* appears: a door needs a wall."
         + (f"  \n{note}" if note else ""), elem_id="paint_intro")
     with gr.Row():
         model_id = gr.Dropdown(ids, value=ids[0], label="Model", scale=2, visible=len(ids) > 1)
@@ -366,13 +254,8 @@ def build(ctx: AppContext):
     problem = gr.Markdown()
     with gr.Row():
         with gr.Column(scale=3):
-            editor = gr.ImageEditor(
-                type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(),
-                layers=gr.LayerOptions(layers=concepts, allow_additional_layers=False),
-                brush=gr.Brush(colors=colors, default_color=colors[0], color_mode="fixed",
-                               default_size=24),
-                eraser=gr.Eraser(default_size=24), label="Paint here (one layer per concept)",
-                canvas_size=(512, 512), elem_id="paint_editor")
+            brush = ConceptBrush(concepts, colors, "paint", "Paint here")
+            editor = brush.editor
         with gr.Column(scale=2):
             mode = gr.Radio(["Draw", "Remove"], value="Draw", label="Mode", elem_id="paint_mode")
             n_units = gr.Slider(1, MAX_UNITS, value=DEFAULT_UNITS, step=1,
@@ -399,9 +282,14 @@ def build(ctx: AppContext):
     number.submit(heavy(load), [model_id, number], outs, api_visibility="private")
     random_btn.click(heavy(load_random), [model_id], outs, api_name="paint_random")
     gallery.select(heavy(pick), [model_id], outs, api_name="paint_pick")
-    apply_btn.click(heavy(apply_button), [editor, mode, n_units, state], outs,
+    apply_btn.click(heavy(apply_button), [editor, brush.concept, mode, n_units, state], outs,
                     api_name="paint_apply")
-    editor.input(heavy(apply_stroke), [editor, mode, n_units, live, state], outs,
+    brush.concept.change(heavy(switch_concept),
+                         [editor, brush.concept, brush.current, mode, n_units, state],
+                         outs + [brush.current], api_name="paint_concept", show_progress="hidden"
+                         ).then(brush.retint, [brush.concept], [editor], api_visibility="private",
+                                show_progress="hidden")
+    editor.input(heavy(apply_stroke), [editor, brush.concept, mode, n_units, live, state], outs,
                  api_name="paint_stroke", trigger_mode="always_last", show_progress="minimal")
     undo_btn.click(heavy(undo), [state], outs, api_name="paint_undo")
     reset_btn.click(heavy(reset), [state], outs, api_name="paint_reset")

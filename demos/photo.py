@@ -38,8 +38,9 @@ import core
 from core.edits import EditStack, layer_shape
 from core.paint import CatalogError, feature_mask, paint_edit
 from core.photo import PhotoError, adapt, composite, crop_resize, invert, load_photo, open_photo
-from core.settings import model_settings
-from demos.context import (DISPLAY_SIZE, AppContext, StopFlags, display, editor_layer_masks,
+from demos.brush import (DEFAULT_UNITS, MAX_UNITS, ConceptBrush, brush_settings, catalog_for,
+                         concept_setup)
+from demos.context import (DISPLAY_SIZE, AppContext, StopFlags, display, painted_mask,
                            warn_on_error)
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
@@ -48,8 +49,6 @@ from demos.settings import STATE_TTL
 INVERT_STEPS = int(os.environ.get("PWN_PHOTO_INVERT_STEPS", "150"))
 ADAPT_STEPS = int(os.environ.get("PWN_PHOTO_ADAPT_STEPS", "300"))
 PREVIEW_EVERY = int(os.environ.get("PWN_PHOTO_PREVIEW_EVERY", "10"))
-MAX_UNITS = 30
-DEFAULT_UNITS = 10
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 EXAMPLES = ("toytown_777_0.png", "toytown_777_1.png", "toytown_777_2.png", "field_house.jpg",
             "hill_trees.jpg")
@@ -84,28 +83,6 @@ class PhotoUpload(gr.Image):
 
 
 # ------------------------------------------------------------------ glue (no math here)
-def _paint_helpers():
-    """The Paint tab's catalog/concept helpers (shared, so both tabs offer the same layers)."""
-    from demos import paint as paint_tab
-    return paint_tab
-
-
-def _concepts(ctx: AppContext) -> tuple[list[str], list[str]]:
-    pt = _paint_helpers()
-    try:
-        loaded = ctx.get()
-        model = loaded.model
-        try:
-            cat = pt.catalog_for(model, model_settings(model).paint_layer)
-        except CatalogError:
-            cat = None
-        concepts = pt.paintable_concepts(cat)
-        return concepts, pt.concept_colors(concepts, loaded.segmenter)
-    except Exception:  # noqa: BLE001 - the app must build even before the model exists
-        concepts = list(pt.PREFERRED[:8])
-        return concepts, pt.concept_colors(concepts, None)
-
-
 def _encoder(model_id: str, model):
     """The bundle's photo encoder (cached per model), or None (then inversion starts from the best
     of several random latents)."""
@@ -136,7 +113,7 @@ def _progress_text(rec: dict, inv_psnr=None) -> str:
 
 # ------------------------------------------------------------------ the tab
 def build(ctx: AppContext):
-    concepts, colors = _concepts(ctx)
+    concepts, colors = concept_setup(ctx)
     ids = ctx.model_ids()
     stops = StopFlags()
 
@@ -222,35 +199,44 @@ def build(ctx: AppContext):
         return ({"background": edited, "layers": [], "composite": edited}, (photo, out), out,
                 _info(state, note), state)
 
-    @warn_on_error(5, status=3)
-    def apply(editor_value, mode, n_units, state):
+    def apply(editor_value, concept, mode, n_units, state, pending=False):
         model, state = _session(state)
         if editor_value is None or editor_value.get("background") is None:
             raise gr.Error("No image in the editor yet: invert a photo first.")
-        mode, n = _paint_helpers().brush_settings(mode, n_units)
+        concept = brush.check(concept)
+        mode, n = brush_settings(mode, n_units)
         n = min(max(n, 1), MAX_UNITS)
         layer = state["inv"].layer
         _, h, w = layer_shape(model, layer)
-        strokes = [(c, feature_mask(m, (h, w))) for c, m in editor_layer_masks(editor_value, concepts)]
-        strokes = [(c, fm) for c, fm in strokes if bool((fm > 0).any())]
-        if not strokes:
-            gr.Info("Nothing painted yet: pick a concept layer (Layers panel), brush over the "
-                    "image, then press Apply.")
+        mask = painted_mask(editor_value)
+        fm = None if mask is None else feature_mask(mask, (h, w))
+        if fm is None or not bool((fm > 0).any()):
+            if pending:
+                return (gr.skip(),) * 5
+            gr.Info("Nothing painted yet: pick a concept above the editor, brush over the image, "
+                    "then press Apply.")
             return _view(state)
         try:
-            cat = _paint_helpers().catalog_for(model, layer)
-        except CatalogError as e:
-            raise gr.Error(f"Cannot paint: {e}")
-        stack, notes = state["stack"], []
-        for concept, fm in strokes:
-            try:
-                edit = paint_edit(cat, layer, concept, fm, mode, n)
-            except (CatalogError, ValueError) as e:
-                raise gr.Error(f"Cannot {mode} {concept!r}: {e}")
-            if len(edit.units) < n:
-                notes.append(f"{concept}: only {len(edit.units)} unit(s) in the catalog")
-            stack = stack.push(edit)
-        return _view({**state, "stack": stack}, "; ".join(notes))
+            cat = catalog_for(model, layer)
+            edit = paint_edit(cat, layer, concept, fm, mode, n)
+        except (CatalogError, ValueError) as e:
+            raise gr.Error(f"Cannot {mode} {concept!r}: {e}")
+        note = f"{concept}: only {len(edit.units)} unit(s) in the catalog" if len(edit.units) < n else ""
+        return _view({**state, "stack": state["stack"].push(edit)}, note)
+
+    @warn_on_error(5, status=3)
+    def apply_button(editor_value, concept, mode, n_units, state):
+        return apply(editor_value, concept, mode, n_units, state)
+
+    @warn_on_error(6, status=3)
+    def switch_concept(editor_value, concept, drawn_with, mode, n_units, state):
+        """The picker changed: strokes waiting in the editor are applied with the concept they
+        were drawn with (then the brush takes the new concept's colour: ``retint``)."""
+        concept = brush.check(concept)
+        out = (gr.skip(),) * 5
+        if state and drawn_with in brush.colors and painted_mask(editor_value) is not None:
+            out = apply(editor_value, drawn_with, mode, n_units, state, pending=True)
+        return (*out, concept)
 
     @warn_on_error(5, status=3)
     def undo(state):
@@ -296,14 +282,8 @@ def build(ctx: AppContext):
     status = gr.Markdown(elem_id="photo_status")
     with gr.Row():
         with gr.Column(scale=3):
-            editor = gr.ImageEditor(
-                type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(),
-                layers=gr.LayerOptions(layers=concepts, allow_additional_layers=False),
-                brush=gr.Brush(colors=colors, default_color=colors[0], color_mode="fixed",
-                               default_size=24),
-                eraser=gr.Eraser(default_size=24), canvas_size=(DISPLAY_SIZE, DISPLAY_SIZE),
-                label="Paint on the reconstruction (one layer per concept)",
-                elem_id="photo_editor")
+            brush = ConceptBrush(concepts, colors, "photo", "Paint on the reconstruction")
+            editor = brush.editor
         with gr.Column(scale=2):
             mode = gr.Radio(["Draw", "Remove"], value="Draw", label="Mode", elem_id="photo_mode")
             n_units = gr.Slider(1, MAX_UNITS, value=DEFAULT_UNITS, step=1,
@@ -325,8 +305,12 @@ def build(ctx: AppContext):
     invert_btn.click(gpu(duration=120)(run_invert), [model_id, upload, state],
                      [shown, recon, status] + paint_outs, api_name="photo_invert")
     stop_btn.click(stops.stop, None, None, api_name="photo_stop")
-    apply_btn.click(gpu(duration=15)(apply), [editor, mode, n_units, state], paint_outs,
-                    api_name="photo_paint")
+    apply_btn.click(gpu(duration=15)(apply_button), [editor, brush.concept, mode, n_units, state],
+                    paint_outs, api_name="photo_paint")
+    brush.concept.change(switch_concept, [editor, brush.concept, brush.current, mode, n_units, state],
+                         paint_outs + [brush.current], api_name="photo_concept",
+                         show_progress="hidden").then(brush.retint, [brush.concept], [editor],
+                                                      api_visibility="private", show_progress="hidden")
     undo_btn.click(undo, [state], paint_outs, api_name="photo_undo")
     reset_btn.click(reset, [state], paint_outs, api_name="photo_reset")
     return {"outputs": [shown, recon, status] + paint_outs}

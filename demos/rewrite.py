@@ -36,7 +36,9 @@ from core.edits import EditStack
 from core.eval.rewrite import measure_edits, region_concept
 from core.generators.base import LayerError
 from core.settings import MAX_RANK, model_settings
-from demos.context import DISPLAY_SIZE, AppContext, display, error_text, stoppable, warn, warn_on_error
+from demos.brush import CheckedImageEditor
+from demos.context import (DISPLAY_SIZE, AppContext, display, error_text, painted_mask, stoppable, warn,
+                           warn_on_error)
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 
@@ -116,20 +118,13 @@ def _to_u8(mask) -> np.ndarray:
 
 
 def editor_mask(ev, res: int) -> np.ndarray:
-    """The painted region of an ImageEditor value (alpha > 0 of its layers) as uint8 coverage
+    """The painted region of an ImageEditor value (``painted_mask``) as uint8 coverage
     [res, res] (area-downscaled)."""
     if not isinstance(ev, dict) or ev.get("background") is None:
         raise gr.Error("Pick an image from the gallery first, then paint on it.")
-    bg = np.asarray(ev["background"])
-    alpha = np.zeros(bg.shape[:2], bool)
-    for lay in ev.get("layers") or []:
-        lay = None if lay is None else np.asarray(lay)
-        if lay is not None and lay.ndim == 3 and lay.shape[2] == 4 and lay.shape[:2] == alpha.shape:
-            alpha |= lay[..., 3] > 0
-    if not (ev.get("layers") or []) and ev.get("composite") is not None:
-        comp = np.asarray(ev["composite"])
-        if comp.shape[:2] == alpha.shape:
-            alpha = np.abs(comp[..., :3].astype(int) - bg[..., :3].astype(int)).sum(-1) > 0
+    alpha = painted_mask(ev)
+    if alpha is None:
+        alpha = np.zeros(np.asarray(ev["background"]).shape[:2], bool)
     cover = F.interpolate(torch.from_numpy(alpha.astype(np.float32))[None, None], size=(res, res),
                           mode="area")[0, 0].numpy()
     return _to_u8(cover)
@@ -695,7 +690,7 @@ def build(ctx: AppContext):
                 matches_btn = gr.Button("Show context matches", scale=1)
         with gr.Column(scale=2):
             caption = gr.Markdown("Click an image in the gallery.")
-            editor = gr.ImageEditor(type="numpy", image_mode="RGBA", format="png", sources=(),
+            editor = CheckedImageEditor(type="numpy", image_mode="RGBA", format="png", sources=(),
                                     transforms=(), layers=False, label="Paint a region",
                                     brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24),
                                     eraser=gr.Eraser(default_size=24), canvas_size=(DISPLAY_SIZE, DISPLAY_SIZE),

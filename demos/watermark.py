@@ -25,9 +25,9 @@ from core.images import make_grid, outline
 from core.paint import (CatalogError, feature_mask, remove_units_edit, specific_score, units_for,
                         watermark_rate)
 from core.settings import model_settings
-from demos.context import AppContext, display, editor_layer_masks, warn, warn_on_error
+from demos.brush import CheckedImageEditor, catalog_for
+from demos.context import DISPLAY_SIZE, AppContext, display, painted_mask, warn, warn_on_error
 from demos.gpu import gpu
-from demos.paint import catalog_for
 from demos.settings import STATE_TTL
 
 CONCEPT = "watermark"
@@ -141,10 +141,10 @@ def marked_units(model, catalog: dict, layer: str, number: int, mask, n: int = M
     return [int(u) for u in order], [float(score[u]) for u in order]
 
 
-def _tiles(images, seg, wm: int, show_outline: bool) -> list:
+def _tiles(images, seg, wm: int, show_outline: bool, size: int = TILE) -> list:
     """Display tiles of ``images``; with ``show_outline`` the segmenter's watermark pixels are
     outlined, so one sees what is counted (and, after removal, what is left)."""
-    tiles = [display(im, TILE) for im in images]
+    tiles = [display(im, size) for im in images]
     if not show_outline or not tiles:
         return tiles
     labels = seg.segment(torch.as_tensor(images).float()).cpu().numpy()
@@ -261,14 +261,22 @@ def build(ctx: AppContext):
         return (_before_after(_tiles(before, seg, wm, show_outline), _tiles(after, seg, wm, show_outline),
                               numbers), f"{100 * before_rate:.1f}%", f"{100 * after_rate:.1f}%", text)
 
-    def load_sample(model_id, number):
+    def load_sample(model_id, number, show_outline=True):
+        """The sample to mark, its watermark pixels outlined (with ``show_outline``) so one sees
+        what to brush over."""
         try:
             k = int(number)
         except (TypeError, ValueError):
             raise gr.Error("Type an image number to mark.")
         if not 0 <= k < core.images.MAX_IMAGE_NUMBER:
             raise gr.Error(f"Image numbers go from 0 to {core.images.MAX_IMAGE_NUMBER - 1:,}.")
-        img = display(ctx.renderer(model_id).render_numbers([k])[0])
+        loaded = ctx.get(model_id)
+        seg, wm = _segmenter(loaded)
+        image = ctx.renderer(model_id).render_numbers([k])
+        img = _tiles(image, seg, wm, show_outline, DISPLAY_SIZE)[0]
+        if show_outline and not bool((seg.segment(torch.as_tensor(image).float()) == wm).any()):
+            gr.Info(f"The segmenter finds no watermark on image #{k}; 'Find watermarked samples' "
+                    "lists images that have one.")
         return {"background": img, "layers": [], "composite": img}
 
     @warn_on_error(5, status=1)
@@ -276,9 +284,8 @@ def build(ctx: AppContext):
         model = ctx.model(model_id)
         if editor_value is None or editor_value.get("background") is None:
             raise gr.Error("Load a sample to mark first.")
-        masks = [m for _, m in editor_layer_masks(editor_value, [CONCEPT])]
-        mask = masks[0] if masks else None
-        if mask is None or not mask.any():
+        mask = painted_mask(editor_value)
+        if mask is None:
             gr.Info("Nothing marked yet: brush over the watermark, then press the button.")
             return (gr.skip(),) * 5
         cat, layer = _catalog(model)
@@ -340,12 +347,11 @@ def build(ctx: AppContext):
             mark_load = gr.Button("Load sample", elem_id="wm_mark_load")
             mark_pick = gr.Button("Find units in the marked region", variant="primary",
                                   elem_id="wm_mark_pick")
-        mark_editor = gr.ImageEditor(
-            type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(),
-            layers=gr.LayerOptions(layers=[CONCEPT], allow_additional_layers=False),
+        mark_editor = CheckedImageEditor(
+            type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(), layers=False,
             brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=16),
-            eraser=gr.Eraser(default_size=16), canvas_size=(512, 512),
-            label="Mark the watermark", elem_id="wm_mark_editor")
+            eraser=gr.Eraser(default_size=16), canvas_size=(DISPLAY_SIZE, DISPLAY_SIZE),
+            label="Mark the watermark (its pixels are outlined)", elem_id="wm_mark_editor")
     picked = gr.State([], time_to_live=STATE_TTL)
 
     heavy = gpu(duration=60)      # hundreds of renders: on a ZeroGPU Space these get a GPU
@@ -359,7 +365,7 @@ def build(ctx: AppContext):
     remove_btn.click(heavy(remove), [model_id, n_units, source, picked, show_outline],
                      [compare, rate_before, rate_after, result_md], api_name="watermark_remove")
     model_id.change(units_table, [model_id], [units_df, units_md, n_units], api_name="watermark_units")
-    mark_load.click(load_sample, [model_id, mark_number], [mark_editor],
+    mark_load.click(load_sample, [model_id, mark_number, show_outline], [mark_editor],
                     api_name="watermark_mark_load")
     mark_pick.click(pick_units, [model_id, mark_number, mark_editor],
                     [units_df, units_md, picked, source, n_units],

@@ -83,20 +83,18 @@ def _png(arr, tmp_path, name) -> str:
     return str(path)
 
 
-def _editor(tmp_path, stroke=None, layer=0, n_layers=3):
-    """An editor payload: a grey background and n_layers RGBA layers; layer ``layer`` gets an
-    opaque green rectangle ``stroke = (y0, y1, x0, x1)`` (None = nothing painted)."""
+def _editor(tmp_path, stroke=None):
+    """An editor payload: a grey background and its one RGBA layer with an opaque green
+    rectangle ``stroke = (y0, y1, x0, x1)`` (None = nothing painted)."""
     from gradio_client import handle_file
     bg = np.full((SIZE, SIZE, 3), 128, np.uint8)
-    layers = []
-    for i in range(n_layers):
-        lay = np.zeros((SIZE, SIZE, 4), np.uint8)
-        if stroke is not None and i == layer:
-            y0, y1, x0, x1 = stroke
-            lay[y0:y1, x0:x1] = (0, 255, 0, 255)
-        layers.append(handle_file(_png(lay, tmp_path, f"layer{i}.png")))
+    lay = np.zeros((SIZE, SIZE, 4), np.uint8)
+    if stroke is not None:
+        y0, y1, x0, x1 = stroke
+        lay[y0:y1, x0:x1] = (0, 255, 0, 255)
     bgf = handle_file(_png(bg, tmp_path, "bg.png"))
-    return {"background": bgf, "layers": layers, "composite": bgf, "id": None}
+    return {"background": bgf, "layers": [handle_file(_png(lay, tmp_path, "layer.png"))],
+            "composite": bgf, "id": None}
 
 
 def _img(out) -> np.ndarray:
@@ -109,7 +107,7 @@ def _rows(table) -> list:
 
 
 def test_editor_layers_are_the_concepts_with_units(app_bundle):
-    from demos.paint import paintable_concepts
+    from demos.brush import paintable_concepts
     assert paintable_concepts(fake_catalog()) == ["tree", "grass", "dome"]
     assert paintable_concepts(None)[:2] == ["tree", "grass"]      # no catalog yet: fallback list
 
@@ -117,7 +115,7 @@ def test_editor_layers_are_the_concepts_with_units(app_bundle):
 def test_endpoints_are_named(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     assert {"/paint_load", "/paint_apply", "/paint_stroke", "/paint_undo", "/paint_reset",
-            "/paint_random", "/paint_pick", "/paint_init"} <= names
+            "/paint_random", "/paint_pick", "/paint_init", "/paint_concept"} <= names
 
 
 def test_paint_stroke_changes_inside_only_and_undo_restores(client, app_bundle, tmp_path):
@@ -128,8 +126,8 @@ def test_paint_stroke_changes_inside_only_and_undo_restores(client, app_bundle, 
     base = _img(original)
     assert base.shape == (SIZE, SIZE, 3)
 
-    # stroke on the 'tree' layer (declared first) covering feature cells (0..1, 0..1)
-    out = client.predict(_editor(tmp_path, (40, 100, 40, 100)), "Draw", 10,
+    # a 'tree' stroke covering feature cells (0..1, 0..1)
+    out = client.predict(_editor(tmp_path, (40, 100, 40, 100)), "tree", "Draw", 10,
                          api_name="/paint_apply")
     number, editor, compare, result, table, info = out
     painted = _img(result)
@@ -145,7 +143,7 @@ def test_paint_stroke_changes_inside_only_and_undo_restores(client, app_bundle, 
     assert np.array_equal(_img(editor["background"]), painted)   # strokes land on the result
 
     # a second stroke (remove dome) then undo twice: bit-for-bit the original
-    out = client.predict(_editor(tmp_path, (300, 400, 300, 400), layer=2), "Remove", 5,
+    out = client.predict(_editor(tmp_path, (300, 400, 300, 400)), "dome", "Remove", 5,
                          api_name="/paint_apply")
     assert len(_rows(out[4])) == 2 and _rows(out[4])[1][2:4] == ["dome", "remove"]
     out = client.predict(api_name="/paint_undo")
@@ -158,35 +156,71 @@ def test_empty_mask_changes_nothing_and_no_error(client, app_bundle, tmp_path):
     mid = str(app_bundle)
     out = client.predict(mid, 5, api_name="/paint_load")
     base = _img(out[3])
-    out = client.predict(_editor(tmp_path, (10, 60, 10, 60)), "Draw", 10, api_name="/paint_apply")
+    out = client.predict(_editor(tmp_path, (10, 60, 10, 60)), "tree", "Draw", 10, api_name="/paint_apply")
     painted = _img(out[3])
     assert not np.array_equal(painted, base)
-    out = client.predict(_editor(tmp_path, None), "Draw", 10, api_name="/paint_apply")
+    out = client.predict(_editor(tmp_path, None), "tree", "Draw", 10, api_name="/paint_apply")
     assert len(_rows(out[4])) == 1 and np.array_equal(_img(out[3]), painted)
     # the live per-stroke endpoint stays silent and skips everything on an empty mask
-    client.predict(_editor(tmp_path, None), "Draw", 10, True, api_name="/paint_stroke")
+    client.predict(_editor(tmp_path, None), "tree", "Draw", 10, True, api_name="/paint_stroke")
     out = client.predict(api_name="/paint_reset")
     assert _rows(out[4]) == [] and np.array_equal(_img(out[3]), base)
 
 
 def test_live_stroke_endpoint_applies(client, app_bundle, tmp_path):
     client.predict(str(app_bundle), 6, api_name="/paint_load")
-    out = client.predict(_editor(tmp_path, (0, 30, 0, 30), layer=1), "Draw", 3, True,
+    out = client.predict(_editor(tmp_path, (0, 30, 0, 30)), "grass", "Draw", 3, True,
                          api_name="/paint_stroke")
     assert _rows(out[4])[0][2] == "grass" and _rows(out[4])[0][4] == "3"   # grass has 1 unit
     assert "only 1 unit" in out[5]
     # the same strokes reported again (the editor does that when it gets the new background)
     # are not applied twice
-    out = client.predict(_editor(tmp_path, (0, 30, 0, 30), layer=1), "Draw", 3, True,
+    out = client.predict(_editor(tmp_path, (0, 30, 0, 30)), "grass", "Draw", 3, True,
                          api_name="/paint_stroke")
     out = client.predict(api_name="/paint_undo")
     assert _rows(out[4]) == []
-    client.predict(_editor(tmp_path, (0, 30, 0, 30), layer=1), "Draw", 3, True,
+    client.predict(_editor(tmp_path, (0, 30, 0, 30)), "grass", "Draw", 3, True,
                    api_name="/paint_stroke")
-    out = client.predict(_editor(tmp_path, (0, 30, 0, 30)), "Draw", 3, False,
+    out = client.predict(_editor(tmp_path, (0, 30, 0, 30)), "tree", "Draw", 3, False,
                          api_name="/paint_stroke")                          # live off: skipped
     out = client.predict(api_name="/paint_undo")
     assert _rows(out[4]) == []
+
+
+def test_concept_switch_applies_waiting_strokes_with_their_concept(client, app_bundle, tmp_path):
+    """Strokes drawn with "apply after every stroke" off wait in the editor; picking another
+    concept applies them with the concept they were drawn with, and only then switches."""
+    client.predict(str(app_bundle), 8, api_name="/paint_load")
+    # nothing waiting: only the brush changes, no edit is added
+    client.predict(_editor(tmp_path, None), "tree", "Draw", 10, api_name="/paint_concept")
+    out = client.predict(_editor(tmp_path, (0, 30, 0, 30)), "dome", "Draw", 10,
+                         api_name="/paint_concept")
+    assert [r[2:4] for r in _rows(out[4])] == [["tree", "draw"]]
+    out = client.predict(_editor(tmp_path, (300, 400, 300, 400)), "grass", "Remove", 10,
+                         api_name="/paint_concept")
+    assert [r[2:4] for r in _rows(out[4])] == [["tree", "draw"], ["dome", "remove"]]
+    client.predict(api_name="/paint_reset")
+
+
+def test_unknown_concept_and_unreadable_layers_are_refused_plainly(client, app_bundle, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    client.predict(str(app_bundle), 8, api_name="/paint_load")
+    with pytest.raises(AppError, match="unicorn"):
+        client.predict(_editor(tmp_path, (0, 30, 0, 30)), "unicorn", "Draw", 10,
+                       api_name="/paint_apply")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image at all")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(open(_png(np.zeros((64, 64, 4), np.uint8), tmp_path, "l.png"), "rb").read()[:40])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for bad in (text, truncated, empty):
+        ev = _editor(tmp_path, (0, 30, 0, 30))
+        ev["layers"] = [handle_file(str(bad))]
+        with pytest.raises(AppError, match="not a readable image"):
+            client.predict(ev, "tree", "Draw", 10, api_name="/paint_apply")
+    client.predict(api_name="/paint_reset")
 
 
 def test_strength_out_of_range_is_refused_clearly(client, app_bundle, tmp_path):
@@ -195,8 +229,8 @@ def test_strength_out_of_range_is_refused_clearly(client, app_bundle, tmp_path):
     from gradio_client.exceptions import AppError
     client.predict(str(app_bundle), 7, api_name="/paint_load")
     with pytest.raises(AppError, match="greater than maximum value 30"):
-        client.predict(_editor(tmp_path, (0, 64, 0, 64)), "Draw", 500, api_name="/paint_apply")
-    out = client.predict(_editor(tmp_path, (0, 64, 0, 64)), "Draw", 30, api_name="/paint_apply")
+        client.predict(_editor(tmp_path, (0, 64, 0, 64)), "tree", "Draw", 500, api_name="/paint_apply")
+    out = client.predict(_editor(tmp_path, (0, 64, 0, 64)), "tree", "Draw", 30, api_name="/paint_apply")
     assert [r[4] for r in _rows(out[4])] == ["0, 1, 2"]         # tree has only 3 units
     assert "only 3 unit" in out[5]
     client.predict(api_name="/paint_reset")
@@ -206,7 +240,7 @@ def test_errors_are_clear(app, app_bundle, tmp_path):
     from gradio_client.exceptions import AppError
     fresh = _client(app)
     with pytest.raises(AppError, match="No image yet"):
-        fresh.predict(_editor(tmp_path, (0, 64, 0, 64)), "Draw", 10, api_name="/paint_apply")
+        fresh.predict(_editor(tmp_path, (0, 64, 0, 64)), "tree", "Draw", 10, api_name="/paint_apply")
     with pytest.raises(AppError, match="No image yet"):
         fresh.predict(api_name="/paint_undo")
     with pytest.raises(AppError, match="Image numbers go from 0"):
@@ -219,12 +253,12 @@ def test_sessions_are_isolated(app, app_bundle, tmp_path):
     base_a = _img(a.predict(mid, 9, api_name="/paint_load")[3])
     base_b = _img(b.predict(mid, 9, api_name="/paint_load")[3])
     assert np.array_equal(base_a, base_b)
-    out_a = a.predict(_editor(tmp_path, (0, 128, 0, 128)), "Draw", 10, api_name="/paint_apply")
+    out_a = a.predict(_editor(tmp_path, (0, 128, 0, 128)), "tree", "Draw", 10, api_name="/paint_apply")
     assert len(_rows(out_a[4])) == 1
     # b's stack is still empty: undo says so and b's image is unchanged
     out_b = b.predict(api_name="/paint_undo")
     assert _rows(out_b[4]) == [] and np.array_equal(_img(out_b[3]), base_b)
-    out_b = b.predict(_editor(tmp_path, (300, 400, 300, 400), layer=2), "Remove", 10,
+    out_b = b.predict(_editor(tmp_path, (300, 400, 300, 400)), "dome", "Remove", 10,
                       api_name="/paint_apply")
     assert len(_rows(out_b[4])) == 1 and _rows(out_b[4])[0][2] == "dome"
     out_a = a.predict(api_name="/paint_undo")

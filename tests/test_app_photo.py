@@ -85,19 +85,16 @@ def _img(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
 
 
-def _editor(tmp_path, bg_path, stroke, layer=0, n_layers=3):
+def _editor(tmp_path, bg_path, stroke):
+    """An editor payload on ``bg_path`` whose one layer has an opaque rectangle ``stroke``."""
     from gradio_client import handle_file
-    layers = []
-    for i in range(n_layers):
-        lay = np.zeros((SIZE, SIZE, 4), np.uint8)
-        if i == layer:
-            y0, y1, x0, x1 = stroke
-            lay[y0:y1, x0:x1] = (0, 255, 0, 255)
-        p = tmp_path / f"layer{i}.png"
-        Image.fromarray(lay).save(p)
-        layers.append(handle_file(str(p)))
+    lay = np.zeros((SIZE, SIZE, 4), np.uint8)
+    y0, y1, x0, x1 = stroke
+    lay[y0:y1, x0:x1] = (0, 255, 0, 255)
+    p = tmp_path / "layer.png"
+    Image.fromarray(lay).save(p)
     bg = handle_file(bg_path)
-    return {"background": bg, "layers": layers, "composite": bg, "id": None}
+    return {"background": bg, "layers": [handle_file(str(p))], "composite": bg, "id": None}
 
 
 def test_endpoints_are_named(client):
@@ -124,7 +121,7 @@ def test_paint_before_invert_is_refused(client, tmp_path):
     p = tmp_path / "bg.png"
     Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(p)
     editor, compare, result, info = client.predict(_editor(tmp_path, str(p), (0, 10, 0, 10)),
-                                                   "Draw", 3, api_name="/photo_paint")
+                                                   "tree", "Draw", 3, api_name="/photo_paint")
     assert "Invert" in info and _kept(editor) and _kept(result)
 
 
@@ -140,7 +137,7 @@ def test_invert_then_paint_changes_only_near_the_stroke(client, app_bundle, tmp_
 
     # draw 'tree' (first editor layer) in the top-left feature cells (0..1, 0..1) of 8x8
     ed = _editor(tmp_path, editor["background"], (0, 128, 0, 128))
-    editor2, compare2, result2, info2 = client.predict(ed, "Draw", 3, api_name="/photo_paint")
+    editor2, compare2, result2, info2 = client.predict(ed, "tree", "Draw", 3, api_name="/photo_paint")
     assert "1 paint edit" in info2 and "draw tree" in info2
     out = _img(result2)
     diff = np.abs(out - photo).max(-1)
@@ -153,7 +150,7 @@ def test_invert_then_paint_changes_only_near_the_stroke(client, app_bundle, tmp_
     editor3, _, result3, info3 = client.predict(api_name="/photo_undo")
     assert "0 paint edit" in info3 and np.array_equal(_img(result3), photo)
 
-    client.predict(ed, "Draw", 3, api_name="/photo_paint")
+    client.predict(ed, "tree", "Draw", 3, api_name="/photo_paint")
     _, _, result4, info4 = client.predict(api_name="/photo_reset")
     assert "0 paint edit" in info4 and np.array_equal(_img(result4), photo)
 
@@ -205,5 +202,5 @@ def test_stop_keeps_the_best_result_so_far(client, app_bundle, tmp_path):
     assert "Stopped" in status and "during the inversion" in status and "best result" in status
     assert "Inversion PSNR" in info and editor["background"]
     ed = _editor(tmp_path, editor["background"], (0, 128, 0, 128))
-    _, _, _, info2 = client.predict(ed, "Draw", 3, api_name="/photo_paint")
+    _, _, _, info2 = client.predict(ed, "tree", "Draw", 3, api_name="/photo_paint")
     assert "1 paint edit" in info2

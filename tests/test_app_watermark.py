@@ -178,15 +178,25 @@ def test_rate_matches_core(app_bundle, segmenter):
     assert rate(model, ctx.renderer(), seg, wm, stack, (6, 5)) == pytest.approx(expected)
 
 
-def test_marked_region_units(app, app_bundle, tmp_path):
+def test_marked_region_units(app, app_bundle, segmenter, tmp_path):
     from gradio_client import handle_file
     mid = str(app_bundle)
     c = _client(app)
     compare, before, after, text = c.predict(mid, 3, "marked region", api_name="/watermark_remove")
     assert "No marked units yet" in text and compare == {"__type__": "update"}
-    editor = c.predict(mid, 7, api_name="/watermark_mark_load")
+    editor = c.predict(mid, 7, False, api_name="/watermark_mark_load")
     bg = _img(editor["background"])
     assert bg.shape == (512, 512, 3)
+    # with outlines on, the sample's watermark pixels are outlined: there is something to mark
+    import core
+    from core.images import outline
+    from demos.watermark import OUTLINE
+    image = core.load_model(app_bundle).render([7])
+    marked = segmenter.segment(image)[0].numpy() == CONCEPTS.index("watermark")
+    assert marked.any()
+    outlined = _img(c.predict(mid, 7, True, api_name="/watermark_mark_load")["background"])
+    expected = np.asarray(outline(Image.fromarray(bg.astype(np.uint8)), marked, OUTLINE)).astype(np.int16)
+    assert np.array_equal(outlined, expected) and not np.array_equal(outlined, bg)
     layer = np.zeros((512, 512, 4), np.uint8)
     layer[448:, 448:] = (255, 0, 255, 255)                  # bottom-right corner
     Image.fromarray(layer).save(tmp_path / "mark.png")
@@ -199,7 +209,6 @@ def test_marked_region_units(app, app_bundle, tmp_path):
     assert sorted(units) == list(range(8)) and source == "marked region" and "#7" in note
     assert n_units["maximum"] == 8
     # the scores are the mean activation in the marked cells relative to quantile_99
-    import core
     from demos.watermark import marked_units
     from core.paint import load_catalog
     model = core.load_model(app_bundle)

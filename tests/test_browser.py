@@ -75,23 +75,43 @@ def test_dissect_click_unit_shows_top_images(page):
 
 
 
+def _stroke(page, editor: str, y0: float = 0.35):
+    """A short diagonal stroke over the middle of ``editor``'s image (the canvas is wider than
+    the image it shows, so strokes stay near its centre)."""
+    box = page.locator(f"{editor} canvas").first.bounding_box()
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(x + 0.42 * w, y + y0 * h)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x + (0.42 + 0.015 * i) * w, y + (y0 + 0.02 * i) * h)
+    page.mouse.up()
+
+
 def test_paint_stroke_changes_the_image(page):
     _tab(page, "Paint")
     info = page.locator("#paint_info")
     sync_api.expect(info).to_contain_text("Image #", timeout=60_000)
     before = page.locator("#paint_result img").get_attribute("src")
-    canvas = page.locator("#paint_editor canvas").first
-    canvas.wait_for()
-    box = canvas.bounding_box()
-    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
-    page.mouse.move(x + 0.3 * w, y + 0.35 * h)
-    page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(x + (0.3 + 0.03 * i) * w, y + (0.35 + 0.02 * i) * h)
-    page.mouse.up()
-    page.locator("#paint_apply").click()          # live mode may have applied it already
+    page.locator("#paint_editor canvas").first.wait_for()
+    # the concept is a visible control; each choice carries its concept's colour
+    grass = page.locator("#paint_concept label", has_text="grass")
+    assert "solid" in grass.evaluate("e => getComputedStyle(e).borderLeft")
+    grass.click()
+    page.wait_for_timeout(1000)
+    _stroke(page, "#paint_editor")                 # live mode applies it on release
     sync_api.expect(info).to_contain_text("1 edit(s)", timeout=60_000)
+    sync_api.expect(info).to_contain_text("draw grass")
     sync_api.expect(page.locator("#paint_result img")).not_to_have_attribute("src", before or "")
+    # one Undo: the editor's own undo/redo are hidden
+    assert not page.locator("#paint_editor button[aria-label='Undo']").is_visible()
+    # with live mode off, a stroke waits; switching concept applies it with its own concept
+    page.locator("#paint_live input").uncheck()
+    _stroke(page, "#paint_editor", 0.5)
+    page.locator("#paint_concept label", has_text="tree").click()
+    sync_api.expect(info).to_contain_text("2 edit(s)", timeout=60_000)
+    sync_api.expect(info).to_contain_text("draw grass")
+    page.locator("#paint_live input").check()
+    page.wait_for_timeout(2000)                   # the brush's recolouring finishes
     _shot(page, "paint")
 
 

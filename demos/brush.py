@@ -1,0 +1,209 @@
+"""The brush of the Paint and Photo tabs: which concepts a model's paint layer offers, in which
+colours, and the widgets: a concept brush, and an image editor whose unreadable input gives a
+plain error.
+
+``ConceptBrush`` is a visible concept picker, each choice marked in its concept's colour, above
+an editor with one layer whose brush takes the picked concept's colour. The concept of a stroke
+is the picker's value when the stroke is applied. With "apply after every stroke" off, strokes can
+wait in the editor; when the picker changes, the tab applies them first with the concept they
+were drawn with (``current`` keeps it), so a stroke never changes concept after it was drawn.
+
+The editor's own undo/redo is hidden: a tab's Undo is the one that undoes an applied edit, and
+two Undo buttons that do different things confused users.
+"""
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+from PIL import Image
+
+from core.paint import CatalogError, load_catalog, units_for
+from core.settings import model_settings
+from demos.context import DISPLAY_SIZE, AppContext
+
+BRUSH_SIZE = 24
+MAX_UNITS = 30                        # the strength slider: units switched on or off per stroke
+DEFAULT_UNITS = 10
+# concepts offered by the picker, in this order, when the catalog has units for them
+PREFERRED = ("tree", "grass", "dome", "spire", "door", "window", "cloud", "roof", "sky", "wall")
+NOT_PAINTED = ("watermark",)          # removed in the Watermark tab, not painted
+INTERPRETABLE_IOU = 0.04              # a ranking whose best IoU is below this is not offered
+RANKING = "causal"                    # causal ranking when the catalog has one, else IoU
+FALLBACK_COLORS = {"sky": "#87ceeb", "cloud": "#f0f0f0", "grass": "#4caf50", "tree": "#1b5e20",
+                   "wall": "#c9b79c", "window": "#1e88e5", "door": "#6d4c41", "roof": "#c62828",
+                   "spire": "#7e57c2", "dome": "#ffb300", "watermark": "#ff00ff"}
+
+_lock = threading.Lock()
+_catalogs: dict[str, tuple[float, dict]] = {}
+
+
+# ------------------------------------------------------------------ which concepts, which colours
+def catalog_for(model, layer: str) -> dict:
+    """The model's catalog of ``layer`` (re-read when the file changes). Raises CatalogError."""
+    bundle = model.bundle
+    if bundle.path is None:
+        raise CatalogError(f"model {model.name!r} lives only in memory and has no unit catalog")
+    path = bundle.catalog_path(layer)
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        raise CatalogError(f"model {model.name!r} has no unit catalog for {layer} yet "
+                           f"(run `python -m core dissect` to make {path.name})") from None
+    key = str(path)
+    with _lock:
+        hit = _catalogs.get(key)
+        if hit is not None and hit[0] == mtime:
+            return hit[1]
+    cat = load_catalog(model, layer)
+    with _lock:
+        _catalogs[key] = (mtime, cat)
+    return cat
+
+
+def _has_units(catalog: dict, concept: str) -> bool:
+    try:
+        units_for(catalog, concept, 1, RANKING)
+        return True
+    except (CatalogError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _interpretable(catalog: dict, concept: str) -> bool:
+    """A concept is worth offering when a unit is labelled with it, its causal ranking has a
+    positive effect, or its best IoU passes the interpretability threshold."""
+    if any(isinstance(u, dict) and u.get("label") == concept for u in catalog.get("units") or []):
+        return True
+    causal = (catalog.get("causal") or {}).get(concept) or []
+    if any(isinstance(e, dict) and float(e.get("effect", 0)) > 0 for e in causal):
+        return True
+    ranking = (catalog.get("concepts") or {}).get(concept) or []
+    ious = [float(e["iou"]) for e in ranking if isinstance(e, dict) and "iou" in e]
+    return bool(ious) and max(ious) > INTERPRETABLE_IOU
+
+
+def paintable_concepts(catalog: dict | None) -> list[str]:
+    """The picker's concepts: those with units in the catalog (PREFERRED order first), leaving out
+    uninterpretable ones when some are interpretable. Without a catalog: the first 8 PREFERRED."""
+    if not catalog:
+        return list(PREFERRED[:8])
+    names = list(catalog.get("concept_list") or [])
+    for key in ("concepts", "causal"):
+        names += [c for c in (catalog.get(key) or {}) if c not in names]
+    names = [c for c in names if c not in NOT_PAINTED and _has_units(catalog, c)]
+    good = [c for c in names if _interpretable(catalog, c)]
+    names = good or names
+    ordered = [c for c in PREFERRED if c in names] + [c for c in names if c not in PREFERRED]
+    return ordered or list(PREFERRED[:8])
+
+
+def _hex(rgb) -> str:
+    return "#%02x%02x%02x" % tuple(int(v) for v in rgb[:3])
+
+
+def concept_colors(concepts, segmenter) -> list[str]:
+    """The brush colour of each concept: its segmenter palette colour (fallback: a fixed table)."""
+    out = []
+    seg_names = list(getattr(segmenter, "concepts", None) or [])
+    palette = getattr(segmenter, "palette", None)
+    for c in concepts:
+        if palette is not None and c in seg_names and seg_names.index(c) < len(palette):
+            out.append(_hex(palette[seg_names.index(c)]))
+        else:
+            out.append(FALLBACK_COLORS.get(c, "#ff0000"))
+    return out
+
+
+def concept_setup(ctx: AppContext):
+    """(concepts, colours) of the default model's paint layer, or fallbacks when it is not there
+    yet."""
+    try:
+        loaded = ctx.get()
+        model = loaded.model
+        try:
+            cat = catalog_for(model, model_settings(model).paint_layer)
+        except CatalogError:
+            cat = None
+        concepts = paintable_concepts(cat)
+        return concepts, concept_colors(concepts, loaded.segmenter)
+    except Exception:  # noqa: BLE001 - the app must build even before the model exists
+        concepts = list(PREFERRED[:8])
+        return concepts, concept_colors(concepts, None)
+
+
+def brush_settings(mode, n_units) -> tuple[str, int]:
+    """("draw"|"remove", number of units) from the widgets; clear errors, no clamping."""
+    mode = str(mode or "Draw").strip().lower()
+    if mode not in ("draw", "remove"):
+        raise gr.Error(f"Mode must be Draw or Remove, got {mode!r}.")
+    try:
+        return mode, int(round(float(n_units)))
+    except (TypeError, ValueError):
+        raise gr.Error(f"Strength must be a number of units (1-{MAX_UNITS}), got {n_units!r}.")
+
+
+
+# ------------------------------------------------------------------ widgets
+
+
+class CheckedImageEditor(gr.ImageEditor):
+    """``gr.ImageEditor`` whose unreadable input (a text file, a truncated or empty image sent
+    as a layer or background through the API) is refused with a plain message, not Gradio's
+    generic "upstream exception". Same frontend as ``gr.ImageEditor``."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            raise gr.Error("The editor sent something that is not a readable image (a layer or "
+                           "the background is not a PNG or JPEG, or is truncated or empty). "
+                           "Reload the image and paint again.") from None
+
+
+def _picker_css(elem_id: str, colors: list[str]) -> str:
+    """Each choice of the picker gets a swatch of its colour; the editor's undo/redo is hidden."""
+    rules = [f"#{elem_id}_concept label:nth-of-type({i}) {{ border-left: 14px solid {c}; }}"
+             for i, c in enumerate(colors, 1)]
+    rules.append(f"#{elem_id}_editor button[aria-label='Undo'], "
+                 f"#{elem_id}_editor button[aria-label='Redo'] {{ display: none; }}")
+    return "<style>" + "\n".join(rules) + "</style>"
+
+
+class ConceptBrush:
+    """The picker (``concept``), the editor (``editor``) and the concept the editor's pending
+    strokes were drawn with (``current``, a ``gr.State``). Build it inside a Blocks layout."""
+
+    def __init__(self, concepts: list[str], colors: list[str], elem_id: str, label: str,
+                 size: int = DISPLAY_SIZE):
+        if len(colors) != len(concepts) or not concepts:
+            raise ValueError("one brush colour per concept, and at least one concept")
+        self.colors = dict(zip(concepts, colors))
+        self.concept = gr.Radio(concepts, value=concepts[0], label="Concept to paint",
+                                info="The brush draws in the concept's colour.",
+                                elem_id=f"{elem_id}_concept")
+        self.editor = CheckedImageEditor(
+            type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(),
+            layers=False, brush=self.brush(concepts[0]), eraser=gr.Eraser(default_size=BRUSH_SIZE),
+            canvas_size=(size, size), label=label, elem_id=f"{elem_id}_editor")
+        # after the editor: the style element's empty block then sits below it, not above
+        gr.HTML(_picker_css(elem_id, colors), padding=False, container=False, min_height=0,
+                js_on_load=None)
+        self.current = gr.State(concepts[0])
+
+    def brush(self, concept: str) -> gr.Brush:
+        color = self.colors.get(concept, "#ff0000")
+        return gr.Brush(colors=[color], default_color=color, color_mode="fixed",
+                        default_size=BRUSH_SIZE)
+
+    def check(self, concept) -> str:
+        """``concept`` if the picker offers it, else a plain error."""
+        if concept not in self.colors:
+            raise gr.Error(f"Unknown concept {concept!r}: pick one of {', '.join(self.colors)}.")
+        return concept
+
+    def retint(self, concept: str):
+        """The editor update for a picker change: the brush takes the concept's colour (the
+        editor's value is left as it is)."""
+        return CheckedImageEditor(brush=self.brush(self.check(concept)))
