@@ -254,11 +254,22 @@ def build(ctx: AppContext):
 
     @warn_on_error(3, status=1)
     def select(model_id, st, evt: gr.SelectData):
+        """A gallery click, step 1: remember the image and hide the editor. Gradio 6.31's
+        ImageEditor can hang ("processing", blank) when a new background reaches it while it is
+        still taking in a stroke, and the next strokes are lost; showing the image in a
+        re-mounted editor (``show_selected``) avoids that (0 of 6 hangs against 10 of 10)."""
         st = _session(st, model_id)
         if evt.index is None or not 0 <= evt.index < len(st["numbers"]):
             raise gr.Error("Pick an image from the gallery.")
-        n = st["numbers"][evt.index]
-        return open_image(model_id, st, n)
+        st["current"] = st["numbers"][evt.index]
+        return CheckedImageEditor(visible=False), f"Opening image **#{st['current']}**…", st
+
+    def show_selected(model_id, st):
+        """A gallery click, step 2: the chosen image in the editor, shown again."""
+        value, caption_text, st = open_image(model_id, st, (st or {}).get("current"))
+        if isinstance(value, dict) and value.get("__type__") == "update":   # it failed: a notice
+            return CheckedImageEditor(visible=True), caption_text, st
+        return CheckedImageEditor(value=value, visible=True), caption_text, st
 
     @warn_on_error(3, status=1)
     def open_image(model_id, st, n):
@@ -689,15 +700,15 @@ def build(ctx: AppContext):
                 search_btn = gr.Button("Search", scale=1)
                 matches_btn = gr.Button("Show context matches", scale=1)
         with gr.Column(scale=2):
-            caption = gr.Markdown("Click an image in the gallery.")
+            caption = gr.Markdown("Click an image in the gallery.", elem_id="rewrite_caption")
             editor = CheckedImageEditor(type="numpy", image_mode="RGBA", format="png", sources=(),
                                     transforms=(), layers=False, label="Paint a region",
-                                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24),
+                                    brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", color_mode="fixed", default_size=24),
                                     eraser=gr.Eraser(default_size=24), canvas_size=(DISPLAY_SIZE, DISPLAY_SIZE),
-                                    height=DISPLAY_SIZE, width=DISPLAY_SIZE, elem_id="rewrite_editor")
+                                    elem_id="rewrite_editor")
             with gr.Row():
                 context_btn = gr.Button("Add to context", elem_id="rewrite_add_context")
-                clear_btn = gr.Button("Clear context")
+                clear_btn = gr.Button("Clear context", elem_id="rewrite_clear")
                 copy_btn = gr.Button("Copy", elem_id="rewrite_copy")
                 paste_btn = gr.Button("Paste", elem_id="rewrite_paste")
     tray = gr.Gallery(label="Context (click a thumbnail to remove it)", columns=8, height=140,
@@ -727,7 +738,8 @@ def build(ctx: AppContext):
     # ---------------------------------------------------------------- events
     show_btn.click(show, [model_id, spec, st], [gallery, st, status], api_name="rewrite_show")
     spec.submit(show, [model_id, spec, st], [gallery, st, status], api_visibility="private")
-    gallery.select(select, [model_id, st], [editor, caption, st], api_visibility="private")
+    gallery.select(select, [model_id, st], [editor, caption, st], api_visibility="private").then(
+        show_selected, [model_id, st], [editor, caption, st], api_visibility="private")
     image_no = gr.Number(visible=False)
     image_no.change(open_image, [model_id, st, image_no], [editor, caption, st], api_name="rewrite_open")
     context_btn.click(add_context, [model_id, editor, st], [tray, st, status], api_name="rewrite_add_context")

@@ -156,3 +156,37 @@ def test_rewrite_preset_and_toggle_original(page):
     page.locator("#rewrite_toggle").click()
     sync_api.expect(status).to_contain_text("Showing the edited model", timeout=60_000)
     _shot(page, "rewrite")
+
+
+def test_rewrite_manual_context_copy_paste_execute(page):
+    """The manual rewrite as a user does it, switching samples right after painting (the editor
+    used to hang blank there and lose the next strokes)."""
+    _tab(page, "Rewrite")
+    page.wait_for_selector("#rewrite_gallery img")
+    status = page.locator("#rewrite_status")
+    caption = page.locator("#rewrite_caption")
+
+    def open_sample(k: int):
+        page.locator("#rewrite_gallery img").nth(k).click()
+        sync_api.expect(caption).to_contain_text(f"#{k}: paint a region", timeout=60_000)
+        page.locator("#rewrite_editor canvas").first.wait_for()
+
+    page.locator("#rewrite_clear").click()      # the preset before left its context
+    sync_api.expect(status).to_contain_text("Context cleared", timeout=60_000)
+    open_sample(0)
+    _stroke(page, "#rewrite_editor")
+    open_sample(1)                              # straight after a stroke
+    _stroke(page, "#rewrite_editor")
+    page.locator("#rewrite_add_context").click()
+    sync_api.expect(status).to_contain_text("Context: 1 region", timeout=60_000)
+    open_sample(2)
+    _stroke(page, "#rewrite_editor", 0.2)
+    page.locator("#rewrite_copy").click()
+    sync_api.expect(status).to_contain_text("Copied a region of image #2", timeout=60_000)
+    open_sample(3)
+    _stroke(page, "#rewrite_editor")
+    page.locator("#rewrite_paste").click()
+    sync_api.expect(status).to_contain_text("Pasted into image #3", timeout=60_000)
+    page.locator("#rewrite_execute").click()
+    sync_api.expect(status).to_contain_text("Rewrote the model", timeout=180_000)
+    sync_api.expect(page.locator("#rewrite_history")).to_contain_text("layer")
