@@ -162,6 +162,20 @@ class CheckedImageEditor(gr.ImageEditor):
                            "Reload the image and paint again.") from None
 
 
+def hidden_editor():
+    """Before a new image goes into an editor, hide it; show it again after (``shown_editor``).
+
+    Gradio 6.31's ImageEditor can hang (blank, "processing") and lose the next strokes when a
+    new background reaches it while it is still taking in a stroke. An editor hidden, given its
+    value and shown again is mounted afresh, which avoids it (a browser probe of the Rewrite tab:
+    10 of 10 hangs before, 0 of 9 after)."""
+    return CheckedImageEditor(visible=False)
+
+
+def shown_editor():
+    return CheckedImageEditor(visible=True)
+
+
 def _picker_css(elem_id: str, colors: list[str]) -> str:
     """Each choice of the picker gets a swatch of its colour; the editor's undo/redo is hidden."""
     rules = [f"#{elem_id}_concept label:nth-of-type({i}) {{ border-left: 14px solid {c}; }}"

@@ -36,7 +36,7 @@ from core.edits import EditStack
 from core.eval.rewrite import measure_edits, region_concept
 from core.generators.base import LayerError
 from core.settings import MAX_RANK, model_settings
-from demos.brush import CheckedImageEditor
+from demos.brush import CheckedImageEditor, hidden_editor, shown_editor
 from demos.context import (DISPLAY_SIZE, AppContext, display, error_text, painted_mask, stoppable, warn,
                            warn_on_error)
 from demos.gpu import gpu
@@ -254,22 +254,17 @@ def build(ctx: AppContext):
 
     @warn_on_error(3, status=1)
     def select(model_id, st, evt: gr.SelectData):
-        """A gallery click, step 1: remember the image and hide the editor. Gradio 6.31's
-        ImageEditor can hang ("processing", blank) when a new background reaches it while it is
-        still taking in a stroke, and the next strokes are lost; showing the image in a
-        re-mounted editor (``show_selected``) avoids that (0 of 6 hangs against 10 of 10)."""
+        """A gallery click, step 1: remember the image and hide the editor (``hidden_editor``
+        says why)."""
         st = _session(st, model_id)
         if evt.index is None or not 0 <= evt.index < len(st["numbers"]):
             raise gr.Error("Pick an image from the gallery.")
         st["current"] = st["numbers"][evt.index]
-        return CheckedImageEditor(visible=False), f"Opening image **#{st['current']}**…", st
+        return hidden_editor(), f"Opening image **#{st['current']}**…", st
 
     def show_selected(model_id, st):
-        """A gallery click, step 2: the chosen image in the editor, shown again."""
-        value, caption_text, st = open_image(model_id, st, (st or {}).get("current"))
-        if isinstance(value, dict) and value.get("__type__") == "update":   # it failed: a notice
-            return CheckedImageEditor(visible=True), caption_text, st
-        return CheckedImageEditor(value=value, visible=True), caption_text, st
+        """A gallery click, step 2: the chosen image into the (hidden) editor."""
+        return open_image(model_id, st, (st or {}).get("current"))
 
     @warn_on_error(3, status=1)
     def open_image(model_id, st, n):
@@ -739,7 +734,8 @@ def build(ctx: AppContext):
     show_btn.click(show, [model_id, spec, st], [gallery, st, status], api_name="rewrite_show")
     spec.submit(show, [model_id, spec, st], [gallery, st, status], api_visibility="private")
     gallery.select(select, [model_id, st], [editor, caption, st], api_visibility="private").then(
-        show_selected, [model_id, st], [editor, caption, st], api_visibility="private")
+        show_selected, [model_id, st], [editor, caption, st], api_visibility="private").then(
+        shown_editor, None, [editor], api_visibility="private", show_progress="hidden")
     image_no = gr.Number(visible=False)
     image_no.change(open_image, [model_id, st, image_no], [editor, caption, st], api_name="rewrite_open")
     context_btn.click(add_context, [model_id, editor, st], [tray, st, status], api_name="rewrite_add_context")

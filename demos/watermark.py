@@ -25,7 +25,7 @@ from core.images import make_grid, outline
 from core.paint import (CatalogError, feature_mask, remove_units_edit, specific_score, units_for,
                         watermark_rate)
 from core.settings import model_settings
-from demos.brush import CheckedImageEditor, catalog_for
+from demos.brush import CheckedImageEditor, catalog_for, hidden_editor, shown_editor
 from demos.context import DISPLAY_SIZE, AppContext, display, painted_mask, warn, warn_on_error
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
@@ -365,8 +365,12 @@ def build(ctx: AppContext):
     remove_btn.click(heavy(remove), [model_id, n_units, source, picked, show_outline],
                      [compare, rate_before, rate_after, result_md], api_name="watermark_remove")
     model_id.change(units_table, [model_id], [units_df, units_md, n_units], api_name="watermark_units")
-    mark_load.click(load_sample, [model_id, mark_number, show_outline], [mark_editor],
-                    api_name="watermark_mark_load")
+    # the editor is hidden and shown again with the sample (brush.hidden_editor says why)
+    mark_load.click(hidden_editor, None, [mark_editor], api_visibility="private",
+                    show_progress="hidden").then(
+        load_sample, [model_id, mark_number, show_outline], [mark_editor],
+        api_name="watermark_mark_load").then(shown_editor, None, [mark_editor], api_visibility="private",
+                                             show_progress="hidden")
     mark_pick.click(pick_units, [model_id, mark_number, mark_editor],
                     [units_df, units_md, picked, source, n_units],
                     api_name="watermark_mark_pick")

@@ -78,7 +78,9 @@ def test_dissect_click_unit_shows_top_images(page):
 def _stroke(page, editor: str, y0: float = 0.35):
     """A short diagonal stroke over the middle of ``editor``'s image (the canvas is wider than
     the image it shows, so strokes stay near its centre)."""
-    box = page.locator(f"{editor} canvas").first.bounding_box()
+    canvas = page.locator(f"{editor} canvas").first
+    canvas.scroll_into_view_if_needed()           # mouse coordinates are the viewport's
+    box = canvas.bounding_box()
     x, y, w, h = box["x"], box["y"], box["width"], box["height"]
     page.mouse.move(x + 0.42 * w, y + y0 * h)
     page.mouse.down()
@@ -190,3 +192,47 @@ def test_rewrite_manual_context_copy_paste_execute(page):
     page.locator("#rewrite_execute").click()
     sync_api.expect(status).to_contain_text("Rewrote the model", timeout=180_000)
     sync_api.expect(page.locator("#rewrite_history")).to_contain_text("layer")
+
+
+def test_watermark_marking(page):
+    """Mark a watermark by hand: the sample comes with its watermark outlined, a stroke over it
+    picks units, and removal can use them."""
+    _tab(page, "Watermarks")
+    page.get_by_text("Mark a watermark yourself").click()
+    number = page.locator("#wm_mark_number input")
+    if not number.input_value():                 # the search fills it with a watermarked sample
+        number.fill("0")
+    page.locator("#wm_mark_load").click()
+    page.locator("#wm_mark_editor canvas").first.wait_for()
+    page.wait_for_timeout(2000)
+    _stroke(page, "#wm_mark_editor", 0.45)
+    page.locator("#wm_mark_pick").click()
+    sync_api.expect(page.locator("#wm_units_note")).to_contain_text("Units most active in the region",
+                                                                    timeout=60_000)
+    page.locator("#wm_remove").click()
+    sync_api.expect(page.locator("#wm_result")).to_contain_text("marked region", timeout=120_000)
+
+
+def test_photo_stop_keeps_the_result_and_paints(page):
+    """Stop during the inversion keeps the best result so far, ready to paint on."""
+    import demos.photo as photo
+    _tab(page, "Photo")
+    example = Path(photo.EXAMPLES_DIR) / "hill_trees.jpg"
+    page.locator("#photo_upload input[type=file]").set_input_files(str(example))
+    page.wait_for_timeout(1000)
+    page.locator("#photo_invert").click()
+    status = page.locator("#photo_status")
+    sync_api.expect(status).to_contain_text("Inverting", timeout=120_000)
+    for _ in range(30):                          # until the job reports its end
+        page.locator("#photo_stop").click()
+        page.wait_for_timeout(2000)
+        if "Stopped" in status.inner_text() or "Done" in status.inner_text():
+            break
+    sync_api.expect(status).to_contain_text("Stopped")
+    sync_api.expect(status).to_contain_text("kept the best result so far")
+    page.locator("#photo_concept label", has_text="tree").click()
+    page.locator("#photo_editor canvas").first.wait_for()
+    page.wait_for_timeout(1000)
+    _stroke(page, "#photo_editor")
+    page.locator("#photo_apply").click()
+    sync_api.expect(page.locator("#photo_info")).to_contain_text("1 paint edit(s)", timeout=60_000)
