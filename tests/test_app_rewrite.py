@@ -204,6 +204,13 @@ def test_context_copy_paste_flow_through_the_api(app, tmp_path):
     assert "1" in caption
     tray, status = c.predict(ev=_editor_value(tmp_path, 32, 32), api_name="/rewrite_add_context")
     assert len(tray) == 1 and "1 region" in status
+    # a text file sent as a layer is refused in plain words (was Gradio's "upstream exception")
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    (tmp_path / "words.png").write_text("not an image")
+    bad = {**_editor_value(tmp_path, 32, 32), "layers": [handle_file(str(tmp_path / "words.png"))]}
+    with pytest.raises(AppError, match="not a readable image"):
+        c.predict(ev=bad, api_name="/rewrite_add_context")
     gallery, status = c.predict(api_name="/rewrite_matches")
     assert len(gallery) == 4 and "Highlighted" in status
     copied, pasted, status = c.predict(ev=_editor_value(tmp_path, 64, 64), api_name="/rewrite_copy")

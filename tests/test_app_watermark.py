@@ -180,6 +180,7 @@ def test_rate_matches_core(app_bundle, segmenter):
 
 def test_marked_region_units(app, app_bundle, segmenter, tmp_path):
     from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
     mid = str(app_bundle)
     c = _client(app)
     compare, before, after, text = c.predict(mid, 3, "marked region", api_name="/watermark_remove")
@@ -204,6 +205,10 @@ def test_marked_region_units(app, app_bundle, segmenter, tmp_path):
     payload = {"background": handle_file(str(tmp_path / "bg.png")),
                "layers": [handle_file(str(tmp_path / "mark.png"))],
                "composite": handle_file(str(tmp_path / "bg.png")), "id": None}
+    (tmp_path / "words.png").write_text("not an image")
+    with pytest.raises(AppError, match="not a readable image"):
+        c.predict(mid, 7, {**payload, "layers": [handle_file(str(tmp_path / "words.png"))]},
+                  api_name="/watermark_mark_pick")
     table, note, source, n_units = c.predict(mid, 7, payload, api_name="/watermark_mark_pick")
     units = [r[1] for r in _rows(table)]
     assert sorted(units) == list(range(8)) and source == "marked region" and "#7" in note
