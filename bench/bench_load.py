@@ -138,18 +138,18 @@ def client(url: str):
     return Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 600})
 
 
-def paint_layers(c) -> int:
-    """Number of concept layers of the Paint editor (from the served config)."""
+def paint_concepts(c) -> list[str]:
+    """The concepts the Paint tab's picker offers (from the served config)."""
     for comp in c.config["components"]:
         props = comp.get("props", {})
-        if props.get("elem_id") == "paint_editor":
-            return len(props["layers"]["layers"])
-    raise RuntimeError("the app has no Paint editor (elem_id paint_editor)")
+        if props.get("elem_id") == "paint_concept":
+            return [choice[1] for choice in props["choices"]]
+    raise RuntimeError("the app has no Paint concept picker (elem_id paint_concept)")
 
 
 class Payloads:
-    """Editor payloads written as PNG files once: a grey background plus RGBA layers, layer
-    ``layer`` holding an opaque rectangle ``(y0, y1, x0, x1)`` at the 512-px canvas size."""
+    """Editor payloads written as PNG files once: a grey background and one RGBA layer holding
+    an opaque rectangle ``(y0, y1, x0, x1)`` at the 512-px canvas size."""
 
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="bench_load_"))
@@ -162,32 +162,29 @@ class Payloads:
             self._files[key] = str(path)
         return self._files[key]
 
-    def editor(self, layer: int, rect) -> dict:
+    def editor(self, rect) -> dict:
         from gradio_client import handle_file
         bg = handle_file(self._png("bg", np.full((SIZE, SIZE, 3), 128, np.uint8)))
-        layers = []
-        for i in range(layer + 1):
-            arr = np.zeros((SIZE, SIZE, 4), np.uint8)
-            if i == layer:
-                y0, y1, x0, x1 = rect
-                arr[y0:y1, x0:x1] = (0, 255, 0, 255)
-            layers.append(handle_file(self._png((i == layer, layer, tuple(rect)), arr)))
-        return {"background": bg, "layers": layers, "composite": bg, "id": None}
+        arr = np.zeros((SIZE, SIZE, 4), np.uint8)
+        y0, y1, x0, x1 = rect
+        arr[y0:y1, x0:x1] = (0, 255, 0, 255)
+        layer = handle_file(self._png(tuple(rect), arr))
+        return {"background": bg, "layers": [layer], "composite": bg, "id": None}
 
 
-def script(i: int, model_id: str, n_layers: int, pay: Payloads, watermark: bool) -> list:
+def script(i: int, model_id: str, concepts: list[str], pay: Payloads, watermark: bool) -> list:
     """Client ``i``'s requests: load its own image, two strokes (own concepts, masks, modes,
     strengths), undo; odd clients also mark a region in the Watermark tab."""
-    a, b = i % n_layers, (i + 3) % n_layers
+    a, b = concepts[i % len(concepts)], concepts[(i + 3) % len(concepts)]
     y, x = (40 * i) % 320, (72 * i) % 320
     steps = [("/paint_load", (model_id, 17 * i + 3)),
-             ("/paint_apply", (pay.editor(a, (y, y + 160, x, x + 160)), "Draw", 4 + (5 * i) % 25)),
-             ("/paint_apply", (pay.editor(b, (400 - y, 500 - y, 300, 480)),
+             ("/paint_apply", (pay.editor((y, y + 160, x, x + 160)), a, "Draw", 4 + (5 * i) % 25)),
+             ("/paint_apply", (pay.editor((400 - y, 500 - y, 300, 480)), b,
                                "Remove" if i % 2 else "Draw", 10)),
              ("/paint_undo", ())]
     if watermark and i % 2:
         steps.append(("/watermark_mark_pick", (model_id, 17 * i + 3,
-                                               pay.editor(0, (x, x + 96, y, y + 96)))))
+                                               pay.editor((x, x + 96, y, y + 96)))))
     return steps
 
 
@@ -268,11 +265,11 @@ def fill_queue(c, model_id: str, max_size: int, extra: int = 8) -> dict:
             "other": sorted({code for _, code, _ in answers} - {200, 503})}
 
 
-def open_sessions(c, model_id: str, n: int, pay: Payloads, prefix: str) -> float:
+def open_sessions(c, model_id: str, concept: str, n: int, pay: Payloads, prefix: str) -> float:
     """``n`` new sessions through one client, each loading an image and painting a stroke (so it
     holds an edit stack). The sessions are left open (no heartbeat disconnect), as a browser tab
     would be, so the tabs' time_to_live decides when their state goes. Returns seconds taken."""
-    editor = pay.editor(0, (100, 260, 100, 260))
+    editor = pay.editor((100, 260, 100, 260))
     t = time.perf_counter()
     for k in range(n):
         deadline = time.time() + 60
@@ -280,7 +277,7 @@ def open_sessions(c, model_id: str, n: int, pay: Payloads, prefix: str) -> float
             time.sleep(0.01)
         c.session_hash = f"{prefix}{k}-{uuid.uuid4()}"
         c.predict(model_id, 1000 + k, api_name="/paint_load")
-        c.predict(editor, "Draw", 10, api_name="/paint_apply")
+        c.predict(editor, concept, "Draw", 10, api_name="/paint_apply")
     return time.perf_counter() - t
 
 
@@ -296,8 +293,8 @@ def run(quick: bool = False, source: str = "default") -> list[dict]:
     rows = []
     with Server(source) as srv:
         clients = [client(srv.url) for _ in range(n_clients)]
-        n_layers = paint_layers(clients[0])
-        scripts = [script(i, source, n_layers, pay, watermark=True) for i in range(n_clients)]
+        concepts = paint_concepts(clients[0])
+        scripts = [script(i, source, concepts, pay, watermark=True) for i in range(n_clients)]
         iso = isolation(clients, scripts, rounds)
         full = fill_queue(clients[0], source, srv.queue["max_size"])
         for c in clients:
@@ -324,11 +321,11 @@ def run(quick: bool = False, source: str = "default") -> list[dict]:
     ttl = max(30.0, round(2 * per_session * n_sessions))
     with Server(source, ttl=ttl) as srv:
         c = client(srv.url)
-        open_sessions(c, source, 1, pay, "warm-")     # first load + stroke: code paths, catalog
+        open_sessions(c, source, concepts[0], 1, pay, "warm-")     # first load + stroke: code paths, catalog
         before = srv.stats("mem-")
-        took = open_sessions(c, source, n_sessions // 2, pay, "mem-a")
+        took = open_sessions(c, source, concepts[0], n_sessions // 2, pay, "mem-a")
         half = srv.stats("mem-")
-        took += open_sessions(c, source, n_sessions - n_sessions // 2, pay, "mem-b")
+        took += open_sessions(c, source, concepts[0], n_sessions - n_sessions // 2, pay, "mem-b")
         after = srv.stats("mem-")
         t0, freed = time.time(), after
         while time.time() - t0 < ttl + 60:
