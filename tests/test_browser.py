@@ -89,6 +89,32 @@ def _stroke(page, editor: str, y0: float = 0.35):
     page.mouse.up()
 
 
+def _no_error_badge(page, component: str):
+    """Gradio covers an output whose handler raised with an "Error" badge; ours show notices."""
+    assert page.locator(f"{component} .error").count() == 0
+
+
+def test_errors_are_notices_that_keep_the_last_good_output(page):
+    """A bad input in each tab gives a message in plain words and the outputs stay usable."""
+    _tab(page, "Explore")
+    page.wait_for_selector("#explore_gallery img")
+    first = page.locator("#explore_gallery img").first.get_attribute("src")
+    page.locator("#explore_numbers textarea, #explore_numbers input").first.fill("abc")
+    page.locator("#explore_show").click()
+    sync_api.expect(page.locator("#explore_status")).to_contain_text("⚠️", timeout=60_000)
+    _no_error_badge(page, "#explore_gallery")
+    assert page.locator("#explore_gallery img").first.get_attribute("src") == first
+
+    _tab(page, "Dissect")
+    page.wait_for_selector("#dissect_gallery img")
+    page.locator("#dissect_unit input").fill("5000")
+    page.get_by_role("button", name="Show unit").click()
+    sync_api.expect(page.locator("#dissect_note")).to_contain_text("5000", timeout=60_000)
+    _no_error_badge(page, "#dissect_gallery")
+    page.locator("#dissect_gallery img").first.click()          # still usable
+    page.wait_for_selector("#dissect_top img")
+
+
 def test_paint_stroke_changes_the_image(page):
     _tab(page, "Paint")
     info = page.locator("#paint_info")
