@@ -32,6 +32,7 @@ class Loaded:
     segmenter: object | None
     notice: str | None = None
     renderer: object | None = None
+    memo: dict = field(default_factory=dict)   # values computed once for this model (cached())
 
 
 @dataclass
@@ -64,6 +65,16 @@ class AppContext:
                 model = loaded.model
                 loaded.renderer = Renderer(model, cache_layer=model_settings(model).paint_layer, local=True)
             return loaded.renderer
+
+
+    def cached(self, model_id: str | None, key, make):
+        """``make()`` computed once per loaded model and kept with it (a photo encoder, the
+        watermark scan and rates), so a model's caches live and go with the model. Two sessions
+        asking at once may both compute it; either result is the same."""
+        memo = self.get(model_id).memo
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
 
 
 def warn(message: str) -> str:

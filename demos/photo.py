@@ -27,7 +27,6 @@ so about 1.2 MB per session; no model object is ever stored.
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 
 import gradio as gr
@@ -63,8 +62,6 @@ def example_paths() -> list[str]:
     paths += [os.path.join(REAL_PHOTOS_DIR, f) for f in REAL_PHOTOS]
     return [p for p in paths if os.path.isfile(p)]
 
-_enc_lock = threading.Lock()
-_encoders: dict[str, object] = {}
 
 
 class PhotoUpload(gr.Image):
@@ -83,19 +80,16 @@ class PhotoUpload(gr.Image):
 
 
 # ------------------------------------------------------------------ glue (no math here)
-def _encoder(model_id: str, model):
-    """The bundle's photo encoder (cached per model), or None (then inversion starts from the best
-    of several random latents)."""
+def _encoder(model):
+    """The bundle's photo encoder, or None (then inversion starts from the best of several
+    random latents)."""
     from core.encoder import EncoderError, load_encoder
-    with _enc_lock:
-        if model_id not in _encoders:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    _encoders[model_id] = load_encoder(model)
-            except (EncoderError, OSError):
-                _encoders[model_id] = None
-        return _encoders[model_id]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return load_encoder(model)
+    except (EncoderError, OSError):
+        return None
 
 
 def _fmt(v: float) -> str:
@@ -141,7 +135,7 @@ def build(ctx: AppContext):
         skip = (gr.skip(),) * 5                 # editor, compare, result, info, state
         yield (shown, None, "Starting…", *skip)
         seg = loaded.segmenter
-        encoder = _encoder(model_id or ids[0], model)
+        encoder = ctx.cached(model_id or ids[0], "encoder", lambda: _encoder(model))
         with stops.running(request) as flag:       # Stop: both end with their best iterate
             for rec in invert(model, x, steps=INVERT_STEPS, encoder=encoder, segmenter=seg,
                               progress=progress, stop=flag.is_set, preview_every=PREVIEW_EVERY):

@@ -11,8 +11,6 @@ model's shared Renderer (the layers before the painting layer run once per batch
 """
 from __future__ import annotations
 
-import threading
-import weakref
 
 import gradio as gr
 import numpy as np
@@ -44,13 +42,6 @@ SOURCES = ("catalog ranking", "marked region")
 UNIT_HEADERS = ["rank", "unit", "score", "unit label"]
 OUTLINE = (255, 0, 255)         # border of the pixels the segmenter calls watermark
 
-_lock = threading.Lock()
-_cache: "weakref.WeakKeyDictionary[core.Model, dict]" = weakref.WeakKeyDictionary()
-
-
-def _model_cache(model) -> dict:
-    with _lock:
-        return _cache.setdefault(model, {})
 
 
 def _segmenter(loaded):
@@ -78,29 +69,28 @@ def _labels(model, renderer, seg, numbers, stack: EditStack, progress=None,
     return torch.cat(out)
 
 
-def scan(model, renderer, seg, wm: int, progress=None) -> list[tuple[int, float]]:
-    """(image number, watermark share) of the watermarked samples among SCAN; cached per model."""
-    cache = _model_cache(model)
+def scan(memo: dict, model, renderer, seg, wm: int, progress=None) -> list[tuple[int, float]]:
+    """(image number, watermark share) of the watermarked samples among SCAN; kept in ``memo``
+    (the model's, ``AppContext.cached``)."""
     key = ("scan", SCAN, MIN_FRACTION)
-    if key not in cache:
+    if key not in memo:
         numbers = core.parse_image_numbers(SCAN)
         labels = _labels(model, renderer, seg, numbers, EditStack(), progress, "searching")
         share = (labels == wm).float().mean(dim=(1, 2)).tolist()
-        cache[key] = [(n, s) for n, s in zip(numbers, share) if s >= MIN_FRACTION]
-    return cache[key]
+        memo[key] = [(n, s) for n, s in zip(numbers, share) if s >= MIN_FRACTION]
+    return memo[key]
 
 
-def rate(model, renderer, seg, wm: int, stack: EditStack, units: tuple,
+def rate(memo: dict, model, renderer, seg, wm: int, stack: EditStack, units: tuple,
          progress=None) -> float:
-    """Watermark rate over RATE_NUMBERS under ``stack`` (keyed by the removed units); cached."""
-    cache = _model_cache(model)
+    """Watermark rate over RATE_NUMBERS under ``stack``, kept in ``memo`` by the removed units."""
     key = ("rate", RATE_NUMBERS, MIN_FRACTION, model_settings(model).paint_layer, units)
-    if key not in cache:
+    if key not in memo:
         labels = _labels(model, renderer, seg, core.parse_image_numbers(RATE_NUMBERS), stack,
                          progress,
                          "measuring" if units else "measuring (unedited)")
-        cache[key] = watermark_rate(labels, wm, MIN_FRACTION)
-    return cache[key]
+        memo[key] = watermark_rate(labels, wm, MIN_FRACTION)
+    return memo[key]
 
 
 def ranking_table(catalog: dict, n: int = MAX_UNITS) -> tuple[pd.DataFrame, str]:
@@ -196,7 +186,7 @@ def build(ctx: AppContext):
         """(gallery items, found) of the watermarked samples among SCAN (the first 48 shown)."""
         loaded = ctx.get(model_id)
         seg, wm = _segmenter(loaded)
-        found = scan(loaded.model, ctx.renderer(model_id), seg, wm, progress)
+        found = scan(loaded.memo, loaded.model, ctx.renderer(model_id), seg, wm, progress)
         images = ctx.renderer(model_id).render_numbers([n for n, _ in found[:48]]) if found else []
         return [(tile, f"#{n} · {100 * s:.1f}%") for tile, (n, s) in
                 zip(_tiles(images, seg, wm, show_outline), found[:48])], found
@@ -240,12 +230,12 @@ def build(ctx: AppContext):
         if units:
             stack = stack.push(remove_units_edit(layer, units, label=f"remove {CONCEPT}"))
         r = ctx.renderer(model_id)
-        found = scan(model, r, seg, wm, progress)
+        found = scan(loaded.memo, model, r, seg, wm, progress)
         numbers = [n for n, _ in found][:SHOW] or core.parse_image_numbers(SCAN)[:SHOW]
         z = model.sample_z(numbers)
         before, after = r.render(z, EditStack()).cpu(), r.render(z, stack).cpu()
-        before_rate = rate(model, r, seg, wm, EditStack(), (), progress)
-        after_rate = rate(model, r, seg, wm, stack, tuple(units), progress) if units else before_rate
+        before_rate = rate(loaded.memo, model, r, seg, wm, EditStack(), (), progress)
+        after_rate = rate(loaded.memo, model, r, seg, wm, stack, tuple(units), progress) if units else before_rate
         which = "marked region" if source == SOURCES[1] else "catalog ranking"
         text = (f"Switched off **{len(units)}** unit(s) at `{layer}` ({which}): "
                 f"{', '.join(map(str, units)) or 'none'}"

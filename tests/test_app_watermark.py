@@ -175,7 +175,7 @@ def test_rate_matches_core(app_bundle, segmenter):
     stack = EditStack().push(remove_units_edit("layer4", [6, 5]))
     images = core.edits.Renderer(model).render_numbers(RATE_NUMBERS, stack)
     expected = watermark_rate(seg.segment(images), wm)
-    assert rate(model, ctx.renderer(), seg, wm, stack, (6, 5)) == pytest.approx(expected)
+    assert rate(ctx.get().memo, model, ctx.renderer(), seg, wm, stack, (6, 5)) == pytest.approx(expected)
 
 
 def test_marked_region_units(app, app_bundle, segmenter, tmp_path):
