@@ -23,7 +23,8 @@ def load_model(source, device: str | torch.device = "cpu") -> Model:
     - a legacy checkpoint ``.pth``/``.pt`` (converted in memory, nothing written);
     - ``"default"``: the embedded bundle at ``<repo>/models/toytown`` (``DEFAULT_BUNDLE``);
     - a Hugging Face Hub id ``"org/name"`` or ``"org/name@revision"`` (cache first, then download;
-      an edited-model repo is applied on top of its base), see :mod:`core.hub`.
+      an edited-model repo is applied on top of its base), see :mod:`core.hub`;
+    - an edited model: its folder or its ``.zip`` (the app's download), on top of its base.
 
     Raises :class:`BundleError` (a ``ValueError``) naming the file and problem, or
     :class:`core.hub.HubError` naming the repo."""
@@ -43,8 +44,11 @@ def load_model(source, device: str | torch.device = "cpu") -> Model:
     if isinstance(source, str) and not path.exists() and looks_like_repo_id(source):
         return load_model_from_hub(source, device=device)
     if path.is_file():
+        if path.suffix.lower() == ".zip":
+            return load_edited(path, device=device)
         if path.suffix.lower() not in LEGACY_SUFFIXES:
-            raise BundleError(f"{path}: not a bundle folder or a .pth/.pt checkpoint")
+            raise BundleError(f"{path}: not a bundle folder, an edited model's .zip or a .pth/.pt "
+                              "checkpoint")
         b = read_checkpoint(path)
         b.generator.to(device)
         return Model(b)

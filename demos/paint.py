@@ -27,6 +27,7 @@ from demos.brush import (DEFAULT_UNITS, MAX_UNITS, RANKING, ConceptBrush, brush_
 from demos.context import AppContext, display, painted_mask
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
+from demos.sharing import edited_model_zip
 
 SUGGESTIONS = list(range(12))         # image numbers shown as suggestions
 HEADERS = ["#", "layer", "concept", "mode", "units", "mask cells"]
@@ -237,6 +238,11 @@ def build(ctx: AppContext):
         model, state = _session(state)
         return _view(ctx, {**state, "stack": state["stack"].clear()})
 
+    def download_model(state):
+        """The session's edits as an edited-model zip (opens with core.load_model)."""
+        model, state = _session(state)
+        return edited_model_zip(model, state["stack"], [state["image_number"]], "painted")
+
     # ---------------------------------------------------------------- layout
     gr.Markdown(
         "Paint with neurons: pick a concept above the editor, brush over the image, and the "
@@ -274,6 +280,11 @@ def build(ctx: AppContext):
     table = gr.Dataframe(value=pd.DataFrame([], columns=HEADERS), headers=HEADERS,
                          label="Edits (most recent last)", interactive=False,
                          elem_id="paint_edits")
+    with gr.Row():
+        download_btn = gr.Button("Download the edited model (.zip)", scale=1,
+                                 elem_id="paint_download")
+        model_file = gr.File(label="Edited model: open it with core.load_model(path)",
+                             interactive=False, scale=3, elem_id="paint_model_file")
     state = gr.State(None, time_to_live=STATE_TTL)
 
     outs = [number, editor, compare, result, table, info, state]
@@ -293,6 +304,7 @@ def build(ctx: AppContext):
                  api_name="paint_stroke", trigger_mode="always_last", show_progress="minimal")
     undo_btn.click(heavy(undo), [state], outs, api_name="paint_undo")
     reset_btn.click(heavy(reset), [state], outs, api_name="paint_reset")
+    download_btn.click(heavy(download_model), [state], [model_file], api_name="paint_download")
     # on page load (gr.on without triggers and without inputs = the app's load event)
     gr.on(None, lambda: init(ids[0], SUGGESTIONS[0]), [], outs + [gallery, problem],
           api_name="paint_init", show_progress="hidden")

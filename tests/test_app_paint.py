@@ -223,6 +223,31 @@ def test_unknown_concept_and_unreadable_layers_are_refused_plainly(client, app_b
     client.predict(api_name="/paint_reset")
 
 
+def test_download_edited_model_reopens_bit_identical(client, app_bundle, tmp_path):
+    """The Paint session's edits download as one small zip that core.load_model reopens and
+    renders exactly as the app showed them."""
+    from pathlib import Path
+
+    from gradio_client.exceptions import AppError
+
+    import core
+    from demos.context import display
+    client.predict(str(app_bundle), 4, api_name="/paint_load")
+    with pytest.raises(AppError, match="No edits yet"):
+        client.predict(api_name="/paint_download")
+    client.predict(_editor(tmp_path, (40, 100, 40, 100)), "tree", "Draw", 10, api_name="/paint_apply")
+    out = client.predict(_editor(tmp_path, (300, 400, 300, 400)), "dome", "Remove", 5,
+                         api_name="/paint_apply")
+    painted = _img(out[3])
+    path = client.predict(api_name="/paint_download")
+    path = Path(path["path"] if isinstance(path, dict) else path)
+    assert path.suffix == ".zip" and path.stat().st_size <= 100_000
+    edited = core.load_model(path)
+    again = np.asarray(display(edited.render([4])[0])).astype(np.int16)
+    assert np.array_equal(again, painted)
+    client.predict(api_name="/paint_reset")
+
+
 def test_strength_out_of_range_is_refused_clearly(client, app_bundle, tmp_path):
     """Gradio's slider refuses values outside 1..30 before our function runs (which would
     otherwise clamp them); the message says why and the session is unchanged."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -110,6 +111,14 @@ def test_upload_rule_executes_and_undo_restores(app, rule_file):
     # toggle original shows the originals, toggling back the edit
     assert all(np.array_equal(a, b) for a, b in zip(before, _pixels(c.predict(api_name="/rewrite_toggle")[0])))
     assert _pixels(c.predict(api_name="/rewrite_toggle")[0])[2].tobytes() == after[2].tobytes()
+    # the edited model downloads as a small zip that reopens with the same pixels
+    import core
+    from demos.context import display
+    path, status = c.predict(api_name="/rewrite_download")
+    path = path["path"] if isinstance(path, dict) else path
+    assert "Saved the edited model (1 rewrite(s))" in status and os.path.getsize(path) <= 100_000
+    again = [np.asarray(display(im, 256)) for im in core.load_model(path).render([0, 1, 2, 3])]
+    assert all(np.array_equal(a, b) for a, b in zip(again, after))
     # download: the session's request as a rule JSON naming our model and layer
     path, status = c.predict(api_name="/rewrite_rule_download")
     saved = json.loads(open(path).read())
