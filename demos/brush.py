@@ -18,9 +18,10 @@ import threading
 import gradio as gr
 from PIL import Image
 
-from core.paint import CatalogError, load_catalog, units_for
+from core.edits import layer_shape
+from core.paint import CatalogError, feature_mask, load_catalog, units_for
 from core.settings import model_settings
-from demos.context import DISPLAY_SIZE, AppContext
+from demos.context import DISPLAY_SIZE, AppContext, painted_mask
 
 BRUSH_SIZE = 24
 MAX_UNITS = 30                        # the strength slider: units switched on or off per stroke
@@ -141,6 +142,20 @@ def brush_settings(mode, n_units) -> tuple[str, int]:
     except (TypeError, ValueError):
         raise gr.Error(f"Strength must be a number of units (1-{MAX_UNITS}), got {n_units!r}.")
 
+
+
+def stroke_cells(editor_value, model, layer: str):
+    """The pixels painted in an editor value, max-pooled to ``layer``'s feature grid; None when
+    nothing is painted."""
+    mask = painted_mask(editor_value)
+    if mask is None:
+        return None
+    _, h, w = layer_shape(model, layer)
+    cells = feature_mask(mask, (h, w))
+    return cells if bool((cells > 0).any()) else None
+
+
+NOTHING_PAINTED = "Nothing painted yet: pick a concept above the editor, brush over the image, then apply."
 
 
 # ------------------------------------------------------------------ widgets

@@ -18,13 +18,13 @@ import gradio as gr
 import pandas as pd
 
 import core
-from core.edits import EditStack, layer_shape
+from core.edits import EditStack
 from core.images import MAX_IMAGE_NUMBER
-from core.paint import CatalogError, feature_mask, paint_edit
+from core.paint import CatalogError, paint_edit
 from core.settings import model_settings
-from demos.brush import (DEFAULT_UNITS, MAX_UNITS, RANKING, ConceptBrush, brush_settings, catalog_for,
-                         concept_setup)
-from demos.context import AppContext, display, painted_mask
+from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, RANKING, ConceptBrush,
+                         brush_settings, catalog_for, concept_setup, stroke_cells)
+from demos.context import AppContext, display
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 from demos.sharing import edited_model_zip
@@ -182,14 +182,11 @@ def build(ctx: AppContext):
             notes.append(f"strength clamped to {clamped}")
             n = clamped
         layer = model_settings(model).paint_layer
-        _, h, w = layer_shape(model, layer)
-        mask = painted_mask(editor_value)
-        fm = None if mask is None else feature_mask(mask, (h, w))
-        if fm is None or not bool((fm > 0).any()):
+        fm = stroke_cells(editor_value, model, layer)
+        if fm is None:
             if quiet:
                 return (gr.skip(),) * 7
-            gr.Info("Nothing painted yet: pick a concept above the editor, brush over the image, "
-                    "then apply.")
+            gr.Info(NOTHING_PAINTED)
             return _view(ctx, state, editor=False)
         try:
             cat = catalog_for(model, layer)

@@ -34,11 +34,11 @@ import numpy as np
 from PIL import Image
 
 import core
-from core.edits import EditStack, layer_shape
-from core.paint import CatalogError, feature_mask, paint_edit
+from core.edits import EditStack
+from core.paint import CatalogError, paint_edit
 from core.photo import PhotoError, adapt, composite, crop_resize, invert, load_photo, open_photo
-from demos.brush import (DEFAULT_UNITS, MAX_UNITS, ConceptBrush, brush_settings, catalog_for,
-                         concept_setup)
+from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, ConceptBrush, brush_settings,
+                         catalog_for, concept_setup, stroke_cells)
 from demos.context import (DISPLAY_SIZE, AppContext, StopFlags, display, painted_mask,
                            warn_on_error)
 from demos.gpu import gpu
@@ -201,14 +201,11 @@ def build(ctx: AppContext):
         mode, n = brush_settings(mode, n_units)
         n = min(max(n, 1), MAX_UNITS)
         layer = state["inv"].layer
-        _, h, w = layer_shape(model, layer)
-        mask = painted_mask(editor_value)
-        fm = None if mask is None else feature_mask(mask, (h, w))
-        if fm is None or not bool((fm > 0).any()):
+        fm = stroke_cells(editor_value, model, layer)
+        if fm is None:
             if pending:
                 return (gr.skip(),) * 5
-            gr.Info("Nothing painted yet: pick a concept above the editor, brush over the image, "
-                    "then press Apply.")
+            gr.Info(NOTHING_PAINTED)
             return _view(state)
         try:
             cat = catalog_for(model, layer)
