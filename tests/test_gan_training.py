@@ -63,7 +63,7 @@ def test_a_few_steps_train_resume_and_export(tmp_path, monkeypatch):
     main(args[:-1] + ["--steps", "9", "--r1-gamma", "0.5"])  # resumes from state.pt, new R1 weight
     st = torch.load(run / "state.pt", weights_only=True)
     assert st["step"] == 9 and st["images"] == 4 * 8 + 5 * 4  # the last stage has its own batch
-    assert [(r["from_step"], r["r1_gamma"]) for r in st["recipe"]] == [(0, 0.1), (7, 0.5)]
+    assert [(r["from_step"], r["r1_gamma"]) for r in st["recipe"]] == [(0, 1.0), (7, 0.5)]
     from safetensors.torch import load_file
     g = from_state_dict(load_file(run / "generator_ema.safetensors"))
     assert g.resolution == 16 and torch.isfinite(g(torch.randn(2, 128))).all()

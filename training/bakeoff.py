@@ -46,7 +46,7 @@ OUT = Path("runs/bakeoff")
 SCHEDULE = "8:80,16:160,32:200,64:0:16"
 COMMON = ["--schedule", SCHEDULE, "--fade", "80", "--batch", "32", "--r1-gamma", "0.1",
           "--sample-every", "250", "--save-every", "250"]
-NO_L1 = ["--l1-weight", "0", "--regress-steps", "0"]   # training.gan's defaults are the regression recipe
+NO_L1 = ["--l1-weight", "0", "--regress-steps", "0"]   # explicit, whatever training.gan's defaults
 RECIPES = {
     "adversarial": NO_L1,
     "relativistic": NO_L1 + ["--loss", "relativistic", "--r2-gamma", "0.1"],
