@@ -239,9 +239,13 @@ def test_watermark_marking(page):
     sync_api.expect(page.locator("#wm_result")).to_contain_text("marked region", timeout=120_000)
 
 
-def test_photo_stop_keeps_the_result_and_paints(page):
-    """Stop during the inversion keeps the best result so far, ready to paint on."""
+def test_photo_stop_keeps_the_result_and_paints(page, app_url):
+    """Stop during the inversion keeps the best result so far, ready to paint on (in a page of
+    its own: a fresh session)."""
     import demos.photo as photo
+    page = page.context.browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.set_default_timeout(90_000)
+    page.goto(app_url, wait_until="load")
     _tab(page, "Photo")
     example = Path(photo.EXAMPLES_DIR) / "hill_trees.jpg"
     page.locator("#photo_upload input[type=file]").set_input_files(str(example))

@@ -20,12 +20,12 @@ def server(tmp_path_factory):
 
 
 def test_concurrent_sessions_get_what_they_get_alone(server):
-    from bench.bench_load import Payloads, client, isolation, paint_layers, script
+    from bench.bench_load import Payloads, client, isolation, paint_concepts, script
     clients = [client(server.url) for _ in range(3)]
     try:
         pay = Payloads()
-        n_layers = paint_layers(clients[0])
-        scripts = [script(i, server.source, n_layers, pay, watermark=True) for i in range(3)]
+        concepts = paint_concepts(clients[0])
+        scripts = [script(i, server.source, concepts, pay, watermark=True) for i in range(3)]
         iso = isolation(clients, scripts)
         assert iso["same"] == [True, True, True]
         # the sessions' own results differ (own image, strokes, undo), so equality is isolation
