@@ -131,10 +131,10 @@ def marked_units(model, catalog: dict, layer: str, number: int, mask, n: int = M
     return [int(u) for u in order], [float(score[u]) for u in order]
 
 
-def _tiles(images, seg, wm: int, show_outline: bool, size: int = TILE) -> list:
+def _tiles(images, seg, wm: int, show_outline: bool) -> list:
     """Display tiles of ``images``; with ``show_outline`` the segmenter's watermark pixels are
     outlined, so one sees what is counted (and, after removal, what is left)."""
-    tiles = [display(im, size) for im in images]
+    tiles = [display(im, TILE) for im in images]
     if not show_outline or not tiles:
         return tiles
     labels = seg.segment(torch.as_tensor(images).float()).cpu().numpy()
@@ -263,10 +263,13 @@ def build(ctx: AppContext):
         loaded = ctx.get(model_id)
         seg, wm = _segmenter(loaded)
         image = ctx.renderer(model_id).render_numbers([k])
-        img = _tiles(image, seg, wm, show_outline, DISPLAY_SIZE)[0]
-        if show_outline and not bool((seg.segment(torch.as_tensor(image).float()) == wm).any()):
-            gr.Info(f"The segmenter finds no watermark on image #{k}; 'Find watermarked samples' "
-                    "lists images that have one.")
+        img = display(image[0], DISPLAY_SIZE)
+        if show_outline:
+            marked = (seg.segment(torch.as_tensor(image).float()) == wm)[0].cpu().numpy()
+            img = outline(img, marked, OUTLINE)
+            if not marked.any():
+                gr.Info(f"The segmenter finds no watermark on image #{k}; 'Find watermarked "
+                        "samples' lists images that have one.")
         return {"background": img, "layers": [], "composite": img}
 
     @warn_on_error(5, status=1)
