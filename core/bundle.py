@@ -125,10 +125,14 @@ class Bundle:
             weights = self.path / WEIGHTS_FILE
             st = weights.stat() if weights.is_file() else None
             key = f"{self.path.resolve()}|{st and (st.st_size, st.st_mtime_ns)}"
-        root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "painting-with-neurons")
         folder = re.sub(r"[^A-Za-z0-9._-]+", "_", self.name)
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
-        return root.expanduser() / f"{folder}-{digest}" / relpath
+        return scratch_root() / f"{folder}-{digest}" / relpath
+
+
+def scratch_root() -> Path:
+    """Where run-time results go: ``$PWN_CACHE_DIR``, by default ``~/.cache/painting-with-neurons``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "painting-with-neurons").expanduser()
 
 
 # --------------------------------------------------------------------------- checks shared by load and convert
@@ -471,4 +475,4 @@ def convert_checkpoint(src, dest, name: str | None = None, overwrite: bool = Fal
 
 __all__ = ["Bundle", "BundleError", "load_bundle", "save_bundle", "read_checkpoint",
            "convert_checkpoint", "check_state_dict", "read_config", "bundle_config", "model_card",
-           "layer_table", "sha256_file", "detect_family", "FORMAT", "VERSION", "CACHE_ENV"]
+           "layer_table", "sha256_file", "scratch_root", "detect_family", "FORMAT", "VERSION", "CACHE_ENV"]

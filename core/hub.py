@@ -25,24 +25,16 @@ Catalogs and statistics are files in the bundle folder (``catalog/<layer>.json``
 config.json (``"org/name[@rev]"``, ``"datasets/org/name[@rev]"`` for a dataset repo):
 :func:`find_catalog` / :func:`find_stats` look in both.
 
-Known models (the picker's list) are in ``models/known_models.json``: :func:`known_models`,
-:func:`availability`, :func:`verify_checkpoint`.
+Known models (the picker's list, ``models/known_models.json``) are :mod:`core.known`'s.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import json
-import os
 import re
 import time
 from pathlib import Path
 
 from . import paths
-
-KNOWN_MODELS_FILE = paths.MODELS_DIR / "known_models.json"
-PLACEHOLDER_ORG = "painting-with-neurons"
-ORG_ENV = "PWN_HUB_ORG"           # replaces the placeholder org of known_models.json entries
 
 # Files a bundle or an edited-model share may hold; nothing else is downloaded (no pickles).
 BUNDLE_PATTERNS = ["config.json", "generator.safetensors", "README.md",
@@ -108,7 +100,7 @@ def _default_bundle() -> Path:
     return paths.DEFAULT_BUNDLE
 
 
-def _hf():
+def huggingface():
     import huggingface_hub
     return huggingface_hub
 
@@ -179,9 +171,9 @@ def check_folder(path, where: str | None = None, listing: list[str] | None = Non
 
 
 # --------------------------------------------------------------------------- resolve
-def _cached_snapshot(repo_id, rev, repo_type, cache_dir, patterns, *,
+def cached_snapshot(repo_id, rev, repo_type, cache_dir, patterns, *,
                      incomplete_ok: bool = False) -> Path | None:
-    hf = _hf()
+    hf = huggingface()
     try:
         return Path(hf.snapshot_download(repo_id, repo_type=repo_type, revision=rev,
                                           cache_dir=cache_dir, local_files_only=True,
@@ -221,9 +213,9 @@ def _not_cached_reason(repo_id, rev, repo_type, cache_dir) -> str:
     return f"{repo_id} is not in the local Hugging Face cache ({cache_root(cache_dir)})"
 
 
-def _explain(e: BaseException, repo_id: str, rev: str | None) -> str:
+def explain_error(e: BaseException, repo_id: str, rev: str | None) -> str:
     """A sentence for an exception raised by a huggingface_hub download."""
-    hf = _hf()
+    hf = huggingface()
     err = hf.errors
     label = _label(repo_id, rev)
     if isinstance(e, err.GatedRepoError):
@@ -257,7 +249,7 @@ UNREACHABLE_FOR_S = 300.0
 _DOWN_SINCE: list[float] = []
 
 
-def _hub_down() -> str | None:
+def hub_down() -> str | None:
     if _DOWN_SINCE and time.monotonic() - _DOWN_SINCE[0] < UNREACHABLE_FOR_S:
         return (f"the Hub was unreachable {time.monotonic() - _DOWN_SINCE[0]:.0f} s ago (not "
                 f"retried for {UNREACHABLE_FOR_S:.0f} s)")
@@ -266,7 +258,7 @@ def _hub_down() -> str | None:
 
 
 def _download(repo_id, rev, repo_type, cache_dir, patterns, token) -> Path:
-    hf = _hf()
+    hf = huggingface()
     try:
         return Path(hf.snapshot_download(repo_id, repo_type=repo_type, revision=rev,
                                           cache_dir=cache_dir, allow_patterns=patterns,
@@ -276,12 +268,35 @@ def _download(repo_id, rev, repo_type, cache_dir, patterns, token) -> Path:
     except Exception as e:  # noqa: BLE001 - HfHubHTTPError (an OSError), httpx2 transport errors
         if not isinstance(e, (hf.errors.HfHubHTTPError, hf.errors.OfflineModeIsEnabled)):
             _DOWN_SINCE[:] = [time.monotonic()]      # no answer at all: remember for a while
-        raise HubError(_explain(e, repo_id, rev)) from None
+        raise HubError(explain_error(e, repo_id, rev)) from None
+
+
+def download_file(repo_id: str, filename: str, rev: str | None = None, *, cache_dir=None,
+                  token=None, allow_download: bool = True) -> Path:
+    """One file of a Hub model repo through the HF cache (cache first; a download only when
+    ``allow_download`` and the Hub is not switched off). Raises HubError with one sentence."""
+    hf = huggingface()
+    local_only = not allow_download or hub_offline()
+    down = None if local_only else hub_down()
+    try:
+        return Path(hf.hf_hub_download(repo_id, filename, revision=rev, cache_dir=cache_dir,
+                                       token=token, local_files_only=local_only or bool(down)))
+    except hf.errors.HFValidationError as e:
+        raise HubError(f"{_label(repo_id, rev)}: not a valid Hub id ({e})") from None
+    except Exception as e:  # noqa: BLE001 - HfHubHTTPError (an OSError), transport errors
+        if local_only or down:
+            why = down or ("the Hub is switched off (HF_HUB_OFFLINE=1)" if allow_download
+                           else "downloads are turned off")
+            raise HubError(f"{_label(repo_id, rev)}: {filename} is not in the local cache and "
+                           f"{why}") from None
+        if not isinstance(e, (hf.errors.HfHubHTTPError, hf.errors.OfflineModeIsEnabled)):
+            _DOWN_SINCE[:] = [time.monotonic()]
+        raise HubError(explain_error(e, repo_id, rev)) from None
 
 
 def _remote_listing(repo_id, rev, repo_type, token) -> list[str] | None:
     try:
-        return list(_hf().HfApi(token=token).list_repo_files(repo_id, repo_type=repo_type,
+        return list(huggingface().HfApi(token=token).list_repo_files(repo_id, repo_type=repo_type,
                                                              revision=rev))
     except Exception:  # noqa: BLE001 - only used to improve an error message
         return None
@@ -296,14 +311,14 @@ def resolve(source, *, cache_dir=None, allow_download: bool = True, token=None,
                        f"{type(source).__name__}")
     parsed = parse_repo_id(source) if isinstance(source, str) else None
     if parsed is None or Path(source).exists():     # a local folder named like an id wins
-        return _resolve_local(source)
+        return resolve_local(source)
     repo_id, rev, repo_type = parsed
     return _resolve_repo(repo_id, rev, repo_type, cache_dir=cache_dir,
                          allow_download=allow_download, token=token, refresh=refresh,
                          patterns=BUNDLE_PATTERNS, check=True)
 
 
-def _resolve_local(source) -> Resolved:
+def resolve_local(source) -> Resolved:
     if isinstance(source, str) and source == "default":
         path = _default_bundle()
         if folder_kind(path) is None:
@@ -327,7 +342,7 @@ def _resolve_repo(repo_id, rev, repo_type, *, cache_dir, allow_download, token, 
     pinned = bool(rev and _COMMIT.fullmatch(rev))
     if pinned or not refresh:                       # refresh re-downloads branches and tags
         try:
-            cached = _cached_snapshot(repo_id, rev, repo_type, cache_dir, patterns)
+            cached = cached_snapshot(repo_id, rev, repo_type, cache_dir, patterns)
         except _Incomplete as e:
             problem = str(e)
     if cached is not None:
@@ -337,7 +352,7 @@ def _resolve_repo(repo_id, rev, repo_type, *, cache_dir, allow_download, token, 
         if kind is not None:
             notice = None
             if not pinned:
-                down = "offline (HF_HUB_OFFLINE=1)" if hub_offline() else _hub_down()
+                down = "offline (HF_HUB_OFFLINE=1)" if hub_offline() else hub_down()
                 if down:
                     notice = (f"{down}: using the cached copy of {repo_id}@{rev or 'main'} "
                               f"(commit {_short(cached.name)}), which may be older than the Hub's")
@@ -350,7 +365,7 @@ def _resolve_repo(repo_id, rev, repo_type, *, cache_dir, allow_download, token, 
         why = ("the Hub is switched off (HF_HUB_OFFLINE=1)" if allow_download
                else "downloads are turned off")
         raise HubError(f"{_not_cached_reason(repo_id, rev, repo_type, cache_dir)} and {why}")
-    down = _hub_down()
+    down = hub_down()
     if down:
         raise HubError(f"{_not_cached_reason(repo_id, rev, repo_type, cache_dir)} and {down}"
                        if not problem else f"{problem}; {down}")
@@ -383,9 +398,6 @@ def origin(model_or_bundle) -> dict | None:
     if path == _default_bundle().resolve():
         return {"local": "default"}
     return {"local": str(path)}
-
-
-# --------------------------------------------------------------------------- loading
 
 
 # --------------------------------------------------------------------------- catalogs
@@ -439,146 +451,6 @@ def find_stats(model_or_bundle, layer: str, **kw) -> Path | None:
     return _find(model_or_bundle, f"stats/{layer}.safetensors", **kw)
 
 
-# --------------------------------------------------------------------------- known models
-def known_models(path=None, org: str | None = None) -> list[dict]:
-    """The model picker's entries from ``models/known_models.json``. ``org`` (or env
-    ``PWN_HUB_ORG``) replaces the placeholder org ``painting-with-neurons`` in repo ids."""
-    path = Path(path) if path is not None else KNOWN_MODELS_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise HubError(f"{path}: cannot read the known-models list ({e})") from None
-    placeholder = data.get("placeholder_org", PLACEHOLDER_ORG)
-    org = org or os.environ.get(ORG_ENV) or placeholder
-    out = []
-    for entry in data.get("models", []):
-        e = dict(entry)
-        rid = e.get("repo_id")
-        if rid and rid.split("/", 1)[0] == placeholder:
-            e["repo_id"] = f"{org}/{rid.split('/', 1)[1]}"
-            e["placeholder"] = org == placeholder
-        out.append(e)
-    ids = [e.get("id") for e in out]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
-    if dup:
-        raise HubError(f"{path}: duplicate model ids {dup}")
-    return out
-
-
-def known_model(model_id: str, **kw) -> dict:
-    for e in known_models(**kw):
-        if e["id"] == model_id:
-            return e
-    raise HubError(f"unknown model id {model_id!r}; known: "
-                   f"{', '.join(e['id'] for e in known_models(**kw))}")
-
-
-def entry_for_file(filename, **kw) -> dict | None:
-    """The known entry whose original checkpoint file has this name (torch.hub names)."""
-    name = Path(filename).name
-    return next((e for e in known_models(**kw) if e.get("file") == name), None)
-
-
-def entry_source(entry: dict) -> str:
-    """What to pass to :func:`resolve` / ``load_model`` for an entry."""
-    if entry.get("local"):
-        return entry["local"]
-    rev = entry.get("revision")
-    return entry["repo_id"] + (f"@{rev}" if rev else "")
-
-
-_PROBES: dict[tuple, tuple[float, str]] = {}
-PROBE_TTL_S = 600.0
-
-
-def _probe(repo_id: str, rev: str | None, token, timeout: float) -> str:
-    key = (repo_id, rev)
-    hit = _PROBES.get(key)
-    if hit and time.monotonic() - hit[0] < PROBE_TTL_S:
-        return hit[1]
-    hf = _hf()
-
-    def ask():
-        return hf.file_exists(repo_id, "generator.safetensors", revision=rev, token=token)
-
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    fut = pool.submit(ask)
-    try:
-        ok = fut.result(timeout=timeout)
-        status = ("available" if ok else f"unavailable: no generator.safetensors in {repo_id} "
-                  f"on the Hub (repo or mirror not published yet?)")
-    except concurrent.futures.TimeoutError:
-        status = f"unavailable: the Hub did not answer within {timeout:g} s"
-    except Exception as e:  # noqa: BLE001
-        status = "unavailable: " + _explain(e, repo_id, rev).split(": ", 1)[-1]
-    finally:
-        pool.shutdown(wait=False)
-    _PROBES[key] = (time.monotonic(), status)
-    return status
-
-
-def availability(entry: dict, *, cache_dir=None, probe: bool = True, token=None,
-                 timeout: float = 5.0) -> str:
-    """``"available"`` (can be downloaded / is the embedded default), ``"cached"`` (in the local
-    HF cache, works offline) or ``"unavailable: <reason>"``. The UI shows unavailable entries
-    greyed out with the reason, not hidden. ``probe=False`` never touches the network (an
-    uncached repo is then reported "available" unless offline)."""
-    if entry.get("local"):
-        try:
-            _resolve_local(entry["local"])
-            return "available"
-        except HubError as e:
-            return f"unavailable: {e}"
-    repo_id = entry.get("repo_id")
-    if not repo_id:
-        return "unavailable: no Hub repo for this entry"
-    rev = entry.get("revision")
-    try:
-        cached = _cached_snapshot(repo_id, rev, "model", cache_dir, BUNDLE_PATTERNS,
-                                  incomplete_ok=True)
-    except HubError as e:
-        return f"unavailable: {e}"
-    if cached is not None and folder_kind(cached) is not None:
-        return "cached"
-    if hub_offline():
-        return "unavailable: offline (HF_HUB_OFFLINE=1) and not in the local cache"
-    down = _hub_down()
-    if down:
-        return f"unavailable: not cached and {down}"
-    if not probe:
-        return "available"
-    return _probe(repo_id, rev, token, timeout)
-
-
-def verify_checkpoint(path, entry: dict) -> dict:
-    """Compare a checkpoint file's sha256 with the entry's ``sha256`` (full) or ``sha256_prefix``
-    (the torch.hub file-name suffix). Returns ``{"file", "sha256", "checked": "sha256" |
-    "sha256_prefix" | None, "verified": bool}``; raises HubError on a mismatch."""
-    from .bundle import sha256_file
-    path = Path(path)
-    if not path.is_file():
-        raise HubError(f"{path}: no such checkpoint file")
-    digest = sha256_file(path)
-    full, prefix = entry.get("sha256"), entry.get("sha256_prefix")
-    checked = None
-    if full:
-        checked = "sha256"
-        ok = digest == full.lower()
-        want = full
-    elif prefix:
-        checked = "sha256_prefix"
-        ok = digest.startswith(prefix.lower())
-        want = prefix + "..."
-    else:
-        ok = False
-    if checked and not ok:
-        raise HubError(f"{path}: sha256 {digest} does not match {entry.get('id')!r} "
-                       f"({entry.get('file')}, expected {want}); not the original checkpoint")
-    return {"file": path.name, "sha256": digest, "checked": checked, "verified": bool(checked)}
-
-
 __all__ = ["HubError", "Resolved", "resolve", "parse_repo_id", "looks_like_repo_id",
-           "origin", "check_folder", "folder_kind",
-           "catalog_folder", "find_catalog", "find_stats", "known_models", "known_model",
-           "entry_for_file", "entry_source", "availability", "verify_checkpoint",
-           "BUNDLE_PATTERNS", "hub_offline"]
+           "origin", "check_folder", "folder_kind", "download_file",
+           "catalog_folder", "find_catalog", "find_stats", "BUNDLE_PATTERNS", "hub_offline"]

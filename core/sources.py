@@ -12,6 +12,7 @@ from .bundle import LEGACY_SUFFIXES, Bundle, BundleError, load_bundle, read_chec
 from .edited_files import CONFIG_FILE, ShareError, check_base, read_edited_config, safe_unzip
 from .edits import EditStack
 from .hub import HubError, Resolved, folder_kind, looks_like_repo_id, resolve
+from .known import is_known_id, open_known
 from .model import EditedModel, Model
 from . import paths
 
@@ -24,7 +25,9 @@ def load_model(source, device: str | torch.device = "cpu") -> Model:
     - ``"default"``: the embedded bundle at ``<repo>/models/toytown`` (``DEFAULT_BUNDLE``);
     - a Hugging Face Hub id ``"org/name"`` or ``"org/name@revision"`` (cache first, then download;
       an edited-model repo is applied on top of its base), see :mod:`core.hub`;
-    - an edited model: its folder or its ``.zip`` (the app's download), on top of its base.
+    - an edited model: its folder or its ``.zip`` (the app's download), on top of its base;
+    - a known model's id, such as ``"stylegan2-church"`` (``models/known_models.json``): fetched
+      from the Hub or its original host and converted once, see :mod:`core.known`.
 
     Raises :class:`BundleError` (a ``ValueError``) naming the file and problem, or
     :class:`core.hub.HubError` naming the repo."""
@@ -41,6 +44,8 @@ def load_model(source, device: str | torch.device = "cpu") -> Model:
         if folder_kind(path) == "edited":
             return load_model_from_hub(path, device=device)
         return Model(load_bundle(path, device=device))
+    if isinstance(source, str) and not path.exists() and is_known_id(source):
+        return open_known(source, device)
     if isinstance(source, str) and not path.exists() and looks_like_repo_id(source):
         return load_model_from_hub(source, device=device)
     if path.is_file():
@@ -52,7 +57,8 @@ def load_model(source, device: str | torch.device = "cpu") -> Model:
         b = read_checkpoint(path)
         b.generator.to(device)
         return Model(b)
-    raise BundleError(f"{path}: no such bundle folder or checkpoint file (or use 'default')")
+    raise BundleError(f"{path}: no such bundle folder, checkpoint file or known model id (or use "
+                      "'default')")
 
 
 def load_model_from_hub(source, device="cpu", *, cache_dir=None, allow_download: bool = True,

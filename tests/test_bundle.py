@@ -247,7 +247,7 @@ def test_load_model_default_present(tmp_path, monkeypatch, tiny_progan):
 def test_load_model_bad_sources(tmp_path):
     with pytest.raises(BundleError) as e:
         core.load_model(tmp_path / "nope")
-    one_line_error(e, "nope", "no such bundle folder or checkpoint")
+    one_line_error(e, "nope", "no such bundle folder, checkpoint file or known model id")
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(BundleError) as e:
         core.load_model(tmp_path / "notes.txt")

@@ -68,7 +68,7 @@ def test_help_lists_commands(capsys):
     (["sample", "{bundle}", "--images", "0-20000"], "more than 10,000"),
     (["sample", "{bundle}", "--noise", "loud"], "--noise"),
     (["sample", "{bundle}", "--out", "{tmp}/grid.jpg"], ".png"),
-    (["sample", "{tmp}/absent"], "no such bundle folder or checkpoint"),
+    (["sample", "{tmp}/absent"], "no such bundle folder"),
     (["convert", "{tmp}/absent.pth", "{tmp}/out"], "no such checkpoint"),
     (["convert", "{tmp}/g.pth", "{bundle}"], "already holds a bundle"),
     (["convert", "{tmp}/evil.pth", "{tmp}/out"], "refusing to load"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 import huggingface_hub  # noqa: F401  (imported here so its import time is not one test's)
@@ -19,7 +18,7 @@ import torch
 from huggingface_hub import HfApi, snapshot_download  # noqa: F401
 
 import core
-from core import hub, sources
+from core import hub, known, sources
 from core.bundle import save_bundle
 from tests.conftest import make_progan
 
@@ -63,9 +62,9 @@ def cache(tmp_path, monkeypatch):
     d.mkdir()
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(d))
-    monkeypatch.delenv(hub.ORG_ENV, raising=False)
+    monkeypatch.delenv(known.ORG_ENV, raising=False)
     monkeypatch.setattr(hub, "_DOWN_SINCE", [])       # no "Hub unreachable" memory between tests
-    monkeypatch.setattr(hub, "_PROBES", {})
+    monkeypatch.setattr(known, "_PROBES", {})
     return d
 
 
@@ -148,7 +147,7 @@ def test_incomplete_snapshot_with_tree_listing(cache, tmp_path):
     with pytest.raises(hub.HubError, match=r"org/part: the cached snapshot is incomplete.*"
                                            r"generator\.safetensors"):
         hub.resolve("org/part")
-    assert hub.availability({"id": "p", "repo_id": "org/part"}).startswith("unavailable: offline")
+    assert known.availability({"id": "p", "repo_id": "org/part"}).startswith("unavailable: offline")
 
 
 def test_unknown_repo_offline_then_fallback(cache, default_bundle):
@@ -257,7 +256,7 @@ def test_unreachable_hub_is_not_retried_for_every_model(cache, monkeypatch):
                                            r"unreachable 0 s ago"):
         hub.resolve("org/b")
     assert len(calls) == 1
-    assert hub.availability({"id": "b", "repo_id": "org/b"}).startswith(
+    assert known.availability({"id": "b", "repo_id": "org/b"}).startswith(
         "unavailable: not cached and the Hub was unreachable")
     monkeypatch.setattr(hub, "UNREACHABLE_FOR_S", 0.0)
     with pytest.raises(hub.HubError, match="Hub is unreachable"):
@@ -296,65 +295,6 @@ def test_catalog_from_bundle_or_catalog_repo(cache, tmp_path):
     assert json.loads(hub.find_catalog(m, "layer4").read_text()) == {"repo": True}
     assert hub.find_stats(m, "layer4").name == "layer4.safetensors"
     assert hub.find_catalog(m, "layer6") is None
-
-
-# --------------------------------------------------------------------------- known models
-def test_known_models_list():
-    entries = hub.known_models()
-    ids = [e["id"] for e in entries]
-    assert ids[0] == "default" and entries[0]["local"] == "default"
-    for s in ("churchoutdoor", "kitchen", "bedroom", "conferenceroom", "diningroom",
-              "livingroom", "restaurant", "celebhq"):
-        assert f"proggan-{s}" in ids
-    for s in ("church", "horse", "faces", "kitchen", "bedroom", "car", "cat"):
-        assert f"stylegan2-{s}" in ids
-    by_id = {e["id"]: e for e in entries}
-    assert by_id["proggan-churchoutdoor"]["file"] == "proggan_churchoutdoor-7e701dd5.pth"
-    assert by_id["stylegan2-church"]["file"] == "stylegan2_church-e8ca9fd0.pt"
-    for e in entries[1:]:
-        assert e["family"] in ("progan", "stylegan2") and e["resolution"] in (256, 512, 1024)
-        assert e["repo_id"].startswith("painting-with-neurons/") and e["placeholder"]
-        assert e["url"].endswith("/" + e["file"])
-        assert e["sha256"] is None          # unknown: only the torch.hub prefix is known
-        assert re.search(r"-([0-9a-f]{8})\.", e["file"]).group(1) == e["sha256_prefix"]
-        assert e["licence"]
-    assert hub.entry_for_file("/x/stylegan2_cat-d8dc98b2.pt")["id"] == "stylegan2-cat"
-
-
-def test_known_models_org_override(monkeypatch):
-    monkeypatch.setenv(hub.ORG_ENV, "my-org")
-    e = hub.known_model("stylegan2-horse")
-    assert e["repo_id"] == "my-org/stylegan2-horse" and not e["placeholder"]
-    assert hub.entry_source(e) == "my-org/stylegan2-horse"
-
-
-def test_availability(cache, tmp_path, default_bundle, monkeypatch):
-    populate(cache, "org/tiny", bundle_files(tmp_path))
-    assert hub.availability({"id": "default", "local": "default"}) == "available"
-    assert hub.availability({"id": "t", "repo_id": "org/tiny"}) == "cached"
-    off = hub.availability({"id": "n", "repo_id": "org/nope"})
-    assert off.startswith("unavailable: offline")
-    import huggingface_hub as hf
-    import huggingface_hub.constants as c
-    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hf, "file_exists", lambda repo_id, filename, **kw: repo_id == "org/up")
-    assert hub.availability({"id": "u", "repo_id": "org/up"}) == "available"
-    assert hub.availability({"id": "d", "repo_id": "org/down"}).startswith(
-        "unavailable: no generator.safetensors in org/down")
-    monkeypatch.setattr(core.paths, "DEFAULT_BUNDLE", tmp_path / "missing")
-    assert hub.availability({"id": "default", "local": "default"}).startswith("unavailable:")
-
-
-def test_verify_checkpoint(tmp_path):
-    f = tmp_path / "stylegan2_x-00000000.pt"
-    f.write_bytes(b"weights")
-    digest = hashlib.sha256(b"weights").hexdigest()
-    ok = hub.verify_checkpoint(f, {"id": "x", "sha256": None, "sha256_prefix": digest[:8]})
-    assert ok == {"file": f.name, "sha256": digest, "checked": "sha256_prefix", "verified": True}
-    assert hub.verify_checkpoint(f, {"sha256": digest})["checked"] == "sha256"
-    assert hub.verify_checkpoint(f, {"sha256": None, "sha256_prefix": None})["verified"] is False
-    with pytest.raises(hub.HubError, match="does not match 'x'"):
-        hub.verify_checkpoint(f, {"id": "x", "file": f.name, "sha256_prefix": "00000000"})
 
 
 # --------------------------------------------------------------------------- convert --push
@@ -400,13 +340,13 @@ def test_convert_push_verifies_and_publishes(tmp_path, fake_api, monkeypatch, ca
     ckpt = tmp_path / "proggan_tiny-00000000.pth"
     torch.save(g.state_dict(), ckpt)
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
-    known = tmp_path / "known.json"
-    known.write_text(json.dumps({"models": [
+    listing = tmp_path / "known.json"
+    listing.write_text(json.dumps({"models": [
         {"id": "tiny", "family": "progan", "resolution": 16, "repo_id": "painting-with-neurons/tiny",
          "file": ckpt.name, "url": "http://example.invalid/" + ckpt.name, "sha256": None,
          "sha256_prefix": digest[:8], "licence": "test licence"},
         {"id": "wrong", "file": "other.pth", "sha256": "0" * 64, "licence": "x"}]}))
-    monkeypatch.setattr(hub, "KNOWN_MODELS_FILE", known)
+    monkeypatch.setattr(known, "KNOWN_MODELS_FILE", listing)
     dest = tmp_path / "mirror"
     assert main(["convert", str(ckpt), str(dest), "--push", "me/tiny"]) == 0
     (_, rid, kw, token), (_, _, ckw, ops) = fake_api.calls

@@ -50,7 +50,8 @@ def publish_mirror(src, dest, repo_id: str, *, token=None, private: bool = True,
     """Verify ``src`` against the known models, annotate the converted bundle at ``dest`` and
     push it. With ``check_only`` only the verification runs (before converting); returns the
     verification dict (``entry`` added)."""
-    from ..hub import HubError, entry_for_file, known_model, verify_checkpoint
+    from ..hub import HubError
+    from ..known import entry_for_file, known_model, verify_checkpoint
     entry = known_model(known_id) if known_id else entry_for_file(src)
     if entry is None:
         if not allow_unverified:
