@@ -379,6 +379,16 @@ def _resolve_repo(repo_id, rev, repo_type, *, cache_dir, allow_download, token, 
     return Resolved(path, repo_id, path.name, None, "download", kind)
 
 
+def cached_models(cache_dir=None) -> list[str]:
+    """The Hub ids ``org/name`` of the model repos in the local HF cache that hold a bundle or an
+    edited model (in any cached revision): what opens offline."""
+    out = []
+    for repo in sorted(cache_root(cache_dir).glob("models--*--*")):
+        if any(folder_kind(s) for s in (repo / "snapshots").glob("*") if s.is_dir()):
+            out.append(repo.name[len("models--"):].replace("--", "/"))
+    return out
+
+
 # --------------------------------------------------------------------------- provenance
 def origin(model_or_bundle) -> dict | None:
     """Where a loaded model came from, for sharing: ``{"repo_id", "revision"}`` when its folder
@@ -452,5 +462,5 @@ def find_stats(model_or_bundle, layer: str, **kw) -> Path | None:
 
 
 __all__ = ["HubError", "Resolved", "resolve", "parse_repo_id", "looks_like_repo_id",
-           "origin", "check_folder", "folder_kind", "download_file",
+           "origin", "check_folder", "folder_kind", "download_file", "cached_models",
            "catalog_folder", "find_catalog", "find_stats", "BUNDLE_PATTERNS", "hub_offline"]

@@ -8,30 +8,32 @@ from demos.context import AppContext
 TITLE = "Painting with Neurons"
 INTRO = ("Look inside an image GAN and edit it by hand: find the units that draw trees, domes or "
          "watermarks, switch them off, paint with them, edit your own photo, or rewrite a rule of the "
-         "model. Runs on CPU with the embedded Toytown model.")
+         "model. Runs on CPU with the embedded Toytown model; pick another model above the tabs.")
 
 
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
-    from demos import dissect, explore, paint, photo, rewrite, watermark
+    """The app. Each tab module's ``build(ctx)`` lays out its tab and returns a dict: its hidden
+    ``"model_id"`` component (the model picker sets it; the tab's ``.change`` handlers follow it)
+    and, optionally, ``"load"``: ``(fn, inputs, outputs)`` to run when a page opens."""
+    from demos import dissect, explore, models, paint, photo, rewrite, watermark
     from demos.cache import use_atomic_image_cache
     use_atomic_image_cache()       # a gallery file being served is never rewritten in place
     ctx = ctx or AppContext()
+    ctx.start_preloading()
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
+        picker_row = gr.Column()
+        tabs = []
         with gr.Tabs():
-            with gr.Tab("Explore", id="explore"):
-                home = explore.build(ctx)
-            with gr.Tab("Dissect", id="dissect"):
-                dissect_tab = dissect.build(ctx)
-            with gr.Tab("Paint", id="paint"):
-                paint.build(ctx)
-            with gr.Tab("Watermarks", id="watermark"):
-                watermark.build(ctx)
-            with gr.Tab("Photo", id="photo"):
-                photo.build(ctx)
-            with gr.Tab("Rewrite", id="rewrite"):
-                rewrite_tab = rewrite.build(ctx)
-        for tab in (home, dissect_tab, rewrite_tab):
-            fn, inputs, outputs = tab["load"]
-            demo.load(fn, inputs, outputs, api_visibility="private")
+            for label, tab_id, module in (("Explore", "explore", explore), ("Dissect", "dissect", dissect),
+                                          ("Paint", "paint", paint), ("Watermarks", "watermark", watermark),
+                                          ("Photo", "photo", photo), ("Rewrite", "rewrite", rewrite)):
+                with gr.Tab(label, id=tab_id):
+                    tabs.append(module.build(ctx))
+        with picker_row:
+            models.build(ctx, [tab["model_id"] for tab in tabs])
+        for tab in tabs:
+            if "load" in tab:
+                fn, inputs, outputs = tab["load"]
+                demo.load(fn, inputs, outputs, api_visibility="private")
     return demo

@@ -11,6 +11,7 @@ import inspect
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 import core
+from core import known
 from core.segmenter import load_segmenter
 from core.settings import model_settings
 
@@ -35,23 +37,70 @@ class Loaded:
     memo: dict = field(default_factory=dict)   # values computed once for this model (cached())
 
 
+MAX_EXTRA_MODELS = 3     # models held besides the default and the preloaded ones (least recently used go)
+
+
+def open_model(source: str, progress=None) -> core.Model:
+    """A model for the picker: a known id through core.known (with download progress), anything
+    else through core.load_model."""
+    if known.is_known_id(source) and not Path(source).exists():
+        return known.open_known(source, progress=progress)
+    return core.load_model(source)
+
+
 @dataclass
 class AppContext:
     default_source: str = "default"
+    preload: tuple = ()       # model sources opened at start-up, in the background (PWN_MODELS)
     _models: dict = field(default_factory=dict)
+    _loading: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def model_ids(self) -> list[str]:
-        return [self.default_source]
+        """The default, then the models opened so far (the picker's "loaded" entries)."""
+        with self._lock:
+            return [self.default_source] + [m for m in self._models if m != self.default_source]
 
-    def get(self, model_id: str | None = None) -> Loaded:
+    def get(self, model_id: str | None = None, progress=None) -> Loaded:
+        """The loaded model ``model_id``, opening it first if needed (``progress(stage, done,
+        total)`` hears about a download). One model loading does not hold up the others."""
         model_id = model_id or self.default_source
         with self._lock:
-            if model_id not in self._models:
-                model = core.load_model(model_id)
-                seg = load_segmenter(model.bundle.path) if model.bundle.path else None
-                self._models[model_id] = Loaded(model, seg)
-            return self._models[model_id]
+            if model_id in self._models:
+                self._models[model_id] = self._models.pop(model_id)     # most recently used last
+                return self._models[model_id]
+            lock = self._loading.setdefault(model_id, threading.Lock())
+        with lock:
+            with self._lock:
+                if model_id in self._models:
+                    return self._models[model_id]
+            model = open_model(model_id, progress)
+            seg = load_segmenter(model.bundle.path) if model.bundle.path else None
+            loaded = Loaded(model, seg)
+            with self._lock:
+                self._models[model_id] = loaded
+                self._loading.pop(model_id, None)
+                keep = {self.default_source, *self.preload, model_id}
+                extra = [m for m in self._models if m not in keep]
+                for m in extra[:max(0, len(extra) - MAX_EXTRA_MODELS)]:
+                    del self._models[m]
+            return loaded
+
+    def start_preloading(self) -> threading.Thread | None:
+        """Open the ``preload`` models in a background thread (start-up does not wait for them);
+        one that fails is logged and skipped."""
+        if not self.preload:
+            return None
+
+        def work():
+            for source in self.preload:
+                try:
+                    self.get(source)
+                except Exception:  # noqa: BLE001 - a bad entry must not stop the others
+                    log.exception("could not preload model %r", source)
+        t = threading.Thread(target=work, daemon=True, name="preload-models")
+        t.start()
+        return t
 
     def model(self, model_id: str | None = None) -> core.Model:
         return self.get(model_id).model

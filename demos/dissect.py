@@ -231,7 +231,7 @@ def build(ctx: AppContext):
                f"{where} and used in place of the missing one.")
 
     with gr.Row():
-        model_id = gr.Dropdown(ctx.model_ids(), value=ctx.model_ids()[0], label="Model", scale=2)
+        model_id = gr.Dropdown(ctx.model_ids(), value=ctx.model_ids()[0], label="Model", visible=False)
         layer = gr.Dropdown(layer_choices(ctx.model_ids()[0]), value=default_layer(ctx.model_ids()[0]),
                             label="Layer", scale=2, elem_id="dissect_layer")
         concept = gr.Dropdown(["all"], value="all", label="Concept filter", scale=2)
@@ -280,4 +280,4 @@ def build(ctx: AppContext):
                             concurrency_id="heavy", concurrency_limit=1)
     run.then(units_view, view_inputs, view_outputs, api_visibility="private")
     stop_btn.click(stops.stop, None, None, api_name="dissect_stop")
-    return {"load": (units_view, view_inputs, view_outputs)}
+    return {"load": (units_view, view_inputs, view_outputs), "model_id": model_id}

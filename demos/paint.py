@@ -247,7 +247,7 @@ def build(ctx: AppContext):
         "strokes. Only what the model can draw *there* appears: a door needs a wall."
         + (f"  \n{note}" if note else ""), elem_id="paint_intro")
     with gr.Row():
-        model_id = gr.Dropdown(ids, value=ids[0], label="Model", scale=2, visible=len(ids) > 1)
+        model_id = gr.Dropdown(ids, value=ids[0], label="Model", visible=False)
         number = gr.Number(value=SUGGESTIONS[0], label="Image number", precision=0, minimum=0,
                            scale=2, elem_id="paint_number")
         load_btn = gr.Button("Load", variant="primary", scale=1, elem_id="paint_load")
@@ -305,4 +305,6 @@ def build(ctx: AppContext):
     # on page load (gr.on without triggers and without inputs = the app's load event)
     gr.on(None, lambda: init(ids[0], SUGGESTIONS[0]), [], outs + [gallery, problem],
           api_name="paint_init", show_progress="hidden")
-    return {"outputs": outs}
+    model_id.change(lambda m: init(m, SUGGESTIONS[0]), [model_id], outs + [gallery, problem],
+                    api_visibility="private", show_progress="hidden")
+    return {"outputs": outs, "model_id": model_id}

@@ -250,7 +250,7 @@ def build(ctx: AppContext):
         "something. The model draws 64-px Toytown scenes, so photos of villages, fields and "
         "trees work best.")
     with gr.Row():
-        model_id = gr.Dropdown(ids, value=ids[0], label="Model", visible=len(ids) > 1)
+        model_id = gr.Dropdown(ids, value=ids[0], label="Model", visible=False)
     with gr.Row():
         with gr.Column():
             upload = PhotoUpload(type="filepath", sources=["upload", "clipboard"],
@@ -304,4 +304,4 @@ def build(ctx: AppContext):
                                                       api_visibility="private", show_progress="hidden")
     undo_btn.click(undo, [state], paint_outs, api_name="photo_undo")
     reset_btn.click(reset, [state], paint_outs, api_name="photo_reset")
-    return {"outputs": [shown, recon, status] + paint_outs}
+    return {"outputs": [shown, recon, status] + paint_outs, "model_id": model_id}

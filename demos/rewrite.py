@@ -33,6 +33,7 @@ import core
 from core import rewrite as rw
 from core import rules
 from core.edits import EditStack
+from core.known import rule_files
 from core.eval.rewrite import measure_edits, region_concept
 from core.generators.base import LayerError
 from core.settings import MAX_RANK, model_settings
@@ -71,15 +72,17 @@ def _session(st, model_id) -> dict:
 
 
 def preset_paths(model) -> dict[str, Path]:
-    """The bundle's rule presets, in the order of its config's ``presets`` list, then by name."""
+    """The model's rule presets: its bundle's ``rules/*.json`` in the order of its config's
+    ``presets`` list, then by name; then the rewriting paper's rules for a known model."""
     bundle = getattr(model, "bundle", None)
     path = getattr(bundle, "path", None)
-    if path is None or not (Path(path) / "rules").is_dir():
-        return {}
-    order = model_settings(model).presets
-    found = sorted((Path(path) / "rules").glob("*.json"),
-                   key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem))
-    return {p.stem: p for p in found}
+    found = []
+    if path is not None and (Path(path) / "rules").is_dir():
+        order = model_settings(model).presets
+        found = sorted((Path(path) / "rules").glob("*.json"),
+                       key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem))
+    return {p.stem: p for p in found} | {k: v for k, v in rule_files(model).items()
+                                         if k not in {p.stem for p in found}}
 
 
 def preset_note(model, name: str) -> str:
@@ -682,7 +685,7 @@ def build(ctx: AppContext):
             preset_btn = gr.Button("Apply preset", variant="primary", interactive=bool(presets0),
                                    scale=1, elem_id="rewrite_apply_preset")
     with gr.Row():
-        model_id = gr.Dropdown(ids, value=ids[0], label="Model", scale=2)
+        model_id = gr.Dropdown(ids, value=ids[0], label="Model", visible=False)
         layer = gr.Dropdown(layers, value=layer0, label="Layer", scale=1, elem_id="rewrite_layer")
         rank = gr.Slider(1, MAX_RANK, value=rank0, step=1, label="Rank", scale=1, elem_id="rewrite_rank")
         spec = gr.Textbox("0-11", label="Image numbers", scale=2, elem_id="rewrite_numbers")
@@ -790,7 +793,7 @@ def build(ctx: AppContext):
                 gr.skip())
     model_id.change(model_changed, model_id, [layer, rank, presets, preset_btn, status],
                     api_visibility="private")
-    return {"load": (show, [model_id, spec, st], [gallery, st, status])}
+    return {"load": (show, [model_id, spec, st], [gallery, st, status]), "model_id": model_id}
 
 
 def _gen_outputs(gen):

@@ -301,7 +301,7 @@ def build(ctx: AppContext):
         "samples where it does, then switch off the units that draw it: everywhere, in every "
         "image, with one edit.")
     with gr.Row():
-        model_id = gr.Dropdown(ids, value=ids[0], label="Model", scale=2, visible=len(ids) > 1)
+        model_id = gr.Dropdown(ids, value=ids[0], label="Model", visible=False)
         find_btn = gr.Button("Find watermarked samples", variant="secondary", scale=1,
                              elem_id="wm_find")
         found_md = gr.Markdown(f"Press **Find watermarked samples** to search images {SCAN}.",
@@ -369,4 +369,4 @@ def build(ctx: AppContext):
                     api_name="watermark_mark_pick")
     gr.on(None, lambda: units_table(ids[0]), [], [units_df, units_md, n_units],
           api_name="watermark_init", show_progress="hidden")
-    return {}
+    return {"model_id": model_id}

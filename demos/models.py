@@ -1,0 +1,112 @@
+"""The model picker above the tabs: one choice of model for every tab.
+
+It lists the models already open, the known models (``models/known_models.json``, each with
+whether it is cached, can be downloaded, or why not), the bundles in the local Hugging Face cache,
+and takes any Hub id typed as ``org/name[@revision]``. Loading shows what it downloads; a model
+that fails to open leaves the current one in place, with the reason. Each tab's own (hidden)
+model id follows the picker, and its ``.change`` handlers refresh the tab.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from core import hub, known
+from demos.context import AppContext, error_text, stoppable, warn
+
+DOWNLOAD = "download"
+
+
+def _state_of(entry: dict) -> str:
+    status = known.availability(entry, probe=False)     # no network while the page builds
+    if status == "available":
+        return "built in" if entry.get("local") else DOWNLOAD
+    return "cached" if status == "cached" else "unavailable: " + status.split(": ", 1)[-1]
+
+
+def choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """(label, value) pairs: open models, known models, then other cached Hub bundles."""
+    out, seen = [], set()
+
+    def add(label, value):
+        if value not in seen:
+            seen.add(value)
+            out.append((label, value))
+    for mid in ctx.model_ids():
+        try:
+            name = ctx.get(mid).model.name
+        except Exception:  # noqa: BLE001 - a model evicted and now failing is just listed by id
+            name = mid
+        add(f"{name} (open)" if name != mid else f"{mid} (open)", mid)
+    try:
+        entries = known.known_models()
+    except hub.HubError:
+        entries = []
+    for e in entries:
+        add(f"{e.get('label') or e['id']} — {_state_of(e)}", e["id"])
+    for repo_id in hub.cached_models():
+        add(f"{repo_id} — cached", repo_id)
+    return out
+
+
+def _mb(n) -> str:
+    return f"{n / 1e6:.0f} MB" if n is not None else "?"
+
+
+def describe(status: dict) -> str:
+    stage = status.get("stage")
+    if stage == "download":
+        return f"⏳ Downloading {status['source']}: {_mb(status['done'])} of {_mb(status['total'])}…"
+    if stage == "convert":
+        return f"⏳ Converting {status['source']} to safetensors (once; later loads read the copy)…"
+    return f"⏳ Opening {status['source']}…"
+
+
+def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
+    """The picker row; ``tab_model_ids`` are the tabs' model id components it sets."""
+    with gr.Row(equal_height=True):
+        picker = gr.Dropdown(choices(ctx), value=ctx.default_source, allow_custom_value=True,
+                             label="Model", scale=4, elem_id="model_picker",
+                             info="A known model, a cached one, or a Hub id org/name[@revision]")
+        load_btn = gr.Button("Load model", scale=1, elem_id="model_load")
+    status = gr.Markdown(elem_id="model_status")
+    n = len(tab_model_ids)
+
+    def load(source):
+        source = str(source or "").strip()
+        if not source:
+            yield warn("Pick a model or type a Hub id (org/name)."), gr.skip(), *[gr.skip()] * n
+            return
+        info = {"source": source}
+
+        def job(stop, st):
+            st.update(info)
+            return ctx.get(source, progress=lambda stage, done, total: st.update(
+                stage=stage, done=done, total=total))
+        try:
+            loaded = yield from _mapped(stoppable(job, lambda st: dict(info, **st)),
+                                        lambda st: (describe(st), gr.skip(), *[gr.skip()] * n))
+        except Exception as e:  # noqa: BLE001 - the current model stays; the reason is shown
+            yield warn(f"Could not open {source}: {error_text(e)}"), gr.skip(), *[gr.skip()] * n
+            return
+        ids = ctx.model_ids()
+        note = (f"✅ **{loaded.model.name}** ({loaded.model.bundle.architecture}, "
+                f"{loaded.model.resolution} px) is open in every tab.")
+        if loaded.segmenter is None:
+            note += (" It has no segmenter of its own, so concept tools (dissection, concept "
+                     "painting, watermark finding) are not available for it yet.")
+        yield (note, gr.update(choices=choices(ctx), value=source),
+               *[gr.update(choices=ids, value=source)] * n)
+
+    load_btn.click(load, [picker], [status, picker, *tab_model_ids], api_name="model_load",
+                   concurrency_limit=2)
+    return picker
+
+
+def _mapped(gen, fn):
+    """Yield ``fn`` of each item of ``gen``; return what ``gen`` returns."""
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as end:
+            return end.value
+        yield fn(item)

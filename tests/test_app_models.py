@@ -1,0 +1,78 @@
+"""The model picker through the app's API: a known StyleGAN2 from a pre-populated HF cache with
+the Hub switched off opens in every tab; bad sources are one-line warnings and the app stays up."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import close, launch, make_progan
+from tests.test_hub import populate
+from tests.test_known import SG2, rosinality_bytes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import huggingface_hub.constants as c
+
+    from core import hub, known
+    from core.bundle import CACHE_ENV, save_bundle
+    tmp = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(c, "HF_HUB_OFFLINE", True)
+        mp.setattr(c, "HF_HUB_CACHE", str(tmp / "hf"))
+        mp.setattr(hub, "_DOWN_SINCE", [])
+        mp.setenv(CACHE_ENV, str(tmp / "scratch"))
+        listing = tmp / "known.json"
+        listing.write_text(json.dumps({"models": [{"id": "default", "label": "Tiny default",
+                                                   "local": "default"}, SG2]}))
+        mp.setattr(known, "KNOWN_MODELS_FILE", listing)
+        populate(tmp / "hf", "org/sg2", {"tiny-config-f.pt": rosinality_bytes(tmp)})
+        other = save_bundle(make_progan(seed=5), tmp / "other", name="other")
+        populate(tmp / "hf", "org/other", {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()})
+        default = save_bundle(make_progan(), tmp / "tiny", name="tiny")
+        yield tmp, default
+
+
+@pytest.fixture(scope="module")
+def client(setup):
+    from gradio_client import Client
+
+    from demos import build_app, models
+    from demos.context import AppContext
+    tmp, default = setup
+    ctx = AppContext(default_source=str(default))
+    labels = dict((v, k) for k, v in models.choices(ctx))
+    assert labels["tiny-sg2"] == "tiny — cached" and labels["org/other"] == "org/other — cached"
+    assert labels[str(default)] == "tiny (open)"
+    demo = build_app(ctx)
+    yield Client(launch(demo), verbose=False, download_files=True)
+    close(demo)
+
+
+def test_a_known_model_opens_offline_and_renders_in_explore(client):
+    status, picker, *tab_ids = client.predict("tiny-sg2", api_name="/model_load")
+    assert status.startswith("✅ **tiny-sg2** (stylegan2, 16 px) is open in every tab")
+    assert "no segmenter" in status
+    gallery, status = client.predict("tiny-sg2", "0-2", api_name="/explore_show")
+    assert [item["caption"] for item in gallery] == ["#0", "#1", "#2"] and status == ""
+
+
+def test_a_cached_hub_bundle_opens_by_its_id(client):
+    status, *_ = client.predict("org/other", api_name="/model_load")
+    assert status.startswith("✅ **other** (progan, 16 px)")
+
+
+@pytest.mark.parametrize("source, reason", [
+    ("org/nope", "org/nope is not in the local Hugging Face cache"),
+    ("not a model", "no such bundle folder"),
+    ("", "Pick a model"),
+])
+def test_bad_sources_are_one_line_warnings(client, source, reason):
+    status, picker, *tab_ids = client.predict(source, api_name="/model_load")
+    assert status.startswith("⚠️") and reason in status and "\n" not in status
+    assert all(isinstance(t, dict) and t.get("__type__") == "update" for t in tab_ids)
+    gallery, status = client.predict("tiny-sg2", "0", api_name="/explore_show")   # still up
+    assert status == ""
