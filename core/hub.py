@@ -379,6 +379,19 @@ def _resolve_repo(repo_id, rev, repo_type, *, cache_dir, allow_download, token, 
     return Resolved(path, repo_id, path.name, None, "download", kind)
 
 
+def fetch_files(source: str, patterns: list[str], *, cache_dir=None, allow_download: bool = True,
+                token=None) -> Path:
+    """The local folder of the files matching ``patterns`` in the Hub repo ``org/name[@rev]``
+    (cache first, then a download), for repos that are not bundles (a segmenter's). Raises
+    HubError."""
+    parsed = parse_repo_id(source)
+    if parsed is None:
+        raise HubError(f"{source!r} is not a Hub id ('org/name' or 'org/name@revision')")
+    repo_id, rev, repo_type = parsed
+    return _resolve_repo(repo_id, rev, repo_type, cache_dir=cache_dir, allow_download=allow_download,
+                         token=token, refresh=False, patterns=patterns, check=False).path
+
+
 def cached_models(cache_dir=None) -> list[str]:
     """The Hub ids ``org/name`` of the model repos in the local HF cache that hold a bundle or an
     edited model (in any cached revision): what opens offline."""
@@ -462,5 +475,5 @@ def find_stats(model_or_bundle, layer: str, **kw) -> Path | None:
 
 
 __all__ = ["HubError", "Resolved", "resolve", "parse_repo_id", "looks_like_repo_id",
-           "origin", "check_folder", "folder_kind", "download_file", "cached_models",
+           "origin", "check_folder", "folder_kind", "download_file", "cached_models", "fetch_files",
            "catalog_folder", "find_catalog", "find_stats", "BUNDLE_PATTERNS", "hub_offline"]

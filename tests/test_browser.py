@@ -266,3 +266,57 @@ def test_photo_stop_keeps_the_result_and_paints(page, app_url):
     _stroke(page, "#photo_editor")
     page.locator("#photo_apply").click()
     sync_api.expect(page.locator("#photo_info")).to_contain_text("1 paint edit(s)", timeout=60_000)
+
+
+def test_model_picker_opens_a_known_model_in_every_tab(tmp_path, monkeypatch):
+    """The picker lists a known StyleGAN2 found in the local HF cache (Hub switched off); Load
+    opens it, Explore shows its samples, and a bad Hub id is a notice that keeps the model."""
+    import json
+
+    import huggingface_hub.constants as c
+
+    from core import hub, known
+    from core.bundle import CACHE_ENV
+    from demos import build_app
+    from demos.settings import QUEUE
+    from tests.test_hub import populate
+    from tests.test_known import SG2, rosinality_bytes
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(hub, "_DOWN_SINCE", [])
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "scratch"))
+    listing = tmp_path / "known.json"
+    listing.write_text(json.dumps({"models": [{"id": "default", "label": "Toytown (embedded default)",
+                                               "local": "default"}, SG2]}))
+    monkeypatch.setattr(known, "KNOWN_MODELS_FILE", listing)
+    populate(tmp_path / "hf", "org/sg2", {"tiny-config-f.pt": rosinality_bytes(tmp_path)})
+    demo = build_app()
+    demo.queue(**QUEUE)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.set_default_timeout(90_000)
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#explore_gallery img")
+            before = page.locator("#explore_gallery img").first.get_attribute("src")
+            page.locator("#model_picker input").click()
+            page.get_by_role("option", name="tiny — cached").click()
+            page.locator("#model_load").click()
+            status = page.locator("#model_status")
+            sync_api.expect(status).to_contain_text("is open in every tab", timeout=120_000)
+            page.wait_for_function(
+                "src => { const i = document.querySelector('#explore_gallery img');"
+                " return i && i.getAttribute('src') !== src; }", arg=before, timeout=60_000)
+            _shot(page, "model_picker")
+            page.locator("#model_picker input").fill("org/not-here")
+            page.locator("#model_picker input").press("Enter")
+            page.locator("#model_load").click()
+            sync_api.expect(status).to_contain_text("Could not open org/not-here", timeout=60_000)
+            _tab(page, "Rewrite")
+            page.wait_for_selector("#rewrite_gallery img")
+            browser.close()
+    finally:
+        close(demo)

@@ -3,7 +3,9 @@
 Writes ``DIR/<layer>.json`` (default DIR: ``<bundle>/catalog``) and prints the summary table;
 ``--layer all`` dissects every layer, writes ``DIR/layers.png`` (interpretable units per concept
 per layer) and prints one line per layer. The segmenter is the bundle's own
-(``segmenter.json`` + ``segmenter.safetensors``).
+(``segmenter.json`` + ``segmenter.safetensors``), or with ``--segmenter ORG/NAME`` a real-scene
+segmenter from the Hub (:mod:`core.hub_segmenter`); its catalogs go to the model's scratch folder,
+one folder per segmenter (``catalog-<org>--<name>``), unless ``--out`` says otherwise.
 """
 from __future__ import annotations
 
@@ -35,16 +37,22 @@ def main(args) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     model = load_model(args.source, device=args.device)
     bundle_path = model.bundle.path
-    segmenter = load_segmenter(bundle_path) if bundle_path is not None else None
+    if args.segmenter:
+        from ..hub_segmenter import load_hub_segmenter
+        segmenter = load_hub_segmenter(args.segmenter, input_size=args.seg_size, device=args.device)
+    else:
+        segmenter = load_segmenter(bundle_path) if bundle_path is not None else None
     if segmenter is None:
         where = bundle_path or args.source
         raise ValueError(f"{where}: this model has no segmenter (segmenter.json + "
-                         "segmenter.safetensors in the bundle folder); catalogs from elsewhere "
-                         "can still be browsed")
+                         "segmenter.safetensors in the bundle folder): pass --segmenter ORG/NAME, "
+                         "e.g. nvidia/segformer-b0-finetuned-ade-512-512")
     if args.device != "cpu":
         segmenter.net.to(args.device)
     if args.out is not None:
         out = Path(args.out)
+    elif args.segmenter:
+        out = model.bundle.scratch("catalog-" + args.segmenter.replace("/", "--").replace("@", "-"))
     elif bundle_path is not None:
         out = Path(bundle_path) / "catalog"
     else:
@@ -83,7 +91,8 @@ def add_parser(subparsers) -> None:
         description="Generate sample images, segment them with the bundle's segmenter and write a "
                     "catalog per layer: each unit's concept label, IoU, threshold, activation "
                     "quantiles and top images (see core/dissect/ for the protocol).")
-    p.add_argument("source", help="bundle folder, legacy .pth/.pt checkpoint, or 'default'")
+    p.add_argument("source", help="bundle folder, legacy .pth/.pt checkpoint, known model id, Hub "
+                                  "id, or 'default'")
     p.add_argument("--layer", required=True, help="layer name, or 'all' for every layer")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--samples", type=int, default=1000,
@@ -96,5 +105,10 @@ def add_parser(subparsers) -> None:
                         "ICLR'19); top1: PNAS top-1%% threshold")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--top-k", type=int, default=12, help="top images kept per unit (default 12)")
+    p.add_argument("--segmenter", default=None, metavar="ORG/NAME[@REV]",
+                   help="a semantic segmentation model on the Hub (ADE20k classes) instead of the "
+                        "bundle's own, e.g. nvidia/segformer-b0-finetuned-ade-512-512")
+    p.add_argument("--seg-size", type=int, default=None,
+                   help="resize images to this size before the Hub segmenter (default: as they are)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=main)
