@@ -101,6 +101,11 @@ def _weights(folder: Path, where: str) -> dict | None:
                              f"damaged ({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
 
 
+def catalog_folder_name(segmenter_id: str) -> str:
+    """The scratch folder for catalogs made with a Hub segmenter: one per segmenter."""
+    return "catalog-" + segmenter_id.replace("/", "--").replace("@", "-")
+
+
 def load_hub_segmenter(source: str = DEFAULT_SEGMENTER, *, input_size: int | None = None,
                        cache_dir=None, allow_download: bool = True, token=None,
                        device="cpu") -> Segmenter:
@@ -141,4 +146,4 @@ def load_hub_segmenter(source: str = DEFAULT_SEGMENTER, *, input_size: int | Non
                       "input_size": input_size, "concepts": concepts})
 
 
-__all__ = ["load_hub_segmenter", "concept_groups", "ConceptHead", "DEFAULT_SEGMENTER", "SAME_CONCEPT"]
+__all__ = ["load_hub_segmenter", "catalog_folder_name", "concept_groups", "ConceptHead", "DEFAULT_SEGMENTER", "SAME_CONCEPT"]

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,11 @@ class Loaded:
     memo: dict = field(default_factory=dict)   # values computed once for this model (cached())
 
 
+def scene_segmenter_id() -> str:
+    from core.hub_segmenter import DEFAULT_SEGMENTER
+    return os.environ.get("PWN_SEGMENTER") or DEFAULT_SEGMENTER
+
+
 MAX_EXTRA_MODELS = 3     # models held besides the default and the preloaded ones (least recently used go)
 
 
@@ -54,6 +60,7 @@ class AppContext:
     preload: tuple = ()       # model sources opened at start-up, in the background (PWN_MODELS)
     _models: dict = field(default_factory=dict)
     _loading: dict = field(default_factory=dict)
+    _shared: dict = field(default_factory=dict)     # what all models share (the scene segmenter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def model_ids(self) -> list[str]:
@@ -85,6 +92,20 @@ class AppContext:
                 for m in extra[:max(0, len(extra) - MAX_EXTRA_MODELS)]:
                     del self._models[m]
             return loaded
+
+    def scene_segmenter(self):
+        """The real-scene segmenter (``$PWN_SEGMENTER``, else a small ADE20k SegFormer) used for
+        models without a segmenter of their own; opened on first use, on the GPU when there is
+        one. Raises HubError / SegmenterError saying why it cannot be opened."""
+        from core.hub_segmenter import load_hub_segmenter
+        with self._lock:
+            seg = self._shared.get("scene-segmenter")
+        if seg is None:
+            seg = load_hub_segmenter(scene_segmenter_id(),
+                                     device="cuda" if torch.cuda.is_available() else "cpu")
+            with self._lock:
+                self._shared["scene-segmenter"] = seg
+        return seg
 
     def start_preloading(self) -> threading.Thread | None:
         """Open the ``preload`` models in a background thread (start-up does not wait for them);

@@ -3,21 +3,27 @@
 A layer without a shipped catalog can be dissected here: the catalog, marked "computed here, N
 samples", goes to the model's scratch folder (``Bundle.scratch``), never into the bundle, and is
 used in place of the missing one. A shipped catalog (with its causal rankings) is never replaced.
+A model without a segmenter of its own (a real GAN from the picker) is dissected with the
+real-scene segmenter (``AppContext.scene_segmenter``), fewer samples by default on a CPU.
 """
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import gradio as gr
 
 import core
+from core.hub_segmenter import catalog_folder_name
+from core.segmenter import SEGMENTER_CONFIG
 from core.dissect import DissectionStopped, concept_homes, dissect, load_catalog, save_catalog, top_images
 from core.edits import EditStack, UnitEdit
 from core.settings import model_settings
-from demos.context import AppContext, StopFlags, display, stoppable, warn
+from demos.context import AppContext, StopFlags, display, error_text, scene_segmenter_id, stoppable, warn
 from demos.settings import STATE_TTL
 
 GALLERY_UNITS = 64      # tiles rendered per gallery view
+REAL_SCENE_SAMPLES = 200   # default for a real model: a 256 px GAN and a SegFormer on a CPU
 TOP_SHOWN = 8
 # how units get their label, in plain words (the catalog's protocol_text has the exact rule)
 PLAIN_RULE = {
@@ -32,9 +38,16 @@ BARS_RULE = {
 }
 
 
+def own_segmenter(model) -> bool:
+    path = model.bundle.path
+    return path is not None and (Path(path) / SEGMENTER_CONFIG).is_file()
+
+
 def computed_path(model, layer: str):
-    """Where a catalog dissected in the app is kept: the model's scratch folder, not the bundle."""
-    return model.bundle.scratch(f"catalog/{layer}.json")
+    """Where a catalog dissected in the app is kept: the model's scratch folder, not the bundle;
+    one folder per segmenter for a model judged by the real-scene segmenter."""
+    folder = "catalog" if own_segmenter(model) else catalog_folder_name(scene_segmenter_id())
+    return model.bundle.scratch(f"{folder}/{layer}.json")
 
 
 def _caption(u: dict) -> str:
@@ -195,10 +208,15 @@ def build(ctx: AppContext):
     def run_dissection(model_id, layer, samples, request: gr.Request):
         loaded = ctx.get(model_id)
         model = loaded.model
-        if loaded.segmenter is None:
-            yield warn("This model has no segmenter, so it cannot be dissected here (catalogs "
-                       "published with it can still be browsed).")
-            return
+        segmenter = loaded.segmenter
+        if segmenter is None:
+            yield f"Opening the real-scene segmenter {scene_segmenter_id()}…"
+            try:
+                segmenter = ctx.scene_segmenter()
+            except Exception as e:  # noqa: BLE001 - offline, not cached, no transformers, ...
+                yield warn(f"This model has no segmenter of its own and the real-scene segmenter "
+                           f"could not be opened: {error_text(e)}")
+                return
         if model.bundle.has_catalog(layer):
             yield warn(f"{layer} has a catalog shipped with the model; it is never replaced here. "
                        "Dissect a layer marked (no catalog).")
@@ -209,7 +227,7 @@ def build(ctx: AppContext):
             return
 
         def job(stop, status):
-            return dissect(model, loaded.segmenter, layer, range(samples), stop=stop.is_set,
+            return dissect(model, segmenter, layer, range(samples), stop=stop.is_set,
                            progress=lambda done, total: status.update(done=done, total=total))
 
         try:
@@ -220,7 +238,8 @@ def build(ctx: AppContext):
         except DissectionStopped as e:
             yield f"**Stopped**: {e}. A stopped dissection keeps nothing: {layer}'s catalog is unchanged."
             return
-        cat["origin"] = f"computed here, {samples} samples"
+        cat["origin"] = f"computed here, {samples} samples" + (
+            "" if segmenter is loaded.segmenter else f", segmenter {segmenter.id}")
         try:      # never into the bundle: shipped files are read-only at run time
             save_catalog(cat, computed_path(model, layer))
             where = "saved in this server's cache"
@@ -269,8 +288,9 @@ def build(ctx: AppContext):
     view_outputs = [gallery, shown, summary, concept, exact]
     layer.change(units_view, view_inputs, view_outputs, api_name="dissect_units")
     concept.input(units_view, view_inputs, view_outputs, api_visibility="private")
-    model_id.change(lambda m: gr.update(choices=layer_choices(m), value=default_layer(m)), model_id, layer,
-                    api_visibility="private")
+    model_id.change(lambda m: (gr.update(choices=layer_choices(m), value=default_layer(m)),
+                               1000 if ctx.get(m).segmenter is not None else REAL_SCENE_SAMPLES),
+                    model_id, [layer, samples], api_visibility="private")
     unit_outputs = [strip, bars, unit_info, unit_no, note]
     gallery.select(show_unit, [model_id, layer, shown], unit_outputs, api_visibility="private")
     show_btn.click(unit_details, [model_id, layer, unit_no], unit_outputs, api_name="dissect_unit")

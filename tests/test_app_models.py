@@ -7,7 +7,8 @@ import json
 import pytest
 
 from conftest import close, launch, make_progan
-from tests.test_hub import populate
+from tests.test_hub import folder_files, populate
+from tests.test_hub_segmenter import tiny_segformer
 from tests.test_known import SG2, rosinality_bytes
 
 pytestmark = pytest.mark.slow
@@ -33,6 +34,9 @@ def setup(tmp_path_factory):
         other = save_bundle(make_progan(seed=5), tmp / "other", name="other")
         populate(tmp / "hf", "org/other", {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()})
         default = save_bundle(make_progan(), tmp / "tiny", name="tiny")
+        tiny_segformer(tmp / "seg")
+        populate(tmp / "hf", "org/seg", folder_files(tmp / "seg"))
+        mp.setenv("PWN_SEGMENTER", "org/seg")
         yield tmp, default
 
 
@@ -76,3 +80,15 @@ def test_bad_sources_are_one_line_warnings(client, source, reason):
     assert all(isinstance(t, dict) and t.get("__type__") == "update" for t in tab_ids)
     gallery, status = client.predict("tiny-sg2", "0", api_name="/explore_show")   # still up
     assert status == ""
+
+
+def test_a_model_without_segmenter_is_dissected_with_the_scene_segmenter(client, setup):
+    import core
+    from core.bundle import CACHE_ENV  # noqa: F401 (the scratch folder is the fixture's)
+    client.predict("tiny-sg2", api_name="/model_load")
+    status = client.predict("tiny-sg2", "layer4", 100, api_name="/dissect_run")
+    assert status.startswith("Dissected `layer4` over 100 images"), status
+    gallery, summary, *_ = client.predict("tiny-sg2", "layer4", "all", api_name="/dissect_units")
+    assert "computed here, 100 samples, segmenter org/seg" in summary and gallery
+    model = core.load_model("tiny-sg2")
+    assert (model.bundle.scratch("catalog-org--seg") / "layer4.json").is_file()

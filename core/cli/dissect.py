@@ -52,7 +52,8 @@ def main(args) -> int:
     if args.out is not None:
         out = Path(args.out)
     elif args.segmenter:
-        out = model.bundle.scratch("catalog-" + args.segmenter.replace("/", "--").replace("@", "-"))
+        from ..hub_segmenter import catalog_folder_name
+        out = model.bundle.scratch(catalog_folder_name(args.segmenter))
     elif bundle_path is not None:
         out = Path(bundle_path) / "catalog"
     else:
