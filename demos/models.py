@@ -8,9 +8,13 @@ model id follows the picker, and its ``.change`` handlers refresh the tab.
 """
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import gradio as gr
 
 from core import hub, known
+from core.bundle import scratch_root, sha256_file
 from demos.context import AppContext, error_text, stoppable, warn
 
 DOWNLOAD = "download"
@@ -68,6 +72,8 @@ def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
                              label="Model", scale=4, elem_id="model_picker",
                              info="A known model, a cached one, or a Hub id org/name[@revision]")
         load_btn = gr.Button("Load model", scale=1, elem_id="model_load")
+        upload = gr.UploadButton("Open an edited model (.zip)", file_types=[".zip"], scale=1,
+                                 elem_id="model_upload")
     status = gr.Markdown(elem_id="model_status")
     n = len(tab_model_ids)
 
@@ -91,15 +97,48 @@ def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
         ids = ctx.model_ids()
         note = (f"✅ **{loaded.model.name}** ({loaded.model.bundle.architecture}, "
                 f"{loaded.model.resolution} px) is open in every tab.")
+        stack = getattr(loaded.model, "stack", None)
+        if stack is not None:
+            note += (f" It is **{loaded.model.base.name}** with {len(stack)} edit(s): "
+                     + "; ".join(e.label or type(e).__name__ for e in stack)
+                     + ". Edits you make now go on top of them.")
         if loaded.segmenter is None:
             note += (" It has no segmenter of its own, so concept tools (dissection, concept "
                      "painting, watermark finding) are not available for it yet.")
         yield (note, gr.update(choices=choices(ctx), value=source),
                *[gr.update(choices=ids, value=source)] * n)
 
-    load_btn.click(load, [picker], [status, picker, *tab_model_ids], api_name="model_load",
-                   concurrency_limit=2)
+    def open_upload(file):
+        """An uploaded edited model: kept in the scratch cache under its digest (a stable id),
+        then opened like any other source."""
+        try:
+            source = keep_upload(file)
+        except ValueError as e:
+            yield warn(f"Could not open the upload: {e}"), gr.skip(), *[gr.skip()] * n
+            return
+        yield from load(source)
+
+    outputs = [status, picker, *tab_model_ids]
+    load_btn.click(load, [picker], outputs, api_name="model_load", concurrency_limit=2)
+    upload.upload(open_upload, [upload], outputs, api_name="model_upload", concurrency_limit=2)
     return picker
+
+
+def keep_upload(file) -> str:
+    """Copy an uploaded ``.zip`` to ``$PWN_CACHE_DIR/uploads/<sha256>.zip``; its path."""
+    path = Path(getattr(file, "name", None) or str(file or ""))
+    if not path.is_file():
+        raise ValueError("no file arrived")
+    if path.suffix.lower() != ".zip":
+        raise ValueError(f"{path.name} is not a .zip (download an edited model from a tab's "
+                         "Share button)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path.name} is empty (0 bytes)")
+    dest = scratch_root() / "uploads" / f"{sha256_file(path)[:20]}.zip"
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+    return str(dest)
 
 
 def _mapped(gen, fn):

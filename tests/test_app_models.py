@@ -92,3 +92,66 @@ def test_a_model_without_segmenter_is_dissected_with_the_scene_segmenter(client,
     assert "computed here, 100 samples, segmenter org/seg" in summary and gallery
     model = core.load_model("tiny-sg2")
     assert (model.bundle.scratch("catalog-org--seg") / "layer4.json").is_file()
+
+
+def _edited_zip(default, tmp_path) -> str:
+    import core
+    from core.edits import EditStack, UnitEdit
+    from demos.sharing import edited_model_zip
+    model = core.load_model(default)
+    stack = EditStack().push(UnitEdit("layer2", [0, 1], label="units 0,1 off"))
+    return edited_model_zip(model, stack, [0], "test")
+
+
+def test_an_uploaded_edited_model_opens_with_its_edits(client, setup, tmp_path):
+    import numpy as np
+    from gradio_client import handle_file
+    from PIL import Image
+
+    import core
+    _, default = setup
+    path = _edited_zip(default, tmp_path)
+    status, picker, *tab_ids = client.predict(handle_file(path), api_name="/model_upload")
+    assert "with 1 edit(s): units 0,1 off" in status, status
+    source = tab_ids[0]["value"] if isinstance(tab_ids[0], dict) else tab_ids[0]
+    gallery, _ = client.predict(source, "0", api_name="/explore_show")
+    shown = np.asarray(Image.open(gallery[0]["image"]).convert("RGB"))
+    want = np.asarray(core.images.to_pil(core.load_model(path).render([0])[0]).convert("RGB"))
+    assert np.array_equal(shown[::shown.shape[0] // want.shape[0], ::shown.shape[1] // want.shape[1]], want)
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("empty", "is empty (0 bytes)"),
+    ("not zip", "Invalid file type"),       # refused by Gradio before our handler
+    ("garbage", "not a readable zip file"),
+    ("traversal", "refusing entry '../evil.json'"),
+    ("pickle", "pickled files are never loaded"),
+    ("bomb", "compressed"),
+])
+def test_hostile_uploads_are_refused_plainly(client, tmp_path, kind, reason):
+    import zipfile
+
+    from gradio_client import handle_file
+    f = tmp_path / ("x.txt" if kind == "not zip" else "x.zip")
+    if kind == "empty":
+        f.write_bytes(b"")
+    elif kind in ("not zip", "garbage"):
+        f.write_bytes(b"not a zip at all")
+    else:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+            if kind == "traversal":
+                z.writestr("../evil.json", "{}")
+            elif kind == "pickle":
+                z.writestr("edits.pt", b"\x80\x04K\x01.")
+            else:
+                z.writestr("config.json", "{}")
+                z.writestr("edits.safetensors", b"\0" * 20_000_000)
+    if kind == "not zip":
+        from gradio_client.exceptions import AppError
+        with pytest.raises(AppError, match=reason):
+            client.predict(handle_file(str(f)), api_name="/model_upload")
+    else:
+        status, picker, *tab_ids = client.predict(handle_file(str(f)), api_name="/model_upload")
+        assert status.startswith("⚠️") and reason in status and "\n" not in status, status
+    gallery, status = client.predict("tiny-sg2", "0", api_name="/explore_show")   # still up
+    assert status == ""

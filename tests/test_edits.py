@@ -472,3 +472,18 @@ def test_in_memory_stacks_are_validated_before_rendering():
     sg = make_stylegan2()
     with pytest.raises(LayerError, match="constant input"):
         EditStack().push(WeightEdit.full("layer1", torch.zeros(1, 8, 8, 3, 3))).validate(sg)
+
+
+def test_renderer_of_an_edited_model_keeps_its_edits_under_each_stack(tmp_path):
+    import core
+    from core.bundle import save_bundle
+    from core.model import EditedModel
+    base = core.load_model(save_bundle(make_progan(), tmp_path / "b", name="b"))
+    shared = EditStack().push(UnitEdit("layer2", [0, 3], label="shared"))
+    edited = EditedModel(base, shared)
+    extra = EditStack().push(UnitEdit("layer4", [1], [2.0], label="mine"))
+    z = base.sample_z([0, 1])
+    r = Renderer(edited, cache_layer="layer4", local=True)
+    assert torch.allclose(r.render(z), edited.generate(z), atol=1e-6)
+    want = Renderer(base).render(z, shared.push(*extra))
+    assert torch.allclose(r.render(z, extra), want, atol=1e-6)

@@ -45,6 +45,8 @@ class Renderer:
     def __init__(self, model, max_entries: int = 64, cache_layer: str | None = None,
                  local: bool = False):
         self.generator = generator_of(model)
+        # an edited model (core.EditedModel) renders its own edits under every stack passed in
+        self.base_edits = tuple(getattr(model, "stack", None) or ()) if hasattr(model, "base") else ()
         # local=True: strokes with masks on one layer re-render only the window they can affect
         # (generators with ``rerun_region``: ProGAN); equal to a full run up to float rounding.
         self.local = bool(local) and hasattr(self.generator, "rerun_region")
@@ -83,11 +85,16 @@ class Renderer:
             p = min(p, g.layer_index(self.cache_layer))
         return p
 
+    def _full(self, stack: EditStack | None) -> EditStack:
+        return EditStack(self.base_edits + tuple(stack or ())) if self.base_edits else stack or EditStack()
+
     def prefix_state(self, z, stack: EditStack | None = None, truncation=None, noise=None,
                      point: int | None = None) -> tuple[LayerState, int]:
         """(a private copy of the state after ``layers[:point]``, point); cached."""
+        return self._prefix(z, self._full(stack), truncation, noise, point)
+
+    def _prefix(self, z, stack: EditStack, truncation, noise, point):
         g = self.generator
-        stack = stack or EditStack()
         t, n = sampling_options(self, truncation, noise)
         z = torch.as_tensor(z, dtype=torch.float32)
         if z.dim() == 1:
@@ -126,12 +133,12 @@ class Renderer:
                noise=None) -> torch.Tensor:
         """Images ``[N,3,H,W]`` (on the model's device) of latents ``z`` under ``stack``.
         ``truncation``/``noise`` default to the bundle's defaults."""
-        stack = stack or EditStack()
+        stack = self._full(stack)
         if self.local:
             box = self._local_box(stack)
             if box is not None:
                 return self._render_local(z, stack, truncation, noise, *box)
-        state, _ = self.prefix_state(z, stack, truncation, noise)
+        state, _ = self._prefix(z, stack, truncation, noise, None)
         state = self.generator.run(state, edit=stack.feature_edit())
         return self.generator.finish(state)
 
@@ -153,7 +160,7 @@ class Renderer:
     def _render_local(self, z, stack, truncation, noise, layer, box):
         g = self.generator
         point = g.layer_index(layer)
-        state, _ = self.prefix_state(z, stack, truncation, noise, point=point)
+        state, _ = self._prefix(z, stack, truncation, noise, point)
         deltas = state.weight_deltas
         key = (_digest(torch.as_tensor(z, dtype=torch.float32)), truncation, _noise_key(noise), layer,
                tuple(e.fingerprint() for e in stack.weight_edits))
