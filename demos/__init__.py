@@ -14,26 +14,25 @@ INTRO = ("Look inside an image GAN and edit it by hand: find the units that draw
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     """The app. Each tab module's ``build(ctx)`` lays out its tab and returns a dict: its hidden
     ``"model_id"`` component (the model picker sets it; the tab's ``.change`` handlers follow it)
-    and, optionally, ``"load"``: ``(fn, inputs, outputs)`` to run when a page opens."""
-    from demos import dissect, explore, models, paint, photo, rewrite, watermark
+    and, optionally, ``"load"``: ``[(fn, inputs, outputs), ...]`` run in order when a page opens
+    (after a link's view is restored), and ``"link"``: {URL parameter: component} (demos/links.py)."""
+    from demos import dissect, explore, links, models, paint, photo, rewrite, watermark
     from demos.cache import use_atomic_image_cache
     use_atomic_image_cache()       # a gallery file being served is never rewritten in place
     ctx = ctx or AppContext()
     ctx.start_preloading()
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
-        picker_row = gr.Column()
-        tabs = []
-        with gr.Tabs():
+        top = gr.Column()
+        specs, objects = {}, {}
+        with gr.Tabs() as tabs:
             for label, tab_id, module in (("Explore", "explore", explore), ("Dissect", "dissect", dissect),
                                           ("Paint", "paint", paint), ("Watermarks", "watermark", watermark),
                                           ("Photo", "photo", photo), ("Rewrite", "rewrite", rewrite)):
-                with gr.Tab(label, id=tab_id):
-                    tabs.append(module.build(ctx))
-        with picker_row:
-            models.build(ctx, [tab["model_id"] for tab in tabs])
-        for tab in tabs:
-            if "load" in tab:
-                fn, inputs, outputs = tab["load"]
-                demo.load(fn, inputs, outputs, api_visibility="private")
+                with gr.Tab(label, id=tab_id) as objects[tab_id]:
+                    specs[tab_id] = module.build(ctx)
+        with top:
+            picker = models.build(ctx, [spec["model_id"] for spec in specs.values()])
+            notice = gr.Markdown(elem_id="link_notice")
+            links.wire(demo, ctx, tabs, objects, specs, picker, notice)
     return demo

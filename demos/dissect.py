@@ -288,9 +288,13 @@ def build(ctx: AppContext):
     view_outputs = [gallery, shown, summary, concept, exact]
     layer.change(units_view, view_inputs, view_outputs, api_name="dissect_units")
     concept.input(units_view, view_inputs, view_outputs, api_visibility="private")
-    model_id.change(lambda m: (gr.update(choices=layer_choices(m), value=default_layer(m)),
-                               1000 if ctx.get(m).segmenter is not None else REAL_SCENE_SAMPLES),
-                    model_id, [layer, samples], api_visibility="private")
+    def model_changed(model_id, current_layer):
+        """The layers of the new model (the current one stays when it has it: a link's layer)."""
+        names = ctx.model(model_id).layers
+        keep = current_layer if current_layer in names else default_layer(model_id)
+        return (gr.update(choices=layer_choices(model_id), value=keep),
+                1000 if ctx.get(model_id).segmenter is not None else REAL_SCENE_SAMPLES)
+    model_id.change(model_changed, [model_id, layer], [layer, samples], api_visibility="private")
     unit_outputs = [strip, bars, unit_info, unit_no, note]
     gallery.select(show_unit, [model_id, layer, shown], unit_outputs, api_visibility="private")
     show_btn.click(unit_details, [model_id, layer, unit_no], unit_outputs, api_name="dissect_unit")
@@ -300,4 +304,9 @@ def build(ctx: AppContext):
                             concurrency_id="heavy", concurrency_limit=1)
     run.then(units_view, view_inputs, view_outputs, api_visibility="private")
     stop_btn.click(stops.stop, None, None, api_name="dissect_stop")
-    return {"load": (units_view, view_inputs, view_outputs), "model_id": model_id}
+    def linked_unit(model_id, layer, unit):
+        """A link's unit, once the layer's view is there (nothing when the link names none)."""
+        return (gr.skip(),) * 5 if unit is None else unit_details(model_id, layer, unit)
+    return {"model_id": model_id, "link": {"layer": layer, "unit": unit_no},
+            "load": [(units_view, view_inputs, view_outputs),
+                     (linked_unit, [model_id, layer, unit_no], unit_outputs)]}

@@ -89,4 +89,5 @@ def build(ctx: AppContext):
     random_btn.click(random_numbers, [model_id], [spec, gallery, numbers, status], api_name="explore_random")
     gallery.select(select, [model_id, numbers], [big, seg, caption, legend, status], api_name="explore_select")
     model_id.change(show, [model_id, spec], [gallery, numbers, status], api_visibility="private")
-    return {"load": (show, [model_id, spec], [gallery, numbers, status]), "model_id": model_id}
+    return {"model_id": model_id, "load": [(show, [model_id, spec], [gallery, numbers, status])],
+            "link": {"images": spec}}

@@ -302,9 +302,8 @@ def build(ctx: AppContext):
     undo_btn.click(heavy(undo), [state], outs, api_name="paint_undo")
     reset_btn.click(heavy(reset), [state], outs, api_name="paint_reset")
     download_btn.click(heavy(download_model), [state], [model_file], api_name="paint_download")
-    # on page load (gr.on without triggers and without inputs = the app's load event)
-    gr.on(None, lambda: init(ids[0], SUGGESTIONS[0]), [], outs + [gallery, problem],
-          api_name="paint_init", show_progress="hidden")
-    model_id.change(lambda m: init(m, SUGGESTIONS[0]), [model_id], outs + [gallery, problem],
+    model_id.change(init, [model_id, number], outs + [gallery, problem],
                     api_visibility="private", show_progress="hidden")
-    return {"outputs": outs, "model_id": model_id}
+    return {"outputs": outs, "model_id": model_id, "link": {"image": number},
+            "load": [(init, [model_id, number], outs + [gallery, problem],
+                      {"api_name": "paint_init", "show_progress": "hidden"})]}

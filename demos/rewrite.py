@@ -793,7 +793,8 @@ def build(ctx: AppContext):
                 gr.skip())
     model_id.change(model_changed, model_id, [layer, rank, presets, preset_btn, status],
                     api_visibility="private")
-    return {"load": (show, [model_id, spec, st], [gallery, st, status]), "model_id": model_id}
+    return {"model_id": model_id, "load": [(show, [model_id, spec, st], [gallery, st, status])],
+            "link": {"preset": presets}}
 
 
 def _gen_outputs(gen):

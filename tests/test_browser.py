@@ -320,3 +320,28 @@ def test_model_picker_opens_a_known_model_in_every_tab(tmp_path, monkeypatch):
             browser.close()
     finally:
         close(demo)
+
+
+def test_a_link_reopens_the_view(page, app_url):
+    """A link restores tab, layer and unit (Dissect) or image numbers (Explore); a bad parameter
+    is a notice and the rest of the view still opens. Copy link gives the current view back."""
+    import time
+    page = page.context.browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.set_default_timeout(90_000)
+    t = time.time()
+    page.goto(app_url + "?tab=dissect&layer=layer6&unit=3", wait_until="load")
+    sync_api.expect(page.locator("#dissect_layer input")).to_have_value("layer6", timeout=60_000)
+    page.wait_for_selector("#dissect_top img")
+    seconds = time.time() - t
+    assert page.locator("#dissect_unit input").input_value() == "3"
+    _shot(page, "link_dissect")
+    page.locator("#link_copy").click()
+    sync_api.expect(page.locator("#link_box textarea, #link_box input").first).to_have_value(
+        app_url.rstrip("/") + "/?tab=dissect&layer=layer6&unit=3", timeout=30_000)
+    page.goto(app_url + "?tab=explore&images=100-103&unit=x", wait_until="load")
+    sync_api.expect(page.locator("#link_notice")).to_contain_text("unit='x' ignored", timeout=60_000)
+    page.wait_for_function("() => [...document.querySelectorAll('#explore_gallery .caption-label, "
+                           "#explore_gallery img')].length >= 4")
+    sync_api.expect(page.locator("#explore_gallery")).to_contain_text("#100")
+    print(f"link restored the Dissect view in {seconds:.1f} s")
+    page.close()

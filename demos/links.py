@@ -1,0 +1,156 @@
+"""Links that reopen a view: URL query parameters, and the "Copy link" button that makes them.
+
+    ?tab=dissect&model=stylegan2-church&layer=layer8&unit=12
+    ?tab=explore&images=100-115        ?tab=paint&image=7        ?tab=rewrite&preset=dome2tree
+
+``tab`` picks the tab, ``model`` the model (a known id, or a Hub id of a model or of an edited
+model); the others belong to one tab each (each tab's ``build`` returns them under ``"link"``:
+parameter -> component). A parameter that is not valid is dropped with a notice and the view
+keeps its default for it.
+"""
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+
+import gradio as gr
+
+import core
+from core.bundle import scratch_root
+
+TABS = ("explore", "dissect", "paint", "watermark", "photo", "rewrite")
+MAX_GRID = 64                      # Explore's largest grid
+
+
+def _image_number(text) -> int:
+    n = int(str(text).strip())
+    if not 0 <= n < core.images.MAX_IMAGE_NUMBER:
+        raise ValueError(f"image numbers are 0-{core.images.MAX_IMAGE_NUMBER - 1:,}")
+    return n
+
+
+def _unit(text) -> int:
+    n = int(str(text).strip())
+    if n < 0:
+        raise ValueError("units are numbered from 0")
+    return n
+
+
+def check(params: dict, model, presets) -> tuple[dict, list[str]]:
+    """The valid view parameters of ``params`` (already without ``model``) for ``model``, and a
+    notice for each one dropped. ``presets``: the model's preset names."""
+    ok, notices = {}, []
+    checks = {
+        "tab": lambda v: v if v in TABS else _fail(f"tabs are {', '.join(TABS)}"),
+        "images": lambda v: (core.parse_image_numbers(v, max_count=MAX_GRID), v)[1],
+        "layer": lambda v: model.generator.check_layer(v),
+        "unit": _unit,
+        "image": _image_number,
+        "preset": lambda v: v if v in presets else _fail("this model has no such preset"),
+    }
+    for key, value in params.items():
+        if key not in checks:
+            notices.append(f"unknown link parameter {key!r} ignored")
+            continue
+        try:
+            ok[key] = checks[key](value)
+        except (ValueError, KeyError) as e:
+            why = e.args[0] if isinstance(e, KeyError) and e.args else e
+            notices.append(f"{key}={value!r} ignored: {why}")
+    return ok, notices
+
+
+def _fail(why: str):
+    raise ValueError(why)
+
+
+def linkable(model_id: str, default: str) -> bool:
+    """Whether a model id means the same to someone else: not the default, not a local file."""
+    if model_id == default:
+        return False
+    path = Path(model_id)
+    return not (path.is_absolute() or path.exists() or scratch_root() in path.parents)
+
+
+def query(tab: str, model_id: str, default: str, values: dict) -> str:
+    """``?tab=...&model=...&...``: the view's parameters (``values``: parameter -> value of the
+    current tab's link components; empty ones are left out)."""
+    params = {"tab": tab or "explore"}
+    if model_id and linkable(str(model_id), default):
+        params["model"] = str(model_id)
+    for key, value in values.items():
+        if value is None or value == "":
+            continue
+        params[key] = str(int(value)) if isinstance(value, float) and value == int(value) else str(value)
+    return "?" + urllib.parse.urlencode(params)
+
+
+# Copies the link into the clipboard (when the page may) and shows it whole in the link box.
+COPY_JS = """(q) => {
+    const url = window.location.origin + window.location.pathname + q;
+    if (navigator.clipboard) { navigator.clipboard.writeText(url).catch(() => {}); }
+    return url;
+}"""
+
+
+def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice) -> None:
+    """Restore the view from the URL when a page opens, then run each tab's ``"load"`` steps;
+    add the Copy link button (where this is called). ``tab_objects``: tab id -> its ``gr.Tab``;
+    ``tab_specs``: tab id -> the dict its ``build`` returned."""
+    from demos.context import error_text
+    from demos.rewrite import preset_paths
+    model_ids = [spec["model_id"] for spec in tab_specs.values()]
+    params_of = {key: comp for spec in tab_specs.values() for key, comp in spec.get("link", {}).items()}
+    current = gr.State("explore")
+    for tab_id, tab in tab_objects.items():
+        tab.select(lambda t=tab_id: t, None, current, api_visibility="private", show_progress="hidden")
+
+    def restore(request: gr.Request):
+        params = {k: v for k, v in dict(getattr(request, "query_params", {}) or {}).items()
+                  if k not in ("__theme", "view")}
+        skip = (gr.skip(),) * (3 + len(model_ids) + len(params_of))
+        if not params:
+            return (*skip, gr.skip())
+        notes, model_id = [], ctx.default_source
+        if "model" in params:
+            try:
+                ctx.get(params["model"])
+                model_id = params["model"]
+            except Exception as e:  # noqa: BLE001 - the link still opens, on the default model
+                notes.append(f"model {params['model']!r} could not be opened ({error_text(e)}); "
+                             "showing the default model")
+        model = ctx.model(model_id)
+        view, dropped = check({k: v for k, v in params.items() if k != "model"}, model,
+                              list(preset_paths(model)))
+        notes += dropped
+        tab = view.get("tab", "explore")
+        ids = gr.update(choices=ctx.model_ids(), value=model_id)
+        out = [gr.Tabs(selected=tab), tab, gr.update(value=model_id) if model_id != ctx.default_source
+               else gr.skip(), *[ids] * len(model_ids)]
+        out += [view[key] if key in view else gr.skip() for key in params_of]
+        note = ("⚠️ This link " + "; ".join(notes) + ".") if notes else ""
+        if notes:
+            gr.Warning("This link " + "; ".join(notes) + ".")
+        return (*out, note)
+
+    opened = demo.load(restore, None, [tabs, current, picker, *model_ids, *params_of.values(), notice],
+                       api_name="link_restore")
+    for spec in tab_specs.values():
+        steps = spec.get("load") or []
+        event = opened
+        for fn, inputs, outputs, *options in steps:     # options: an endpoint name, ...
+            event = event.then(fn, inputs, outputs, **(options[0] if options else
+                                                       {"api_visibility": "private"}))
+
+    with gr.Row():
+        link_btn = gr.Button("🔗 Copy link to this view", size="sm", scale=1, elem_id="link_copy")
+        link_box = gr.Textbox(show_label=False, placeholder="the link appears here", scale=4,
+                              interactive=False, elem_id="link_box")
+    keys = list(params_of)
+
+    def make(tab, model_id, *values):
+        wanted = set(tab_specs.get(tab, {}).get("link", {}))
+        return query(tab, model_id, ctx.default_source,
+                     {k: v for k, v in zip(keys, values) if k in wanted})
+    link_btn.click(make, [current, model_ids[0], *params_of.values()], link_box, api_name="link_make"
+                   ).then(None, link_box, link_box, js=COPY_JS)

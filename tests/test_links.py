@@ -1,0 +1,31 @@
+"""demos.links: the view parameters a link carries, checked against the model."""
+from __future__ import annotations
+
+import urllib.parse
+
+import core
+from core.bundle import save_bundle
+from demos import links
+from tests.conftest import make_progan
+
+
+def test_check_keeps_valid_parameters_and_says_why_others_are_dropped(tmp_path):
+    model = core.load_model(save_bundle(make_progan(), tmp_path / "b", name="b"))
+    ok, notes = links.check({"tab": "dissect", "layer": "layer4", "unit": "3", "images": "0-7",
+                             "image": "12", "preset": "trees"}, model, ["trees"])
+    assert ok == {"tab": "dissect", "layer": "layer4", "unit": 3, "images": "0-7", "image": 12,
+                  "preset": "trees"} and notes == []
+    ok, notes = links.check({"tab": "nope", "layer": "layer99", "unit": "-1", "images": "0-999",
+                             "image": "x", "preset": "domes", "colour": "red"}, model, ["trees"])
+    assert ok == {}
+    assert len(notes) == 7 and all("ignored" in n for n in notes)
+    assert any("layer99" in n and "layer1" in n for n in notes)          # names the valid layers
+
+
+def test_query_has_the_current_tab_model_and_values(tmp_path):
+    q = links.query("dissect", "stylegan2-church", "default", {"layer": "layer8", "unit": 12.0})
+    assert urllib.parse.parse_qs(q[1:]) == {"tab": ["dissect"], "model": ["stylegan2-church"],
+                                           "layer": ["layer8"], "unit": ["12"]}
+    # the default model, local files and uploads are not part of a link
+    assert links.query("explore", "default", "default", {"images": "0-15"}) == "?tab=explore&images=0-15"
+    assert "model" not in links.query("paint", str(tmp_path), "default", {"image": None})
