@@ -27,7 +27,7 @@ from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, RANKING, Con
 from demos.context import AppContext, display
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
-from demos.sharing import edited_model_zip
+from demos.sharing import SharePanel
 
 SUGGESTIONS = list(range(12))         # image numbers shown as suggestions
 HEADERS = ["#", "layer", "concept", "mode", "units", "mask cells"]
@@ -235,10 +235,10 @@ def build(ctx: AppContext):
         model, state = _session(state)
         return _view(ctx, {**state, "stack": state["stack"].clear()})
 
-    def download_model(state):
-        """The session's edits as an edited-model zip (opens with core.load_model)."""
+    def edited(state):
+        """What the Share panel shares: the session's edits on its image's model."""
         model, state = _session(state)
-        return edited_model_zip(model, state["stack"], [state["image_number"]], "painted")
+        return model, state["stack"], [state["image_number"]], "painted"
 
     # ---------------------------------------------------------------- layout
     gr.Markdown(
@@ -277,12 +277,8 @@ def build(ctx: AppContext):
     table = gr.Dataframe(value=pd.DataFrame([], columns=HEADERS), headers=HEADERS,
                          label="Edits (most recent last)", interactive=False,
                          elem_id="paint_edits")
-    with gr.Row():
-        download_btn = gr.Button("Download the edited model (.zip)", scale=1,
-                                 elem_id="paint_download")
-        model_file = gr.File(label="Edited model: open it with core.load_model(path)",
-                             interactive=False, scale=3, elem_id="paint_model_file")
     state = gr.State(None, time_to_live=STATE_TTL)
+    SharePanel("paint", edited, [state])
 
     outs = [number, editor, compare, result, table, info, state]
     heavy = gpu(duration=15)      # renders: on a ZeroGPU Space these get a GPU, elsewhere no-op
@@ -301,7 +297,6 @@ def build(ctx: AppContext):
                  api_name="paint_stroke", trigger_mode="always_last", show_progress="minimal")
     undo_btn.click(heavy(undo), [state], outs, api_name="paint_undo")
     reset_btn.click(heavy(reset), [state], outs, api_name="paint_reset")
-    download_btn.click(heavy(download_model), [state], [model_file], api_name="paint_download")
     model_id.change(init, [model_id, number], outs + [gallery, problem],
                     api_visibility="private", show_progress="hidden")
     return {"outputs": outs, "model_id": model_id, "link": {"image": number},

@@ -43,6 +43,7 @@ from demos.context import (DISPLAY_SIZE, AppContext, StopFlags, display, painted
                            warn_on_error)
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
+from demos.sharing import SharePanel
 
 # steps of the two optimisations (tests lower them through the environment or by assignment)
 INVERT_STEPS = int(os.environ.get("PWN_PHOTO_INVERT_STEPS", "150"))
@@ -290,6 +291,12 @@ def build(ctx: AppContext):
         result = gr.Image(label="Edited photo (PNG)", format="png", type="pil",
                           interactive=False, buttons=["download"], elem_id="photo_result")
     state = gr.State(None, time_to_live=STATE_TTL)
+
+    def edited(state):
+        """What the Share panel shares: the fitted and painted model of this photo."""
+        model, state = _session(state)
+        return model, state["stack"], (), "photo"
+    SharePanel("photo", edited, [state])
 
     paint_outs = [editor, compare, result, info, state]
     # inversion + adaptation (a generator) and painting: on a ZeroGPU Space these get a GPU

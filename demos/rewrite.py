@@ -42,7 +42,7 @@ from demos.context import (DISPLAY_SIZE, AppContext, display, error_text, painte
                            warn_on_error)
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
-from demos.sharing import edited_model_zip
+from demos.sharing import SharePanel
 
 MAX_GALLERY = 32
 TOP_RESULTS = 12
@@ -595,11 +595,10 @@ def build(ctx: AppContext):
         return str(path), f"Saved the rule as {path.name}."
 
     @warn_on_error(2, status=1)
-    def download_model(model_id, st):
-        """The session's rewrites as an edited-model zip (opens with core.load_model)."""
+    def edited(model_id, st):
+        """What the Share panel shares: the session's rewrites."""
         st = _session(st, model_id)
-        path = edited_model_zip(loaded_model(model_id), st["stack"], st["numbers"][:2], "rewritten")
-        return path, f"Saved the edited model ({len(st['stack'])} rewrite(s)) as {Path(path).name}."
+        return loaded_model(model_id), st["stack"], st["numbers"][:2], "rewritten"
 
     @warn_on_error(3, status=2)
     def toggle(model_id, st):
@@ -730,15 +729,12 @@ def build(ctx: AppContext):
             paste_at_btn = gr.Button("Paste here")
     history = gr.Dataframe(headers=HISTORY_HEADERS, value=[["", "", "", "", "no rewrites yet"]],
                            label="Rewrites", interactive=False, elem_id="rewrite_history")
-    with gr.Accordion("Rule files and the edited model", open=False):
+    with gr.Accordion("Rule files", open=False):
         with gr.Row():
             download_btn = gr.Button("Download rule JSON")
             rule_out = gr.File(label="Rule JSON", interactive=False)
             rule_in = gr.File(label="Upload a rule JSON (replays it)", file_types=[".json"], type="filepath")
-        with gr.Row():
-            model_btn = gr.Button("Download the edited model (.zip)", elem_id="rewrite_download")
-            model_file = gr.File(label="Edited model: open it with core.load_model(path)",
-                                 interactive=False)
+    SharePanel("rewrite", edited, [model_id, st])
     with gr.Accordion("Statistics", open=False):
         stats_md = gr.Markdown(stats_info(ids[0], layer0) if layer0 else "")
         samples = gr.Slider(10, 5000, value=STATS_SAMPLES, step=10, label="Images")
@@ -778,7 +774,6 @@ def build(ctx: AppContext):
     stop_btn.click(None, None, None, cancels=runs)
     toggle_btn.click(toggle, [model_id, st], [gallery, st, status], api_name="rewrite_toggle")
     undo_btn.click(undo, [model_id, st], [gallery, st, history, status], api_name="rewrite_undo")
-    model_btn.click(download_model, [model_id, st], [model_file, status], api_name="rewrite_download")
     download_btn.click(download, [model_id, layer, rank, st], [rule_out, status],
                        api_name="rewrite_rule_download")
     layer.change(stats_info, [model_id, layer], stats_md, api_name="rewrite_stats_info")

@@ -27,6 +27,7 @@ from demos.brush import CheckedImageEditor, catalog_for, hidden_editor, shown_ed
 from demos.context import DISPLAY_SIZE, AppContext, display, painted_mask, warn, warn_on_error
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
+from demos.sharing import SharePanel
 
 CONCEPT = "watermark"
 SCAN = "0-399"                  # image numbers searched for watermarked samples
@@ -202,7 +203,7 @@ def build(ctx: AppContext):
                 + ("; showing the first 48." if len(found) > 48 else "."))
         return gallery, text, numbers[0]
 
-    @warn_on_error(4, status=3)
+    @warn_on_error(5, status=3)
     def remove(model_id, n_units, source, picked, show_outline=True, progress=gr.Progress()):
         loaded = ctx.get(model_id)
         model = loaded.model
@@ -249,7 +250,14 @@ def build(ctx: AppContext):
             text += "  \n" + warn("This edit makes the watermark rate worse: switching these "
                                   "units off draws more watermarks, not fewer.")
         return (_before_after(_tiles(before, seg, wm, show_outline), _tiles(after, seg, wm, show_outline),
-                              numbers), f"{100 * before_rate:.1f}%", f"{100 * after_rate:.1f}%", text)
+                              numbers), f"{100 * before_rate:.1f}%", f"{100 * after_rate:.1f}%", text,
+                {"model_id": model_id, "stack": stack, "numbers": numbers[:2]})
+
+    def edited(removed):
+        """What the Share panel shares: the units this session switched off."""
+        if not removed:
+            raise gr.Error("No edits yet: remove watermark units first.")
+        return ctx.model(removed["model_id"]), removed["stack"], removed["numbers"], "watermark-removed"
 
     def load_sample(model_id, number, show_outline=True):
         """The sample to mark, its watermark pixels outlined (with ``show_outline``) so one sees
@@ -346,6 +354,8 @@ def build(ctx: AppContext):
             eraser=gr.Eraser(default_size=16), canvas_size=(DISPLAY_SIZE, DISPLAY_SIZE),
             label="Mark the watermark (its pixels are outlined)", elem_id="wm_mark_editor")
     picked = gr.State([], time_to_live=STATE_TTL)
+    removed = gr.State(None, time_to_live=STATE_TTL)
+    SharePanel("watermark", edited, [removed])
 
     heavy = gpu(duration=60)      # hundreds of renders: on a ZeroGPU Space these get a GPU
     find_btn.click(heavy(find), [model_id, show_outline], [gallery, found_md, mark_number],
@@ -356,7 +366,7 @@ def build(ctx: AppContext):
         return found_gallery(model_id, show_outline)[0] if shown else gr.skip()
     show_outline.change(redraw, [model_id, show_outline, gallery], gallery, api_visibility="private")
     remove_btn.click(heavy(remove), [model_id, n_units, source, picked, show_outline],
-                     [compare, rate_before, rate_after, result_md], api_name="watermark_remove")
+                     [compare, rate_before, rate_after, result_md, removed], api_name="watermark_remove")
     model_id.change(units_table, [model_id], [units_df, units_md, n_units], api_name="watermark_units")
     # the editor is hidden and shown again with the sample (brush.hidden_editor says why)
     mark_load.click(hidden_editor, None, [mark_editor], api_visibility="private",

@@ -228,23 +228,40 @@ def test_download_edited_model_reopens_bit_identical(client, app_bundle, tmp_pat
     renders exactly as the app showed them."""
     from pathlib import Path
 
-    from gradio_client.exceptions import AppError
-
     import core
     from demos.context import display
     client.predict(str(app_bundle), 4, api_name="/paint_load")
-    with pytest.raises(AppError, match="No edits yet"):
-        client.predict(api_name="/paint_download")
+    path, status = client.predict(api_name="/paint_download")
+    assert status.startswith("⚠️") and "No edits yet" in status
     client.predict(_editor(tmp_path, (40, 100, 40, 100)), "tree", "Draw", 10, api_name="/paint_apply")
     out = client.predict(_editor(tmp_path, (300, 400, 300, 400)), "dome", "Remove", 5,
                          api_name="/paint_apply")
     painted = _img(out[3])
-    path = client.predict(api_name="/paint_download")
+    path, status = client.predict(api_name="/paint_download")
     path = Path(path["path"] if isinstance(path, dict) else path)
     assert path.suffix == ".zip" and path.stat().st_size <= 100_000
+    assert status.startswith("Saved 2 edit(s) as **")
     edited = core.load_model(path)
     again = np.asarray(display(edited.render([4])[0])).astype(np.int16)
     assert np.array_equal(again, painted)
+    # pushing: the visitor's own token only (never the server's HF_TOKEN), private by default
+    from tests.test_hub import FakeApi
+    import huggingface_hub as hf
+    with pytest.MonkeyPatch.context() as mp:
+        FakeApi.calls = []
+        mp.setattr(hf, "HfApi", FakeApi)
+        mp.setenv("HF_TOKEN", "hf_server_token")
+        mp.setattr(core.paths, "DEFAULT_BUNDLE", Path(app_bundle))   # a base others have too
+        status = client.predict("me/painted", "", True, api_name="/paint_push")
+        assert "nothing was sent" in status and FakeApi.calls == []
+        status = client.predict("not a repo", "hf_visitor", True, api_name="/paint_push")
+        assert status.startswith("⚠️ Not pushed") and FakeApi.calls == []
+        status = client.predict("me/painted", "hf_visitor", True, api_name="/paint_push")
+        assert status.startswith("Pushed 2 edit(s) to **[me/painted]"), status
+        (_, rid, kw, token), (_, _, ckw, ops) = FakeApi.calls
+        assert rid == "me/painted" and kw["private"] is True and token == "hf_visitor"
+        names = {p for p, _ in ops}
+        assert {"config.json", "edits.json", "README.md"} <= names and sum(n for _, n in ops) <= 100_000
     client.predict(api_name="/paint_reset")
 
 

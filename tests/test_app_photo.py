@@ -147,6 +147,12 @@ def test_invert_then_paint_changes_only_near_the_stroke(client, app_bundle, tmp_
     # = 352 display px. Beyond that the photo is untouched, bit for bit.
     assert diff[384:, :].max() == 0 and diff[:, 384:].max() == 0
 
+    # the fitted and painted model shares like any other edited model
+    import core
+    path, share = client.predict(api_name="/photo_download")
+    path = path["path"] if isinstance(path, dict) else path
+    assert share.startswith("Saved ") and core.load_model(path).stack[-1].label.startswith("draw tree")
+
     editor3, _, result3, info3 = client.predict(api_name="/photo_undo")
     assert "0 paint edit" in info3 and np.array_equal(_img(result3), photo)
 

@@ -116,7 +116,7 @@ def test_upload_rule_executes_and_undo_restores(app, rule_file):
     from demos.context import display
     path, status = c.predict(api_name="/rewrite_download")
     path = path["path"] if isinstance(path, dict) else path
-    assert "Saved the edited model (1 rewrite(s))" in status and os.path.getsize(path) <= 100_000
+    assert "Saved 1 edit(s) as" in status and os.path.getsize(path) <= 100_000
     again = [np.asarray(display(im, 256)) for im in core.load_model(path).render([0, 1, 2, 3])]
     assert all(np.array_equal(a, b) for a, b in zip(again, after))
     # download: the session's request as a rule JSON naming our model and layer

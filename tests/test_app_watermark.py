@@ -154,6 +154,10 @@ def test_units_find_and_remove(client, app_bundle):
     assert "6, 5" in text and "→" in text and "100000-100199" in text
     assert ("worse" in text) == (float(after.rstrip("%")) > float(before.rstrip("%")))
     edited = _img(compare)
+    path, share = client.predict(api_name="/watermark_download")
+    path = path["path"] if isinstance(path, dict) else path
+    import core
+    assert "Saved 1 edit(s)" in share and list(core.load_model(path).stack[0].units) == [6, 5]
 
     # no units: nothing changes, and the rate is the same
     compare, before0, after0, text = client.predict(mid, 0, "catalog ranking",

@@ -29,3 +29,22 @@ def test_query_has_the_current_tab_model_and_values(tmp_path):
     # the default model, local files and uploads are not part of a link
     assert links.query("explore", "default", "default", {"images": "0-15"}) == "?tab=explore&images=0-15"
     assert "model" not in links.query("paint", str(tmp_path), "default", {"image": None})
+
+
+def test_share_panel_signs_in_on_a_space_and_takes_a_token_elsewhere(monkeypatch):
+    import gradio as gr
+
+    from demos.sharing import SharePanel
+
+    def build():
+        with gr.Blocks() as demo:
+            SharePanel("t", lambda: None, [])
+        return demo
+    local = build()
+    assert not any(isinstance(b, gr.LoginButton) for b in local.blocks.values())
+    monkeypatch.setenv("SPACE_ID", "me/space")
+    monkeypatch.setenv("OAUTH_CLIENT_ID", "x")
+    space = build()
+    assert any(isinstance(b, gr.LoginButton) for b in space.blocks.values())
+    token = next(b for b in space.blocks.values() if getattr(b, "elem_id", None) == "t_push_token")
+    assert token.visible is False
