@@ -19,7 +19,8 @@ from demos.context import error_text, warn
 
 def on_space_with_login() -> bool:
     """A Space with ``hf_oauth: true`` (its OAuth app is configured): visitors sign in."""
-    return bool(os.environ.get("SPACE_ID") and os.environ.get("OAUTH_CLIENT_ID"))
+    return bool(os.environ.get("SYSTEM") == "spaces" and os.environ.get("SPACE_ID")
+                and os.environ.get("OAUTH_CLIENT_ID"))
 
 
 def _export(model, stack, previews, what: str) -> Path:

@@ -44,6 +44,9 @@ def test_share_panel_signs_in_on_a_space_and_takes_a_token_elsewhere(monkeypatch
     assert not any(isinstance(b, gr.LoginButton) for b in local.blocks.values())
     monkeypatch.setenv("SPACE_ID", "me/space")
     monkeypatch.setenv("OAUTH_CLIENT_ID", "x")
+    monkeypatch.setenv("SYSTEM", "spaces")          # what a Space with hf_oauth sets
+    for name in ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_SCOPES", "OPENID_PROVIDER_URL"):
+        monkeypatch.setattr(f"gradio.oauth.{name}", "x", raising=False)   # read at import there
     space = build()
     assert any(isinstance(b, gr.LoginButton) for b in space.blocks.values())
     token = next(b for b in space.blocks.values() if getattr(b, "elem_id", None) == "t_push_token")
