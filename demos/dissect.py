@@ -20,7 +20,7 @@ from core.dissect import DissectionStopped, concept_homes, dissect, load_catalog
 from core.edits import EditStack, UnitEdit
 from core.settings import model_settings
 from demos.context import AppContext, StopFlags, display, error_text, scene_segmenter_id, stoppable, warn
-from demos.settings import STATE_TTL
+from demos.settings import HEAVY, STATE_TTL
 
 GALLERY_UNITS = 64      # tiles rendered per gallery view
 REAL_SCENE_SAMPLES = 200   # default for a real model: a 256 px GAN and a SegFormer on a CPU
@@ -301,7 +301,7 @@ def build(ctx: AppContext):
     preview_btn.click(preview, [model_id, layer, unit_no, image_no], [orig, off_img, on_img, note],
                       api_name="dissect_preview")
     run = dissect_btn.click(run_dissection, [model_id, layer, samples], dissect_out, api_name="dissect_run",
-                            concurrency_id="heavy", concurrency_limit=1)
+                            **HEAVY)
     run.then(units_view, view_inputs, view_outputs, api_visibility="private")
     stop_btn.click(stops.stop, None, None, api_name="dissect_stop")
     def linked_unit(model_id, layer, unit):

@@ -42,7 +42,7 @@ from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, ConceptBrush
 from demos.context import (DISPLAY_SIZE, AppContext, StopFlags, display, painted_mask,
                            warn_on_error)
 from demos.gpu import gpu
-from demos.settings import STATE_TTL
+from demos.settings import HEAVY, STATE_TTL
 from demos.sharing import SharePanel
 
 # steps of the two optimisations (tests lower them through the environment or by assignment)
@@ -301,7 +301,7 @@ def build(ctx: AppContext):
     paint_outs = [editor, compare, result, info, state]
     # inversion + adaptation (a generator) and painting: on a ZeroGPU Space these get a GPU
     invert_btn.click(gpu(duration=120)(run_invert), [model_id, upload, state],
-                     [shown, recon, status] + paint_outs, api_name="photo_invert")
+                     [shown, recon, status] + paint_outs, api_name="photo_invert", **HEAVY)
     stop_btn.click(stops.stop, None, None, api_name="photo_stop")
     apply_btn.click(gpu(duration=15)(apply_button), [editor, brush.concept, mode, n_units, state],
                     paint_outs, api_name="photo_paint")

@@ -41,7 +41,7 @@ from demos.brush import CheckedImageEditor, hidden_editor, shown_editor
 from demos.context import (DISPLAY_SIZE, AppContext, display, error_text, painted_mask, stoppable, warn,
                            warn_on_error)
 from demos.gpu import gpu
-from demos.settings import STATE_TTL
+from demos.settings import HEAVY, STATE_TTL
 from demos.sharing import SharePanel
 
 MAX_GALLERY = 32
@@ -758,17 +758,16 @@ def build(ctx: AppContext):
     paste_btn.click(paste, [model_id, layer, editor, st], [pasted, st, status], api_name="rewrite_paste")
     paste_at_btn.click(paste_at, [model_id, layer, st, px, py], [pasted, st, status], api_name="rewrite_paste_at")
     pasted.select(paste_click, [model_id, layer, st], [pasted, st, status], api_visibility="private")
-    heavy = dict(concurrency_id="heavy", concurrency_limit=1)
     runs = [
         execute_btn.click(gpu(duration=120)(execute), [model_id, layer, rank, st], [gallery, st, history, status],
-                          api_name="rewrite_execute", **heavy),
+                          api_name="rewrite_execute", **HEAVY),
         erase_btn.click(gpu(duration=120)(erase), [model_id, layer, rank, st], [gallery, st, history, status],
-                        api_name="rewrite_erase", **heavy),
+                        api_name="rewrite_erase", **HEAVY),
         rule_in.upload(gpu(duration=120)(upload), [model_id, layer, rank, rule_in, st],
-                       [gallery, st, history, status, tray, layer, rank], api_name="rewrite_rule_upload", **heavy),
+                       [gallery, st, history, status, tray, layer, rank], api_name="rewrite_rule_upload", **HEAVY),
         preset_btn.click(gpu(duration=120)(preset), [model_id, layer, rank, presets, st],
-                         [gallery, st, history, status, tray, layer, rank], api_name="rewrite_preset", **heavy),
-        stats_btn.click(gpu(duration=300)(compute_stats), [model_id, layer, samples], stats_out, api_name="rewrite_stats", **heavy),
+                         [gallery, st, history, status, tray, layer, rank], api_name="rewrite_preset", **HEAVY),
+        stats_btn.click(gpu(duration=300)(compute_stats), [model_id, layer, samples], stats_out, api_name="rewrite_stats", **HEAVY),
     ]
     runs[-1].then(stats_info, [model_id, layer], stats_md, api_visibility="private")
     stop_btn.click(None, None, None, cancels=runs)

@@ -5,6 +5,10 @@ import gradio as gr
 
 # Requests wait in one queue; more than this many waiting get a clear "queue is full" message.
 QUEUE = {"max_size": 32, "default_concurrency_limit": 2}
+# Long jobs (a dissection, a photo inversion, a watermark scan, a rewrite and its statistics) run
+# one at a time, all users together, so that the second core stays free for everyone's strokes;
+# each interactive event keeps its own group of 2.
+HEAVY = {"concurrency_id": "heavy", "concurrency_limit": 1}
 # Uploads beyond this size are rejected by the server before they reach our code.
 MAX_FILE_SIZE = "10mb"
 # Seconds a session's gr.State (edit stacks, an inverted photo) lives after its last update; the

@@ -26,7 +26,7 @@ from core.settings import model_settings
 from demos.brush import CheckedImageEditor, catalog_for, hidden_editor, shown_editor
 from demos.context import DISPLAY_SIZE, AppContext, display, painted_mask, warn, warn_on_error
 from demos.gpu import gpu
-from demos.settings import STATE_TTL
+from demos.settings import HEAVY, STATE_TTL
 from demos.sharing import SharePanel
 
 CONCEPT = "watermark"
@@ -359,14 +359,15 @@ def build(ctx: AppContext):
 
     heavy = gpu(duration=60)      # hundreds of renders: on a ZeroGPU Space these get a GPU
     find_btn.click(heavy(find), [model_id, show_outline], [gallery, found_md, mark_number],
-                   api_name="watermark_find")
+                   api_name="watermark_find", **HEAVY)
 
     def redraw(model_id, show_outline, shown):
         """The outline checkbox redraws the found samples (nothing before the first search)."""
         return found_gallery(model_id, show_outline)[0] if shown else gr.skip()
     show_outline.change(redraw, [model_id, show_outline, gallery], gallery, api_visibility="private")
     remove_btn.click(heavy(remove), [model_id, n_units, source, picked, show_outline],
-                     [compare, rate_before, rate_after, result_md, removed], api_name="watermark_remove")
+                     [compare, rate_before, rate_after, result_md, removed], api_name="watermark_remove",
+                     **HEAVY)
     model_id.change(units_table, [model_id], [units_df, units_md, n_units], api_name="watermark_units")
     # the editor is hidden and shown again with the sample (brush.hidden_editor says why)
     mark_load.click(hidden_editor, None, [mark_editor], api_visibility="private",
