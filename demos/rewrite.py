@@ -594,7 +594,6 @@ def build(ctx: AppContext):
         path.write_text(text, encoding="utf-8")
         return str(path), f"Saved the rule as {path.name}."
 
-    @warn_on_error(2, status=1)
     def edited(model_id, st):
         """What the Share panel shares: the session's rewrites."""
         st = _session(st, model_id)
