@@ -13,6 +13,8 @@ two Undo buttons that do different things confused users.
 """
 from __future__ import annotations
 
+import colorsys
+import hashlib
 import threading
 
 import gradio as gr
@@ -21,7 +23,7 @@ from PIL import Image
 from core.edits import layer_shape
 from core.paint import CatalogError, feature_mask, load_catalog, units_for
 from core.settings import model_settings
-from demos.context import DISPLAY_SIZE, AppContext, painted_mask
+from demos.context import DISPLAY_SIZE, AppContext, computed_catalog_path, painted_mask
 
 BRUSH_SIZE = 24
 MAX_UNITS = 30                        # the strength slider: units switched on or off per stroke
@@ -41,22 +43,21 @@ _catalogs: dict[str, tuple[float, dict]] = {}
 
 # ------------------------------------------------------------------ which concepts, which colours
 def catalog_for(model, layer: str) -> dict:
-    """The model's catalog of ``layer`` (re-read when the file changes). Raises CatalogError."""
+    """The model's catalog of ``layer``: the one it ships, else one dissected in the app (kept in
+    the scratch folder); re-read when the file changes. Raises CatalogError."""
     bundle = model.bundle
-    if bundle.path is None:
-        raise CatalogError(f"model {model.name!r} lives only in memory and has no unit catalog")
-    path = bundle.catalog_path(layer)
+    path = bundle.catalog_path(layer) if bundle.has_catalog(layer) else computed_catalog_path(model, layer)
     try:
         mtime = path.stat().st_mtime
     except OSError:
-        raise CatalogError(f"model {model.name!r} has no unit catalog for {layer} yet "
-                           f"(run `python -m core dissect` to make {path.name})") from None
+        raise CatalogError(f"model {model.name!r} has no unit catalog for {layer} yet: dissect "
+                           f"{layer} in the Dissect tab (Dissect this layer), then paint") from None
     key = str(path)
     with _lock:
         hit = _catalogs.get(key)
         if hit is not None and hit[0] == mtime:
             return hit[1]
-    cat = load_catalog(model, layer)
+    cat = load_catalog(path)
     with _lock:
         _catalogs[key] = (mtime, cat)
     return cat
@@ -102,8 +103,15 @@ def _hex(rgb) -> str:
     return "#%02x%02x%02x" % tuple(int(v) for v in rgb[:3])
 
 
+def _name_color(name: str) -> str:
+    """A fixed colour for a concept without one (the same in every run)."""
+    hue = int(hashlib.sha256(name.encode()).hexdigest()[:4], 16) / 0xFFFF
+    return _hex([255 * v for v in colorsys.hsv_to_rgb(hue, 0.75, 0.9)])
+
+
 def concept_colors(concepts, segmenter) -> list[str]:
-    """The brush colour of each concept: its segmenter palette colour (fallback: a fixed table)."""
+    """The brush colour of each concept: its segmenter palette colour (fallback: a fixed table,
+    then a colour made from its name)."""
     out = []
     seg_names = list(getattr(segmenter, "concepts", None) or [])
     palette = getattr(segmenter, "palette", None)
@@ -111,15 +119,15 @@ def concept_colors(concepts, segmenter) -> list[str]:
         if palette is not None and c in seg_names and seg_names.index(c) < len(palette):
             out.append(_hex(palette[seg_names.index(c)]))
         else:
-            out.append(FALLBACK_COLORS.get(c, "#ff0000"))
+            out.append(FALLBACK_COLORS.get(c) or _name_color(c))
     return out
 
 
-def concept_setup(ctx: AppContext):
-    """(concepts, colours) of the default model's paint layer, or fallbacks when it is not there
-    yet."""
+def concept_setup(ctx: AppContext, model_id: str | None = None):
+    """(concepts, colours) of a model's paint layer (default: the default model), or fallbacks
+    when it has no catalog there yet."""
     try:
-        loaded = ctx.get()
+        loaded = ctx.get(model_id)
         model = loaded.model
         try:
             cat = catalog_for(model, model_settings(model).paint_layer)
@@ -217,9 +225,16 @@ class ConceptBrush:
             layers=False, brush=self.brush(concepts[0]), eraser=gr.Eraser(default_size=BRUSH_SIZE),
             canvas_size=(size, size), label=label, elem_id=f"{elem_id}_editor")
         # after the editor: the style element's empty block then sits below it, not above
-        gr.HTML(_picker_css(elem_id, colors), padding=False, container=False, min_height=0,
-                js_on_load=None)
+        self.elem_id = elem_id
+        self.css = gr.HTML(_picker_css(elem_id, colors), padding=False, container=False,
+                           min_height=0, js_on_load=None)
         self.current = gr.State(concepts[0])
+
+    def offer(self, concepts: list[str], colors: list[str]):
+        """Updates of the picker and its swatches for another model's concepts."""
+        self.colors.update(zip(concepts, colors))
+        return (gr.update(choices=concepts, value=concepts[0]),
+                gr.update(value=_picker_css(self.elem_id, colors)))
 
     def brush(self, concept: str) -> gr.Brush:
         color = self.colors.get(concept, "#ff0000")

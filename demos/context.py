@@ -43,6 +43,16 @@ def scene_segmenter_id() -> str:
     return os.environ.get("PWN_SEGMENTER") or DEFAULT_SEGMENTER
 
 
+def computed_catalog_path(model, layer: str) -> Path:
+    """Where a catalog dissected in the app is kept: the model's scratch folder, never the bundle;
+    one folder per segmenter for a model judged by the scene segmenter (it has none of its own)."""
+    from core.hub_segmenter import catalog_folder_name
+    from core.segmenter import SEGMENTER_CONFIG
+    own = model.bundle.path is not None and (Path(model.bundle.path) / SEGMENTER_CONFIG).is_file()
+    folder = "catalog" if own else catalog_folder_name(scene_segmenter_id())
+    return model.bundle.scratch(f"{folder}/{layer}.json")
+
+
 MAX_EXTRA_MODELS = 3     # models held besides the default and the preloaded ones (least recently used go)
 
 

@@ -9,17 +9,15 @@ real-scene segmenter (``AppContext.scene_segmenter``), fewer samples by default 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import gradio as gr
 
 import core
-from core.hub_segmenter import catalog_folder_name
-from core.segmenter import SEGMENTER_CONFIG
 from core.dissect import DissectionStopped, concept_homes, dissect, load_catalog, save_catalog, top_images
 from core.edits import EditStack, UnitEdit
 from core.settings import model_settings
-from demos.context import AppContext, StopFlags, display, error_text, scene_segmenter_id, stoppable, warn
+from demos.context import (AppContext, StopFlags, computed_catalog_path, display, error_text,
+                           scene_segmenter_id, stoppable, warn)
 from demos.settings import HEAVY, STATE_TTL
 
 GALLERY_UNITS = 64      # tiles rendered per gallery view
@@ -36,18 +34,6 @@ BARS_RULE = {
             "bar: a big concept such as sky or grass can overlap more (higher IoU) and still "
             "say less about the unit."),
 }
-
-
-def own_segmenter(model) -> bool:
-    path = model.bundle.path
-    return path is not None and (Path(path) / SEGMENTER_CONFIG).is_file()
-
-
-def computed_path(model, layer: str):
-    """Where a catalog dissected in the app is kept: the model's scratch folder, not the bundle;
-    one folder per segmenter for a model judged by the real-scene segmenter."""
-    folder = "catalog" if own_segmenter(model) else catalog_folder_name(scene_segmenter_id())
-    return model.bundle.scratch(f"{folder}/{layer}.json")
 
 
 def _caption(u: dict) -> str:
@@ -85,7 +71,7 @@ class CatalogCache:
             if key in self._catalogs:
                 return self._catalogs[key]
         path = model.bundle.catalog_path(layer) if model.bundle.has_catalog(layer) \
-            else computed_path(model, layer)
+            else computed_catalog_path(model, layer)
         cat = load_catalog(path, model=model, layer=layer) if path.is_file() else None
         with self._lock:
             self._catalogs[key] = cat
@@ -117,7 +103,7 @@ def build(ctx: AppContext):
         def note(layer):
             if model.bundle.has_catalog(layer):
                 return ""
-            return " (computed here)" if computed_path(model, layer).is_file() else " (no catalog)"
+            return " (computed here)" if computed_catalog_path(model, layer).is_file() else " (no catalog)"
         return [(layer + note(layer), layer) for layer in model.layers]
 
     def default_layer(model_id):
@@ -241,7 +227,7 @@ def build(ctx: AppContext):
         cat["origin"] = f"computed here, {samples} samples" + (
             "" if segmenter is loaded.segmenter else f", segmenter {segmenter.id}")
         try:      # never into the bundle: shipped files are read-only at run time
-            save_catalog(cat, computed_path(model, layer))
+            save_catalog(cat, computed_catalog_path(model, layer))
             where = "saved in this server's cache"
         except OSError:
             where = "kept in memory (the cache folder is not writable)"

@@ -159,7 +159,17 @@ def build(ctx: AppContext):
         gallery, problem = suggestions(model_id)
         if problem:
             return (gr.skip(),) * 6 + (None, gallery, problem)
-        return (*load(model_id, number), gallery, "")
+        model = ctx.model(model_id)
+        try:
+            catalog_for(model, model_settings(model).paint_layer)
+        except CatalogError as e:
+            problem = f"⚠️ Nothing to paint with yet: {e}."
+        return (*load(model_id, number), gallery, problem)
+
+    def switch_model(model_id, number):
+        """Another model from the picker: its image, and the concepts its catalog offers."""
+        concepts, colors = concept_setup(ctx, model_id)
+        return (*init(model_id, number), *brush.offer(concepts, colors), concepts[0])
 
     def _session(state):
         if not state or not isinstance(state, dict) or "stack" not in state:
@@ -254,7 +264,7 @@ def build(ctx: AppContext):
         random_btn = gr.Button("Random", scale=1, elem_id="paint_random")
     gallery = gr.Gallery(label="Suggestions (click one)", columns=12, rows=1, height=140,
                          allow_preview=False, format="png", elem_id="paint_suggestions")
-    problem = gr.Markdown()
+    problem = gr.Markdown(elem_id="paint_problem")
     with gr.Row():
         with gr.Column(scale=3):
             brush = ConceptBrush(concepts, colors, "paint", "Paint here")
@@ -297,8 +307,11 @@ def build(ctx: AppContext):
                  api_name="paint_stroke", trigger_mode="always_last", show_progress="minimal")
     undo_btn.click(heavy(undo), [state], outs, api_name="paint_undo")
     reset_btn.click(heavy(reset), [state], outs, api_name="paint_reset")
-    model_id.change(init, [model_id, number], outs + [gallery, problem],
-                    api_visibility="private", show_progress="hidden")
+    model_id.change(switch_model, [model_id, number],
+                    outs + [gallery, problem, brush.concept, brush.css, brush.current],
+                    api_visibility="private", show_progress="hidden"
+                    ).then(brush.retint, [brush.concept], [editor], api_visibility="private",
+                           show_progress="hidden")
     return {"outputs": outs, "model_id": model_id, "link": {"image": number},
             "load": [(init, [model_id, number], outs + [gallery, problem],
                       {"api_name": "paint_init", "show_progress": "hidden"})]}

@@ -311,6 +311,10 @@ def test_model_picker_opens_a_known_model_in_every_tab(tmp_path, monkeypatch):
                 "src => { const i = document.querySelector('#explore_gallery img');"
                 " return i && i.getAttribute('src') !== src; }", arg=before, timeout=60_000)
             _shot(page, "model_picker")
+            _tab(page, "Paint")          # no catalog yet: it says how to get one
+            sync_api.expect(page.locator("#paint_problem")).to_contain_text("Nothing to paint with yet",
+                                                                           timeout=60_000)
+            _tab(page, "Explore")
             page.locator("#model_picker input").fill("org/not-here")
             page.locator("#model_picker input").press("Enter")
             page.locator("#model_load").click()
