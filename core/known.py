@@ -236,7 +236,7 @@ def _watch_hub_download(entry: dict, cache_dir, progress) -> threading.Event:
     def watch():
         while not done.wait(0.5):
             n = sum(p.stat().st_size for p in blobs.glob("*.incomplete") if p.is_file())
-            progress("download", n, total)
+            progress(n, total, "download")
     threading.Thread(target=watch, daemon=True).start()
     return done
 
@@ -277,7 +277,7 @@ def download_url(url: str, dest: Path, *, progress=None, timeout: float = URL_TI
                                    "checkpoint may have")
                 f.write(block)
                 if progress:
-                    progress("download", n, total)
+                    progress(n, total, "download")
         if total and n != total:
             raise HubError(f"{url}: the download stopped at {n} of {total} bytes")
     except HubError:
@@ -355,8 +355,9 @@ def _convert(entry: dict, src: Path, where: dict) -> Path:
 def open_known(entry_or_id, device="cpu", *, cache_dir=None, allow_download: bool = True,
                token=None, progress=None):
     """Open a known model (an entry or an id/alias), fetching and converting it when needed.
-    ``progress(stage, done, total)`` hears about downloads (bytes) and the conversion. Raises
-    HubError naming what each source said."""
+    ``progress(done, total, stage)`` (the engine's progress protocol) hears about downloads
+    (bytes; ``stage`` "download") and the conversion ("convert"). Raises HubError naming what
+    each source said."""
     entry = entry_or_id if isinstance(entry_or_id, dict) else known_model(entry_or_id)
     if entry.get("local"):
         return Model(load_bundle(resolve_local(entry["local"]).path, device=device))
@@ -381,7 +382,7 @@ def open_known(entry_or_id, device="cpu", *, cache_dir=None, allow_download: boo
         try:
             path, where = fetch()
             if progress:
-                progress("convert", 0, None)
+                progress(0, None, "convert")
             return Model(load_bundle(_convert(entry, path, where), device=device))
         except (HubError, BundleError) as e:
             errors.append(str(e))

@@ -79,8 +79,8 @@ class AppContext:
             return [self.default_source] + [m for m in self._models if m != self.default_source]
 
     def get(self, model_id: str | None = None, progress=None) -> Loaded:
-        """The loaded model ``model_id``, opening it first if needed (``progress(stage, done,
-        total)`` hears about a download). One model loading does not hold up the others."""
+        """The loaded model ``model_id``, opening it first if needed (``progress(done, total,
+        stage)`` hears about a download). One model loading does not hold up the others."""
         model_id = model_id or self.default_source
         with self._lock:
             if model_id in self._models:

@@ -86,7 +86,7 @@ def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
 
         def job(stop, st):
             st.update(info)
-            return ctx.get(source, progress=lambda stage, done, total: st.update(
+            return ctx.get(source, progress=lambda done, total, stage: st.update(
                 stage=stage, done=done, total=total))
         try:
             loaded = yield from _mapped(stoppable(job, lambda st: dict(info, **st)),

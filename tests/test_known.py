@@ -210,7 +210,7 @@ def test_original_url_with_hash_check_and_fallback(tmp_path, listing, http_serve
              "sha256_prefix": prefix}
     listing(entry)
     seen = []
-    m = known.open_known("tiny-pg", progress=lambda stage, done, total: seen.append((stage, done, total)))
+    m = known.open_known("tiny-pg", progress=lambda done, total, stage: seen.append((stage, done, total)))
     assert m.bundle.config["source"]["url"].endswith(f"/tiny_progan-{prefix}.pth")
     assert ("download", f.stat().st_size, f.stat().st_size) in seen and seen[-1][0] == "convert"
     z = m.sample_z([0])
