@@ -352,6 +352,40 @@ def push(folder, repo_id: str, token: str | None = None, private: bool = True,
                       getattr(info, "oid", None), [(rel, p.stat().st_size) for rel, p in files])
 
 
+def push_catalogs(folder, repo_id: str, *, title: str, token: str | None = None,
+                  private: bool = True) -> PushResult:
+    """Upload the catalogs ``folder/*.json`` (``python -m core dissect`` output) as
+    ``catalog/<layer>.json`` of the Hub model repo ``repo_id``, with a README saying what
+    (``title``: the model and segmenter). A model whose config.json names this repo as its
+    ``"catalog_repo"`` then finds them (:func:`core.hub.find_catalog`)."""
+    import huggingface_hub as hf
+    parsed = parse_repo_id(repo_id)
+    if parsed is None or parsed[1] is not None or parsed[2] != "model":
+        raise ShareError(f"{repo_id!r}: expected a model repo id 'org/name'")
+    files = sorted(Path(folder).glob("*.json"))
+    if not files:
+        raise ShareError(f"{folder}: no catalog (.json) to push")
+    token = token or os.environ.get("HF_TOKEN") or hf.get_token()
+    if not token:
+        raise ShareError(f"{repo_id}: no Hugging Face token; pass --token, set HF_TOKEN, or run "
+                         "`hf auth login`")
+    readme = (f"# Unit catalogs: {title}\n\nMade with Painting with Neurons (`python -m core "
+              f"dissect`). Layers: {', '.join(p.stem for p in files)}. Name this repo as "
+              "`\"catalog_repo\"` in a model's config.json to use them.\n").encode()
+    ops = [hf.CommitOperationAdd(path_in_repo=f"catalog/{p.name}", path_or_fileobj=str(p)) for p in files]
+    ops.append(hf.CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme))
+    api = hf.HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.create_commit(repo_id, operations=ops, repo_type="model",
+                                 commit_message=f"Unit catalogs: {title}")
+    except Exception as e:  # noqa: BLE001 - one clear error for every way the Hub can fail
+        raise HubError(_push_error(e, repo_id)) from None
+    return PushResult(repo_id, str(getattr(url, "url", url)) if url is not None else None,
+                      getattr(info, "oid", None),
+                      [(f"catalog/{p.name}", p.stat().st_size) for p in files] + [("README.md", len(readme))])
+
+
 __all__ = ["EditedModel", "ShareError", "export_edited", "edited_card", "load_edited",
            "read_edited_config", "check_base", "merge_edited", "zip_edited", "safe_unzip",
-           "push", "PushResult", "shareable_files", "edit_summary", "EDITED_FILES"]
+           "push", "push_catalogs", "PushResult", "shareable_files", "edit_summary", "EDITED_FILES"]

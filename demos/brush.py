@@ -23,7 +23,7 @@ from PIL import Image
 from core.edits import layer_shape
 from core.paint import CatalogError, feature_mask, load_catalog, units_for
 from core.settings import model_settings
-from demos.context import DISPLAY_SIZE, AppContext, computed_catalog_path, painted_mask
+from demos.context import DISPLAY_SIZE, AppContext, catalog_path, painted_mask
 
 BRUSH_SIZE = 24
 MAX_UNITS = 30                        # the strength slider: units switched on or off per stroke
@@ -43,10 +43,9 @@ _catalogs: dict[str, tuple[float, dict]] = {}
 
 # ------------------------------------------------------------------ which concepts, which colours
 def catalog_for(model, layer: str) -> dict:
-    """The model's catalog of ``layer``: the one it ships, else one dissected in the app (kept in
-    the scratch folder); re-read when the file changes. Raises CatalogError."""
-    bundle = model.bundle
-    path = bundle.catalog_path(layer) if bundle.has_catalog(layer) else computed_catalog_path(model, layer)
+    """The model's catalog of ``layer`` (:func:`demos.context.catalog_path`: shipped, from its
+    catalog repo, or dissected in the app); re-read when the file changes. Raises CatalogError."""
+    path = catalog_path(model, layer)
     try:
         mtime = path.stat().st_mtime
     except OSError:

@@ -53,6 +53,14 @@ def computed_catalog_path(model, layer: str) -> Path:
     return model.bundle.scratch(f"{folder}/{layer}.json")
 
 
+def catalog_path(model, layer: str) -> Path:
+    """Where a model's catalog of ``layer`` is read from: the one it ships, else its catalog repo
+    on the Hub (config.json ``"catalog_repo"``), else one dissected in the app (which may not
+    exist yet)."""
+    found = core.hub.find_catalog(model, layer)
+    return found if found is not None else computed_catalog_path(model, layer)
+
+
 MAX_EXTRA_MODELS = 3     # models held besides the default and the preloaded ones (least recently used go)
 
 

@@ -16,7 +16,7 @@ import core
 from core.dissect import DissectionStopped, concept_homes, dissect, load_catalog, save_catalog, top_images
 from core.edits import EditStack, UnitEdit
 from core.settings import model_settings
-from demos.context import (AppContext, StopFlags, computed_catalog_path, display, error_text,
+from demos.context import (AppContext, StopFlags, catalog_path, computed_catalog_path, display, error_text,
                            scene_segmenter_id, stoppable, warn)
 from demos.settings import HEAVY, STATE_TTL
 
@@ -70,8 +70,7 @@ class CatalogCache:
         with self._lock:
             if key in self._catalogs:
                 return self._catalogs[key]
-        path = model.bundle.catalog_path(layer) if model.bundle.has_catalog(layer) \
-            else computed_catalog_path(model, layer)
+        path = catalog_path(model, layer)
         cat = load_catalog(path, model=model, layer=layer) if path.is_file() else None
         with self._lock:
             self._catalogs[key] = cat
@@ -103,7 +102,10 @@ def build(ctx: AppContext):
         def note(layer):
             if model.bundle.has_catalog(layer):
                 return ""
-            return " (computed here)" if computed_catalog_path(model, layer).is_file() else " (no catalog)"
+            path, computed = catalog_path(model, layer), computed_catalog_path(model, layer)
+            if path != computed:
+                return " (catalog from the Hub)"
+            return " (computed here)" if computed.is_file() else " (no catalog)"
         return [(layer + note(layer), layer) for layer in model.layers]
 
     def default_layer(model_id):

@@ -311,7 +311,8 @@ class FakeApi:
                                     "repo_id": repo_id})()
 
     def create_commit(self, repo_id, operations, **kw):
-        ops = [(op.path_in_repo, Path(op.path_or_fileobj).stat().st_size) for op in operations]
+        ops = [(op.path_in_repo, len(op.path_or_fileobj) if isinstance(op.path_or_fileobj, bytes)
+                else Path(op.path_or_fileobj).stat().st_size) for op in operations]
         FakeApi.calls.append(("create_commit", repo_id, kw, ops))
         return type("CommitInfo", (), {"oid": "c" * 40})()
 

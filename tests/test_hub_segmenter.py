@@ -102,3 +102,27 @@ def test_the_app_does_not_import_transformers():
     code = ("import sys; import core, core.hub_segmenter, demos, demos.models, demos.dissect; "
             "assert 'transformers' not in sys.modules, 'transformers imported at start-up'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=core.paths.REPO_ROOT)
+
+
+def test_cli_pushes_catalogs_that_a_model_then_finds(cache, tmp_path, capsys, monkeypatch):
+    from core.__main__ import main
+    from tests.test_hub import FakeApi
+    import huggingface_hub as hf
+    FakeApi.calls = []
+    monkeypatch.setattr(hf, "HfApi", FakeApi)
+    tiny_segformer(tmp_path / "seg")
+    populate(cache, "org/seg", folder_files(tmp_path / "seg"))
+    bundle = save_bundle(make_progan(), tmp_path / "tiny", name="tiny")
+    out = tmp_path / "cats"
+    assert main(["dissect", str(bundle), "--layer", "layer4", "--segmenter", "org/seg", "--samples",
+                 "4", "--out", str(out), "--push", "me/tiny-catalogs", "--token", "hf_me"]) == 0
+    (_, rid, kw, token), (_, _, ckw, ops) = FakeApi.calls
+    assert rid == "me/tiny-catalogs" and kw["private"] is True and token == "hf_me"
+    assert sorted(p for p, _ in ops) == ["README.md", "catalog/layer4.json"]
+    # a model naming that repo as its catalog_repo finds the catalog (here: from the HF cache)
+    populate(cache, "me/tiny-catalogs", {"catalog/layer4.json": (out / "layer4.json").read_bytes()})
+    cfg = json.loads((bundle / "config.json").read_text())
+    (bundle / "config.json").write_text(json.dumps({**cfg, "catalog_repo": "me/tiny-catalogs"}))
+    from demos.context import catalog_path
+    found = catalog_path(core.load_model(bundle), "layer4")
+    assert found.read_bytes() == (out / "layer4.json").read_bytes() and "me--tiny-catalogs" in str(found)

@@ -83,6 +83,12 @@ def main(args) -> int:
     if len(layers) > 1:
         chart = layer_chart(catalogs, out / "layers.png")
         print(f"wrote {chart}")
+    if args.push:
+        from ..share import push_catalogs
+        seg = args.segmenter or "its own segmenter"
+        res = push_catalogs(out, args.push, title=f"{model.name}, judged by {seg}",
+                            token=args.token, private=not args.public)
+        print(f"pushed {len(res.files)} files to {res.url or res.repo_id}")
     return 0
 
 
@@ -111,5 +117,10 @@ def add_parser(subparsers) -> None:
                         "bundle's own, e.g. nvidia/segformer-b0-finetuned-ade-512-512")
     p.add_argument("--seg-size", type=int, default=None,
                    help="resize images to this size before the Hub segmenter (default: as they are)")
+    p.add_argument("--push", default=None, metavar="ORG/NAME",
+                   help="then upload the catalogs to this Hub repo (catalog/<layer>.json), for a "
+                        "model config's \"catalog_repo\"")
+    p.add_argument("--public", action="store_true", help="with --push: a public repo")
+    p.add_argument("--token", default=None, help="with --push: a token (default HF_TOKEN or a login)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=main)
