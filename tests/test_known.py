@@ -188,7 +188,7 @@ def test_bad_sources_give_one_line(cache, tmp_path, listing, case):
         f = tmp_path / "progan.pth"
         torch.save(make_progan().state_dict(), f)
         populate(cache, "org/sg2", {"tiny-config-f.pt": f.read_bytes()})
-        match = "a progan at 16 px, but 'tiny-sg2' is a stylegan2 at 16 px"
+        match = "a progan checkpoint, but 'tiny-sg2' is a stylegan2"
     with pytest.raises(ValueError, match=match if case != "unknown id" else "no such bundle folder") as e:
         core.load_model("tiny-sg2" if case != "unknown id" else "no-such-model")
     assert "\n" not in str(e.value)
