@@ -19,6 +19,7 @@ resolution, the EditStack and its history rows — never a model.
 """
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import threading
 import time
@@ -550,6 +551,10 @@ def build(ctx: AppContext):
         return layer, rank
 
     def replay(model_id, layer, rank, st, rule, what, note=""):
+        if rule.contexts and (rule.object is None or rule.paste is None):
+            # a file with a context and nothing to copy and paste: the original app's erase rules
+            # (the rewriting paper's watermark and multikey ones)
+            rule = dataclasses.replace(rule, erase=True)
         st = _session(st, model_id)
         model = loaded_model(model_id)
         layer, rank = load_rule(model, layer, rank, rule, st)

@@ -268,3 +268,16 @@ def test_default_layer_and_rank_come_from_the_bundle():
     assert model_settings(model({"paint_layer": "layer6"})).rewrite_layer == "layer6"
     assert model_settings(model({})).rewrite_rank == 1
     assert model_settings(model({"rewrite_rank": MAX_RANK + 1})).rewrite_rank == 1
+
+
+def test_a_context_only_rule_file_erases_as_in_the_original_app(app, tmp_path):
+    """The rewriting paper's multikey files (a context, nothing to copy and paste) were its
+    erase rules: uploaded, they erase."""
+    from gradio_client import handle_file
+    from core import rules
+    c = _client(app)
+    path = tmp_path / "multikey.json"
+    rules.write_rule(rules.Rule(key=[(0, _square(4, 4)), (3, _square(6, 2))], layer=LAYER), path)
+    out = c.predict(file=handle_file(str(path)), api_name="/rewrite_rule_upload")
+    history, status = out[1], out[2]
+    assert "Applied" in status and "erase" in str(history["data"][0]).lower(), (status, history)
