@@ -334,7 +334,7 @@ def _convert(entry: dict, src: Path, where: dict) -> Path:
         raise HubError(f"{src.name}: a {g.family} checkpoint, but {entry['id']!r} is a "
                        f"{entry['family']}")
     digest = b.config["source"]["sha256"]
-    _check_recorded_sha256(f"{where.get('repo_id') or where.get('url')}/{where['file']}", digest)
+    _check_recorded_sha256(where.get("url") or f"{where['repo_id']}/{where['file']}", digest)
     if entry.get("sha256") and digest != entry["sha256"].lower():
         raise HubError(f"{src.name}: sha256 {digest} is not the {entry['sha256']} listed for "
                        f"{entry['id']!r}")
