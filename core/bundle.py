@@ -399,6 +399,21 @@ def save_bundle(generator: Generator, dest, name: str | None = None, source: dic
 
 
 # --------------------------------------------------------------------------- legacy checkpoints
+def copy_capped(src, dst, max_bytes: int, too_big, progress=None) -> int:
+    """Copy the readable ``src`` into the writable ``dst`` in 1 MiB blocks; raise ``too_big()``
+    as soon as more than ``max_bytes`` arrived (a download or an unzip never fills the disk);
+    ``progress(done)`` after each block. Returns the bytes copied."""
+    done = 0
+    while block := src.read(1 << 20):
+        done += len(block)
+        if done > max_bytes:
+            raise too_big()
+        dst.write(block)
+        if progress:
+            progress(done)
+    return done
+
+
 def sha256_file(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -433,12 +448,13 @@ def _torch_load(src: Path):
                           f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
-def read_checkpoint(src, name: str | None = None) -> Bundle:
+def read_checkpoint(src, name: str | None = None, family: str | None = None) -> Bundle:
     """Read a legacy checkpoint into an in-memory :class:`Bundle` (``path=None``).
 
     ProGAN: a gandissect state dict, plain or ``{'state_dict': ...}``, new ``layerN`` or old
     ``features.N`` names. StyleGAN2: rosinality's ``{'g_ema': ..., 'latent_avg': ...}``. Read with
-    ``torch.load(map_location='cpu', weights_only=True)`` only: files holding code are refused."""
+    ``torch.load(map_location='cpu', weights_only=True)`` only: files holding code are refused.
+    ``family``: the family the file must be (a known model's), else any."""
     src = Path(src)
     if not src.exists():
         raise BundleError(f"{src}: no such checkpoint file")
@@ -446,7 +462,9 @@ def read_checkpoint(src, name: str | None = None) -> Bundle:
         raise BundleError(f"{src}: is a folder, not a checkpoint file")
     digest = sha256_file(src)
     obj = _torch_load(src)
-    family = detect_family(obj)
+    expected, family = family, detect_family(obj, among=[family] if family else None)
+    if family is None and expected:
+        raise BundleError(f"{src}: not a {expected} checkpoint")
     if family is None:
         if isinstance(obj, dict):
             keys = [str(k) for k in obj]
@@ -475,4 +493,4 @@ def convert_checkpoint(src, dest, name: str | None = None, overwrite: bool = Fal
 
 __all__ = ["Bundle", "BundleError", "load_bundle", "save_bundle", "read_checkpoint",
            "convert_checkpoint", "check_state_dict", "read_config", "bundle_config", "model_card",
-           "layer_table", "sha256_file", "scratch_root", "detect_family", "FORMAT", "VERSION", "CACHE_ENV"]
+           "layer_table", "sha256_file", "copy_capped", "scratch_root", "detect_family", "FORMAT", "VERSION", "CACHE_ENV"]

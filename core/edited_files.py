@@ -23,6 +23,7 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from .bundle import copy_capped
 from .hub import EDITED_FORMAT, PICKLE_SUFFIXES, check_folder
 
 VERSION = 1
@@ -198,12 +199,8 @@ def safe_unzip(zip_file, dest, *, max_bytes: int = MAX_ZIP_BYTES, max_files: int
                                      "points outside the folder")
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with z.open(info) as src, open(out, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        if written > max_bytes:
-                            raise ShareError(f"{zip_file.name}: more than {max_bytes / 2**20:.0f} "
-                                             "MiB when extracted")
-                        dst.write(chunk)
+                    written += copy_capped(src, dst, max_bytes - written, lambda: ShareError(
+                        f"{zip_file.name}: more than {max_bytes / 2**20:.0f} MiB when extracted"))
         except (ShareError, zipfile.BadZipFile, OSError, EOFError) as e:
             if created:
                 shutil.rmtree(dest, ignore_errors=True)

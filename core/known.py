@@ -41,7 +41,8 @@ import urllib.request
 from pathlib import Path
 
 from . import paths
-from .bundle import BundleError, atomic_write, load_bundle, read_checkpoint, save_bundle, scratch_root, sha256_file
+from .bundle import (BundleError, atomic_write, copy_capped, load_bundle, read_checkpoint, save_bundle,
+                     scratch_root, sha256_file)
 from .hub import (HubError, cached_snapshot, download_file, explain_error, folder_kind, huggingface,
                   hub_down, hub_offline, resolve, resolve_local, BUNDLE_PATTERNS)
 from .model import Model
@@ -269,15 +270,10 @@ def download_url(url: str, dest: Path, *, progress=None, timeout: float = URL_TI
             if total and total > max_bytes:
                 raise HubError(f"{url}: {total / 1e6:.0f} MB is more than the "
                                f"{max_bytes / 1e6:.0f} MB a checkpoint may have")
-            n = 0
-            while block := r.read(1 << 20):
-                n += len(block)
-                if n > max_bytes:
-                    raise HubError(f"{url}: larger than the {max_bytes / 1e6:.0f} MB a "
-                                   "checkpoint may have")
-                f.write(block)
-                if progress:
-                    progress(n, total, "download")
+            n = copy_capped(r, f, max_bytes,
+                            lambda: HubError(f"{url}: larger than the {max_bytes / 1e6:.0f} MB a "
+                                             "checkpoint may have"),
+                            progress and (lambda done: progress(done, total, "download")))
         if total and n != total:
             raise HubError(f"{url}: the download stopped at {n} of {total} bytes")
     except HubError:
@@ -327,12 +323,9 @@ def _check_recorded_sha256(key: str, digest: str) -> None:
 
 
 def _convert(entry: dict, src: Path, where: dict) -> Path:
-    b = read_checkpoint(src, name=entry["id"])
-    g = b.generator
     # the family is checked, not the size: a tiny model in the same layout stands in for tests
-    if entry.get("family") and g.family != entry["family"]:
-        raise HubError(f"{src.name}: a {g.family} checkpoint, but {entry['id']!r} is a "
-                       f"{entry['family']}")
+    b = read_checkpoint(src, name=entry["id"], family=entry.get("family"))
+    g = b.generator
     digest = b.config["source"]["sha256"]
     _check_recorded_sha256(where.get("url") or f"{where['repo_id']}/{where['file']}", digest)
     if entry.get("sha256") and digest != entry["sha256"].lower():

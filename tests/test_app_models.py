@@ -2,35 +2,22 @@
 the Hub switched off opens in every tab; bad sources are one-line warnings and the app stays up."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from conftest import close, launch, make_progan
 from tests.test_hub import folder_files, populate
 from tests.test_hub_segmenter import tiny_segformer
-from tests.test_known import SG2, rosinality_bytes
+from tests.test_known import offline_with_a_known_stylegan2
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    import huggingface_hub.constants as c
-
-    from core import hub, known
-    from core.bundle import CACHE_ENV, save_bundle
+    from core.bundle import save_bundle
     tmp = tmp_path_factory.mktemp("models")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(c, "HF_HUB_OFFLINE", True)
-        mp.setattr(c, "HF_HUB_CACHE", str(tmp / "hf"))
-        mp.setattr(hub, "_DOWN_SINCE", [])
-        mp.setenv(CACHE_ENV, str(tmp / "scratch"))
-        listing = tmp / "known.json"
-        listing.write_text(json.dumps({"models": [{"id": "default", "label": "Tiny default",
-                                                   "local": "default"}, SG2]}))
-        mp.setattr(known, "KNOWN_MODELS_FILE", listing)
-        populate(tmp / "hf", "org/sg2", {"tiny-config-f.pt": rosinality_bytes(tmp)})
+        offline_with_a_known_stylegan2(mp, tmp)
         other = save_bundle(make_progan(seed=5), tmp / "other", name="other")
         populate(tmp / "hf", "org/other", {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()})
         default = save_bundle(make_progan(), tmp / "tiny", name="tiny")
@@ -84,7 +71,6 @@ def test_bad_sources_are_one_line_warnings(client, source, reason):
 
 def test_a_model_without_segmenter_is_dissected_with_the_scene_segmenter(client, setup):
     import core
-    from core.bundle import CACHE_ENV  # noqa: F401 (the scratch folder is the fixture's)
     client.predict("tiny-sg2", api_name="/model_load")
     status = client.predict("tiny-sg2", "layer4", 100, api_name="/dissect_run")
     assert status.startswith("Dissected `layer4` over 100 images"), status

@@ -271,25 +271,10 @@ def test_photo_stop_keeps_the_result_and_paints(page, app_url):
 def test_model_picker_opens_a_known_model_in_every_tab(tmp_path, monkeypatch):
     """The picker lists a known StyleGAN2 found in the local HF cache (Hub switched off); Load
     opens it, Explore shows its samples, and a bad Hub id is a notice that keeps the model."""
-    import json
-
-    import huggingface_hub.constants as c
-
-    from core import hub, known
-    from core.bundle import CACHE_ENV
     from demos import build_app
     from demos.settings import QUEUE
-    from tests.test_hub import populate
-    from tests.test_known import SG2, rosinality_bytes
-    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setattr(hub, "_DOWN_SINCE", [])
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "scratch"))
-    listing = tmp_path / "known.json"
-    listing.write_text(json.dumps({"models": [{"id": "default", "label": "Toytown (embedded default)",
-                                               "local": "default"}, SG2]}))
-    monkeypatch.setattr(known, "KNOWN_MODELS_FILE", listing)
-    populate(tmp_path / "hf", "org/sg2", {"tiny-config-f.pt": rosinality_bytes(tmp_path)})
+    from tests.test_known import offline_with_a_known_stylegan2
+    offline_with_a_known_stylegan2(monkeypatch, tmp_path)
     demo = build_app()
     demo.queue(**QUEUE)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,

@@ -53,6 +53,21 @@ SG2 = {"id": "tiny-sg2", "label": "tiny", "family": "stylegan2", "resolution": 1
        "config": {"rewrite_layer": "layer4", "defaults": {"truncation": 0.5}}}
 
 
+def offline_with_a_known_stylegan2(mp, tmp) -> None:
+    """With ``mp`` (a MonkeyPatch): the Hub switched off, an HF cache, a scratch cache and a
+    known-models list (the default and ``SG2``) in ``tmp``, SG2's checkpoint in that cache."""
+    import huggingface_hub.constants as c
+    mp.setattr(c, "HF_HUB_OFFLINE", True)
+    mp.setattr(c, "HF_HUB_CACHE", str(tmp / "hf"))
+    mp.setattr(hub, "_DOWN_SINCE", [])
+    mp.setenv(CACHE_ENV, str(tmp / "scratch"))
+    listing = tmp / "known.json"
+    listing.write_text(json.dumps({"models": [{"id": "default", "label": "Toytown (embedded default)",
+                                               "local": "default"}, SG2]}))
+    mp.setattr(known, "KNOWN_MODELS_FILE", listing)
+    populate(tmp / "hf", "org/sg2", {"tiny-config-f.pt": rosinality_bytes(tmp)})
+
+
 @pytest.fixture
 def http_server(tmp_path):
     """A static file server on 127.0.0.1 over ``tmp_path / 'www'``; yields its base URL."""
@@ -188,7 +203,7 @@ def test_bad_sources_give_one_line(cache, tmp_path, listing, case):
         f = tmp_path / "progan.pth"
         torch.save(make_progan().state_dict(), f)
         populate(cache, "org/sg2", {"tiny-config-f.pt": f.read_bytes()})
-        match = "a progan checkpoint, but 'tiny-sg2' is a stylegan2"
+        match = "not a stylegan2 checkpoint"
     with pytest.raises(ValueError, match=match if case != "unknown id" else "no such bundle folder") as e:
         core.load_model("tiny-sg2" if case != "unknown id" else "no-such-model")
     assert "\n" not in str(e.value)

@@ -30,11 +30,13 @@ def build(architecture: str, kwargs: dict) -> Generator:
     return get_family(architecture).generator(**kwargs)
 
 
-def detect_family(obj) -> str | None:
-    """The family a loaded legacy checkpoint object belongs to, or None."""
+def detect_family(obj, among=None) -> str | None:
+    """The family a loaded legacy checkpoint object belongs to (of ``among``, default all), or
+    None."""
     if not isinstance(obj, dict):
         return None
-    return next((f.name for f in FAMILIES.values() if f.detect(obj)), None)
+    families = FAMILIES.values() if among is None else [get_family(name) for name in among]
+    return next((f.name for f in families if f.detect(obj)), None)
 
 
 __all__ = ["Family", "FAMILIES", "Generator", "LayerError", "LayerState", "sample_z", "build",
