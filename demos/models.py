@@ -15,7 +15,7 @@ import gradio as gr
 
 from core import hub, known
 from core.bundle import scratch_root, sha256_file
-from demos.context import AppContext, error_text, stoppable, warn
+from demos.context import AppContext, error_text, scene_segmenter_id, stoppable, warn
 
 DOWNLOAD = "download"
 
@@ -103,8 +103,9 @@ def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
                      + "; ".join(e.label or type(e).__name__ for e in stack)
                      + ". Edits you make now go on top of them.")
         if loaded.segmenter is None:
-            note += (" It has no segmenter of its own, so concept tools (dissection, concept "
-                     "painting, watermark finding) are not available for it yet.")
+            note += (" It has no segmenter of its own: the Dissect tab labels its units with the "
+                     f"real-scene segmenter ({scene_segmenter_id()}), and Paint then offers the "
+                     "concepts found at its paint layer.")
         yield (note, gr.update(choices=choices(ctx), value=source),
                *[gr.update(choices=ids, value=source)] * n)
 
