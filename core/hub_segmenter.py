@@ -34,6 +34,7 @@ SAME_CONCEPT = {"windowpane": "window", "palm": "tree", "earth": "ground", "land
                 "skyscraper": "building", "house": "building", "hovel": "building",
                 "stairway": "stairs", "step": "stairs", "flower": "plant"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+LABEL_SIZE = 128          # labels of a 256 px image: 128 x 128 (dissection cost grows with it)
 
 
 def concept_groups(id2label: dict) -> tuple[list[str], list[list[int]]]:
@@ -59,12 +60,14 @@ def palette(n: int) -> list[list[int]]:
 
 
 class ConceptHead(nn.Module):
-    """[N,3,H,W] images in [-1,1] -> [N,K,H,W] concept scores from a semantic segmentation
+    """[N,3,H,W] images in [-1,1] -> [N,K,h,w] concept scores from a semantic segmentation
     model: normalised as it was trained, optionally resized to ``input_size`` first, class scores
-    upsampled back to H x W and merged into concepts (max over each concept's classes)."""
+    upsampled to the image size, at most ``label_size`` (SegFormer's own scores are at a quarter
+    of its input: finer labels would add no detail, only dissection time), and merged into
+    concepts (max over each concept's classes)."""
 
     def __init__(self, model: nn.Module, groups: list[list[int]], mean=IMAGENET_MEAN,
-                 std=IMAGENET_STD, input_size: int | None = None):
+                 std=IMAGENET_STD, input_size: int | None = None, label_size: int = LABEL_SIZE):
         super().__init__()
         self.model = model
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
@@ -73,6 +76,7 @@ class ConceptHead(nn.Module):
         self.single = all(len(g) == 1 for g in groups)
         self.register_buffer("order", torch.tensor([g[0] for g in groups]), persistent=False)
         self.input_size = input_size
+        self.label_size = int(label_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -81,7 +85,8 @@ class ConceptHead(nn.Module):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False)
         logits = self.model(pixel_values=(x - self.mean) / self.std).logits
-        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        size = (min(h, self.label_size), min(w, self.label_size))
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         if self.single:
             return logits[:, self.order]
         return torch.stack([logits[:, g].amax(1) for g in self.groups], 1)
