@@ -314,8 +314,8 @@ def _check_recorded_sha256(key: str, digest: str) -> None:
         seen = {}
     if key in seen and seen[key] != digest:
         raise HubError(f"{key}: sha256 {digest[:16]}... differs from the {seen[key][:16]}... "
-                       f"recorded when it was first downloaded (remove its line from {record} "
-                       "to accept the new file)")
+                       f"recorded when it was first downloaded (remove its line from "
+                       f"{record.name} in the scratch cache to accept the new file)")
     if key not in seen:
         seen[key] = digest
         record.parent.mkdir(parents=True, exist_ok=True)

@@ -77,7 +77,9 @@ def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
     status = gr.Markdown(elem_id="model_status")
     n = len(tab_model_ids)
 
-    def load(source):
+    def load(source, shown: str | None = None):
+        """``shown``: how messages name ``source`` (an upload's own file name, not the path it
+        is kept at on the server)."""
         source = str(source or "").strip()
         if not source:
             yield warn("Pick a model or type a Hub id (org/name)."), gr.skip(), *[gr.skip()] * n
@@ -92,7 +94,8 @@ def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
             loaded = yield from _mapped(stoppable(job, lambda st: dict(info, **st)),
                                         lambda st: (describe(st), gr.skip(), *[gr.skip()] * n))
         except Exception as e:  # noqa: BLE001 - the current model stays; the reason is shown
-            yield warn(f"Could not open {source}: {error_text(e)}"), gr.skip(), *[gr.skip()] * n
+            why = error_text(e).replace(source, shown) if shown else error_text(e)
+            yield warn(f"Could not open {shown or source}: {why}"), gr.skip(), *[gr.skip()] * n
             return
         ids = ctx.model_ids()
         note = (f"✅ **{loaded.model.name}** ({loaded.model.bundle.architecture}, "
@@ -117,7 +120,7 @@ def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
         except ValueError as e:
             yield warn(f"Could not open the upload: {e}"), gr.skip(), *[gr.skip()] * n
             return
-        yield from load(source)
+        yield from load(source, Path(getattr(file, "name", None) or str(file)).name)
 
     outputs = [status, picker, *tab_model_ids]
     load_btn.click(load, [picker], outputs, api_name="model_load", concurrency_limit=2)

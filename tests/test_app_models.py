@@ -139,5 +139,6 @@ def test_hostile_uploads_are_refused_plainly(client, tmp_path, kind, reason):
     else:
         status, picker, *tab_ids = client.predict(handle_file(str(f)), api_name="/model_upload")
         assert status.startswith("⚠️") and reason in status and "\n" not in status, status
+        assert "/" not in status.split(":", 1)[1].replace("../", ""), status    # no server path
     gallery, status = client.predict("tiny-sg2", "0", api_name="/explore_show")   # still up
     assert status == ""
