@@ -14,8 +14,9 @@ INTRO = ("Look inside an image GAN and edit it by hand: find the units that draw
 def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     """The app. Each tab module's ``build(ctx)`` lays out its tab and returns a dict: its hidden
     ``"model_id"`` component (the model picker sets it; the tab's ``.change`` handlers follow it)
-    and, optionally, ``"load"``: ``[(fn, inputs, outputs), ...]`` run in order when a page opens
-    (after a link's view is restored), and ``"link"``: {URL parameter: component} (demos/links.py)."""
+    and, optionally: ``"on_model"``, ``[(fn, inputs, outputs), ...]`` run in order after the
+    picker (or a link) changed the model; ``"load"``, steps run when a page opens (after a link's
+    view is restored); ``"link"``, {URL parameter: component} (demos/links.py)."""
     from demos import dissect, explore, links, models, paint, photo, rewrite, watermark
     from demos.cache import use_atomic_image_cache
     use_atomic_image_cache()       # a gallery file being served is never rewritten in place
@@ -32,7 +33,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 with gr.Tab(label, id=tab_id) as objects[tab_id]:
                     specs[tab_id] = module.build(ctx)
         with top:
-            picker = models.build(ctx, [spec["model_id"] for spec in specs.values()])
+            picker = models.build(ctx, list(specs.values()))
             notice = gr.Markdown(elem_id="link_notice")
             links.wire(demo, ctx, tabs, objects, specs, picker, notice)
     return demo

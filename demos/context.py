@@ -86,11 +86,26 @@ class AppContext:
         with self._lock:
             return [self.default_source] + [m for m in self._models if m != self.default_source]
 
+    def openable(self, source: str) -> bool:
+        """What a visitor may open: the default and preloaded models, a known model, a Hub id,
+        or an edited model uploaded through the picker; never another path on the server."""
+        from core.bundle import scratch_root
+        if source == self.default_source or source in self.preload or known.is_known_id(source):
+            return True
+        if core.hub.looks_like_repo_id(source):
+            return True
+        path = Path(source)
+        return path.suffix == ".zip" and (scratch_root() / "uploads") in path.parents
+
     def get(self, model_id: str | None = None, progress=None) -> Loaded:
         """The loaded model ``model_id``, opening it first if needed (``progress(done, total,
-        stage)`` hears about a download). One model loading does not hold up the others."""
+        stage)`` hears about a download). One model loading does not hold up the others.
+        Raises ValueError for a source a visitor may not open (``openable``)."""
         model_id = model_id or self.default_source
         with self._lock:
+            if model_id not in self._models and not self.openable(str(model_id)):
+                raise ValueError(f"{model_id!r} is not a model this app opens: pick a known "
+                                 "model or type a Hub id (org/name)")
             if model_id in self._models:
                 self._models[model_id] = self._models.pop(model_id)     # most recently used last
                 return self._models[model_id]
@@ -244,6 +259,30 @@ class StopFlags:
             flag = self._flags.get(getattr(request, "session_hash", None))
         if flag is not None:
             flag.set()
+
+
+def chain(event, steps, model=None, gated: bool = False):
+    """Run ``steps`` (``(fn, inputs, outputs[, options])``, in order) after ``event``; returns the
+    last step's event (to chain more after it). With ``model`` (a ``gr.State`` the event set to
+    a model id), each step gets that id in place of its first input (by convention the tab's
+    model id component: one in a tab the page has not shown yet still holds the old id); with
+    ``gated``, a step runs only when that id is set (a model was just opened)."""
+    for fn, inputs, outputs, *options in steps:
+        kw = options[0] if options else {"api_visibility": "private"}
+        if model is not None:
+            inputs = [model, *inputs[1:]]
+            if gated:
+                fn = _gated(fn, len(outputs))
+        event = event.then(fn, inputs, outputs, **kw)
+    return event
+
+
+def _gated(fn, n_outputs: int):
+    def step(model_id, *args):
+        if model_id:
+            return fn(model_id, *args)
+        return (gr.skip(),) * n_outputs if n_outputs > 1 else gr.skip()
+    return step
 
 
 def stoppable(job, describe, poll: float = 0.5, stop: threading.Event | None = None):

@@ -238,7 +238,7 @@ def build(ctx: AppContext):
                f"{where} and used in place of the missing one.")
 
     with gr.Row():
-        model_id = gr.Dropdown(ctx.model_ids(), value=ctx.model_ids()[0], label="Model", visible=False)
+        model_id = gr.Textbox(ctx.model_ids()[0], label="Model", visible=False)
         layer = gr.Dropdown(layer_choices(ctx.model_ids()[0]), value=default_layer(ctx.model_ids()[0]),
                             label="Layer", scale=2, elem_id="dissect_layer")
         concept = gr.Dropdown(["all"], value="all", label="Concept filter", scale=2)
@@ -282,7 +282,6 @@ def build(ctx: AppContext):
         keep = current_layer if current_layer in names else default_layer(model_id)
         return (gr.update(choices=layer_choices(model_id), value=keep),
                 1000 if ctx.get(model_id).segmenter is not None else REAL_SCENE_SAMPLES)
-    model_id.change(model_changed, [model_id, layer], [layer, samples], api_visibility="private")
     unit_outputs = [strip, bars, unit_info, unit_no, note]
     gallery.select(show_unit, [model_id, layer, shown], unit_outputs, api_visibility="private")
     show_btn.click(unit_details, [model_id, layer, unit_no], unit_outputs, api_name="dissect_unit")
@@ -297,4 +296,6 @@ def build(ctx: AppContext):
         return (gr.skip(),) * 5 if unit is None else unit_details(model_id, layer, unit)
     return {"model_id": model_id, "link": {"layer": layer, "unit": unit_no},
             "load": [(units_view, view_inputs, view_outputs),
-                     (linked_unit, [model_id, layer, unit_no], unit_outputs)]}
+                     (linked_unit, [model_id, layer, unit_no], unit_outputs)],
+            "on_model": [(model_changed, [model_id, layer], [layer, samples]),
+                         (units_view, view_inputs, view_outputs)]}

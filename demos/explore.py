@@ -68,7 +68,7 @@ def build(ctx: AppContext):
         return big, display(seg), f"**Image #{n}** — {share}", _legend(loaded.segmenter.concepts, palette), ""
 
     with gr.Row():
-        model_id = gr.Dropdown(ctx.model_ids(), value=ctx.model_ids()[0], label="Model", visible=False)
+        model_id = gr.Textbox(ctx.model_ids()[0], label="Model", visible=False)
         spec = gr.Textbox("0-15", label="Image numbers (e.g. 0-15, 42, 100000-100007)", scale=3,
                           elem_id="explore_numbers")
         show_btn = gr.Button("Show", variant="primary", scale=1, elem_id="explore_show")
@@ -88,6 +88,5 @@ def build(ctx: AppContext):
     spec.submit(show, [model_id, spec], [gallery, numbers, status], api_visibility="private")
     random_btn.click(random_numbers, [model_id], [spec, gallery, numbers, status], api_name="explore_random")
     gallery.select(select, [model_id, numbers], [big, seg, caption, legend, status], api_name="explore_select")
-    model_id.change(show, [model_id, spec], [gallery, numbers, status], api_visibility="private")
-    return {"model_id": model_id, "load": [(show, [model_id, spec], [gallery, numbers, status])],
-            "link": {"images": spec}}
+    shown = (show, [model_id, spec], [gallery, numbers, status])
+    return {"model_id": model_id, "load": [shown], "on_model": [shown], "link": {"images": spec}}

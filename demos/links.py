@@ -97,7 +97,7 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice) ->
     """Restore the view from the URL when a page opens, then run each tab's ``"load"`` steps;
     add the Copy link button (where this is called). ``tab_objects``: tab id -> its ``gr.Tab``;
     ``tab_specs``: tab id -> the dict its ``build`` returned."""
-    from demos.context import error_text
+    from demos.context import chain, error_text
     from demos.rewrite import preset_paths
     model_ids = [spec["model_id"] for spec in tab_specs.values()]
     params_of = {key: comp for spec in tab_specs.values() for key, comp in spec.get("link", {}).items()}
@@ -110,7 +110,7 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice) ->
                   if k not in ("__theme", "view")}
         skip = (gr.skip(),) * (3 + len(model_ids) + len(params_of))
         if not params:
-            return (*skip, gr.skip())
+            return (*skip, gr.skip(), None, ctx.default_source)
         notes, model_id = [], ctx.default_source
         if "model" in params:
             try:
@@ -124,23 +124,20 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice) ->
                               list(preset_paths(model)))
         notes += dropped
         tab = view.get("tab", "explore")
-        ids = gr.update(choices=ctx.model_ids(), value=model_id)
         out = [gr.Tabs(selected=tab), tab, gr.update(value=model_id) if model_id != ctx.default_source
-               else gr.skip(), *[ids] * len(model_ids)]
+               else gr.skip(), *[model_id] * len(model_ids)]
         out += [view[key] if key in view else gr.skip() for key in params_of]
         note = ("⚠️ This link " + "; ".join(notes) + ".") if notes else ""
         if notes:
             gr.Warning("This link " + "; ".join(notes) + ".")
-        return (*out, note)
+        return (*out, note, model_id if model_id != ctx.default_source else None, model_id)
 
-    opened = demo.load(restore, None, [tabs, current, picker, *model_ids, *params_of.values(), notice],
-                       api_name="link_restore")
-    for spec in tab_specs.values():
-        steps = spec.get("load") or []
-        event = opened
-        for fn, inputs, outputs, *options in steps:     # options: an endpoint name, ...
-            event = event.then(fn, inputs, outputs, **(options[0] if options else
-                                                       {"api_visibility": "private"}))
+    changed, now = gr.State(None), gr.State(ctx.default_source)
+    opened = demo.load(restore, None, [tabs, current, picker, *model_ids, *params_of.values(), notice,
+                                       changed, now], api_name="link_restore")
+    for spec in tab_specs.values():    # another model: its tab refreshes first, then the view
+        refreshed = chain(opened, spec.get("on_model", []), model=changed, gated=True)
+        chain(refreshed, spec.get("load", []), model=now)
 
     with gr.Row():
         link_btn = gr.Button("🔗 Copy link to this view", size="sm", scale=1, elem_id="link_copy")

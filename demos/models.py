@@ -15,7 +15,7 @@ import gradio as gr
 
 from core import hub, known
 from core.bundle import scratch_root, sha256_file
-from demos.context import AppContext, error_text, scene_segmenter_id, stoppable, warn
+from demos.context import AppContext, chain, error_text, scene_segmenter_id, stoppable, warn
 
 DOWNLOAD = "download"
 
@@ -65,8 +65,10 @@ def describe(status: dict) -> str:
     return f"⏳ Opening {status['source']}…"
 
 
-def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
-    """The picker row; ``tab_model_ids`` are the tabs' model id components it sets."""
+def build(ctx: AppContext, tab_specs: list) -> gr.Dropdown:
+    """The picker row. ``tab_specs``: what each tab's ``build`` returned; the picker sets each
+    tab's ``"model_id"``, then runs its ``"on_model"`` steps."""
+    tab_model_ids = [spec["model_id"] for spec in tab_specs]
     with gr.Row(equal_height=True):
         picker = gr.Dropdown(choices(ctx), value=ctx.default_source, allow_custom_value=True,
                              label="Model", scale=4, elem_id="model_picker",
@@ -75,7 +77,8 @@ def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
         upload = gr.UploadButton("Open an edited model (.zip)", file_types=[".zip"], scale=1,
                                  elem_id="model_upload")
     status = gr.Markdown(elem_id="model_status")
-    n = len(tab_model_ids)
+    changed = gr.State(None)            # the id of the model just opened
+    n = len(tab_model_ids) + 1          # the tabs' model ids and ``changed``
 
     def load(source, shown: str | None = None):
         """``shown``: how messages name ``source`` (an upload's own file name, not the path it
@@ -97,7 +100,6 @@ def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
             why = error_text(e).replace(source, shown) if shown else error_text(e)
             yield warn(f"Could not open {shown or source}: {why}"), gr.skip(), *[gr.skip()] * n
             return
-        ids = ctx.model_ids()
         note = (f"✅ **{loaded.model.name}** ({loaded.model.bundle.architecture}, "
                 f"{loaded.model.resolution} px) is open in every tab.")
         stack = getattr(loaded.model, "stack", None)
@@ -110,7 +112,7 @@ def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
                      f"real-scene segmenter ({scene_segmenter_id()}), and Paint then offers the "
                      "concepts found at its paint layer.")
         yield (note, gr.update(choices=choices(ctx), value=source),
-               *[gr.update(choices=ids, value=source)] * n)
+               *[source] * (n - 1), source)
 
     def open_upload(file):
         """An uploaded edited model: kept in the scratch cache under its digest (a stable id),
@@ -122,9 +124,12 @@ def build(ctx: AppContext, tab_model_ids: list) -> gr.Dropdown:
             return
         yield from load(source, Path(getattr(file, "name", None) or str(file)).name)
 
-    outputs = [status, picker, *tab_model_ids]
-    load_btn.click(load, [picker], outputs, api_name="model_load", concurrency_limit=2)
-    upload.upload(open_upload, [upload], outputs, api_name="model_upload", concurrency_limit=2)
+    outputs = [status, picker, *tab_model_ids, changed]
+    for event in (load_btn.click(load, [picker], outputs, api_name="model_load", concurrency_limit=2),
+                  upload.upload(open_upload, [upload], outputs, api_name="model_upload",
+                                concurrency_limit=2)):
+        for spec in tab_specs:
+            chain(event, spec.get("on_model", []), model=changed, gated=True)
     return picker
 
 

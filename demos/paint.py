@@ -257,7 +257,7 @@ def build(ctx: AppContext):
         "strokes. Only what the model can draw *there* appears: a door needs a wall."
         + (f"  \n{note}" if note else ""), elem_id="paint_intro")
     with gr.Row():
-        model_id = gr.Dropdown(ids, value=ids[0], label="Model", visible=False)
+        model_id = gr.Textbox(ids[0], label="Model", visible=False)
         number = gr.Number(value=SUGGESTIONS[0], label="Image number", precision=0, minimum=0,
                            scale=2, elem_id="paint_number")
         load_btn = gr.Button("Load", variant="primary", scale=1, elem_id="paint_load")
@@ -307,11 +307,10 @@ def build(ctx: AppContext):
                  api_name="paint_stroke", trigger_mode="always_last", show_progress="minimal")
     undo_btn.click(heavy(undo), [state], outs, api_name="paint_undo")
     reset_btn.click(heavy(reset), [state], outs, api_name="paint_reset")
-    model_id.change(switch_model, [model_id, number],
-                    outs + [gallery, problem, brush.concept, brush.css, brush.current],
-                    api_visibility="private", show_progress="hidden"
-                    ).then(brush.retint, [brush.concept], [editor], api_visibility="private",
-                           show_progress="hidden")
     return {"outputs": outs, "model_id": model_id, "link": {"image": number},
             "load": [(init, [model_id, number], outs + [gallery, problem],
-                      {"api_name": "paint_init", "show_progress": "hidden"})]}
+                      {"api_name": "paint_init", "show_progress": "hidden"})],
+            "on_model": [(switch_model, [model_id, number],
+                          outs + [gallery, problem, brush.concept, brush.css, brush.current]),
+                         (lambda _model, concept: brush.retint(concept), [model_id, brush.concept],
+                          [editor])]}

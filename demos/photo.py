@@ -251,7 +251,7 @@ def build(ctx: AppContext):
         "something. The model draws 64-px Toytown scenes, so photos of villages, fields and "
         "trees work best.")
     with gr.Row():
-        model_id = gr.Dropdown(ids, value=ids[0], label="Model", visible=False)
+        model_id = gr.Textbox(ids[0], label="Model", visible=False)
     with gr.Row():
         with gr.Column():
             upload = PhotoUpload(type="filepath", sources=["upload", "clipboard"],

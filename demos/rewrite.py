@@ -688,7 +688,7 @@ def build(ctx: AppContext):
             preset_btn = gr.Button("Apply preset", variant="primary", interactive=bool(presets0),
                                    scale=1, elem_id="rewrite_apply_preset")
     with gr.Row():
-        model_id = gr.Dropdown(ids, value=ids[0], label="Model", visible=False)
+        model_id = gr.Textbox(ids[0], label="Model", visible=False)
         layer = gr.Dropdown(layers, value=layer0, label="Layer", scale=1, elem_id="rewrite_layer")
         rank = gr.Slider(1, MAX_RANK, value=rank0, step=1, label="Rank", scale=1, elem_id="rewrite_rank")
         spec = gr.Textbox("0-11", label="Image numbers", scale=2, elem_id="rewrite_numbers")
@@ -789,9 +789,9 @@ def build(ctx: AppContext):
         return (gr.update(choices=list(model.layers), value=settings.rewrite_layer), settings.rewrite_rank,
                 gr.update(choices=names, value=names[0]), gr.update(interactive=names != [NO_PRESETS]),
                 gr.skip())
-    model_id.change(model_changed, model_id, [layer, rank, presets, preset_btn, status],
-                    api_visibility="private")
     return {"model_id": model_id, "load": [(show, [model_id, spec, st], [gallery, st, status])],
+            "on_model": [(model_changed, [model_id], [layer, rank, presets, preset_btn, status]),
+                         (show, [model_id, spec, st], [gallery, st, status])],
             "link": {"preset": presets}}
 
 

@@ -309,7 +309,7 @@ def build(ctx: AppContext):
         "samples where it does, then switch off the units that draw it: everywhere, in every "
         "image, with one edit.")
     with gr.Row():
-        model_id = gr.Dropdown(ids, value=ids[0], label="Model", visible=False)
+        model_id = gr.Textbox(ids[0], label="Model", visible=False)
         find_btn = gr.Button("Find watermarked samples", variant="secondary", scale=1,
                              elem_id="wm_find")
         found_md = gr.Markdown(f"Press **Find watermarked samples** to search images {SCAN}.",
@@ -368,7 +368,8 @@ def build(ctx: AppContext):
     remove_btn.click(heavy(remove), [model_id, n_units, source, picked, show_outline],
                      [compare, rate_before, rate_after, result_md, removed], api_name="watermark_remove",
                      **HEAVY)
-    model_id.change(units_table, [model_id], [units_df, units_md, n_units], api_name="watermark_units")
+    units_btn = gr.Button(visible=False)      # the units of another model, for the API
+    units_btn.click(units_table, [model_id], [units_df, units_md, n_units], api_name="watermark_units")
     # the editor is hidden and shown again with the sample (brush.hidden_editor says why)
     mark_load.click(hidden_editor, None, [mark_editor], api_visibility="private",
                     show_progress="hidden").then(
@@ -380,4 +381,4 @@ def build(ctx: AppContext):
                     api_name="watermark_mark_pick")
     gr.on(None, lambda: units_table(ids[0]), [], [units_df, units_md, n_units],
           api_name="watermark_init", show_progress="hidden")
-    return {"model_id": model_id}
+    return {"model_id": model_id, "on_model": [(units_table, [model_id], [units_df, units_md, n_units])]}

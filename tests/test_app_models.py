@@ -58,7 +58,8 @@ def test_a_cached_hub_bundle_opens_by_its_id(client):
 
 @pytest.mark.parametrize("source, reason", [
     ("org/nope", "org/nope is not in the local Hugging Face cache"),
-    ("not a model", "no such bundle folder"),
+    ("not a model", "is not a model this app opens"),
+    ("/etc", "is not a model this app opens"),
     ("", "Pick a model"),
 ])
 def test_bad_sources_are_one_line_warnings(client, source, reason):

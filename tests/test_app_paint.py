@@ -307,8 +307,8 @@ def test_sessions_are_isolated(app, app_bundle, tmp_path):
     assert _rows(out_a[4]) == [] and np.array_equal(_img(out_a[3]), base_a)
 
 
-def test_init_and_suggestions(client, app_bundle):
-    out = client.predict(str(app_bundle), 0, api_name="/paint_init")
+def test_init_and_suggestions(client):
+    out = client.predict(0, api_name="/paint_init")    # the model: the page's (a State)
     number, gallery, problem = out[0], out[6], out[7]
     assert number == 0 and problem == ""
     assert [g["caption"] for g in gallery][:3] == ["#0", "#1", "#2"]

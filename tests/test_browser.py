@@ -268,7 +268,7 @@ def test_photo_stop_keeps_the_result_and_paints(page, app_url):
     sync_api.expect(page.locator("#photo_info")).to_contain_text("1 paint edit(s)", timeout=60_000)
 
 
-def test_model_picker_opens_a_known_model_in_every_tab(tmp_path, monkeypatch):
+def test_model_picker_opens_a_known_model_in_every_tab(page, tmp_path, monkeypatch):
     """The picker lists a known StyleGAN2 found in the local HF cache (Hub switched off); Load
     opens it, Explore shows its samples, and a bad Hub id is a notice that keeps the model."""
     from demos import build_app
@@ -279,35 +279,38 @@ def test_model_picker_opens_a_known_model_in_every_tab(tmp_path, monkeypatch):
     demo.queue(**QUEUE)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                             quiet=True)
+    page = page.context.browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.set_default_timeout(90_000)
     try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.set_default_timeout(90_000)
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#explore_gallery img")
-            before = page.locator("#explore_gallery img").first.get_attribute("src")
-            page.locator("#model_picker input").click()
-            page.get_by_role("option", name="tiny — cached").click()
-            page.locator("#model_load").click()
-            status = page.locator("#model_status")
-            sync_api.expect(status).to_contain_text("is open in every tab", timeout=120_000)
-            page.wait_for_function(
-                "src => { const i = document.querySelector('#explore_gallery img');"
-                " return i && i.getAttribute('src') !== src; }", arg=before, timeout=60_000)
-            _shot(page, "model_picker")
-            _tab(page, "Paint")          # no catalog yet: it says how to get one
-            sync_api.expect(page.locator("#paint_problem")).to_contain_text("Nothing to paint with yet",
-                                                                           timeout=60_000)
-            _tab(page, "Explore")
-            page.locator("#model_picker input").fill("org/not-here")
-            page.locator("#model_picker input").press("Enter")
-            page.locator("#model_load").click()
-            sync_api.expect(status).to_contain_text("Could not open org/not-here", timeout=60_000)
-            _tab(page, "Rewrite")
-            page.wait_for_selector("#rewrite_gallery img")
-            browser.close()
+        page.goto(url, wait_until="load")
+        page.wait_for_selector("#explore_gallery img")
+        before = page.locator("#explore_gallery img").first.get_attribute("src")
+        page.locator("#model_picker input").click()
+        page.get_by_role("option", name="tiny — cached").click()
+        page.locator("#model_load").click()
+        status = page.locator("#model_status")
+        sync_api.expect(status).to_contain_text("is open in every tab", timeout=120_000)
+        page.wait_for_function(
+            "src => { const i = document.querySelector('#explore_gallery img');"
+            " return i && i.getAttribute('src') !== src; }", arg=before, timeout=60_000)
+        _shot(page, "model_picker")
+        _tab(page, "Paint")          # no catalog yet: it says how to get one
+        sync_api.expect(page.locator("#paint_problem")).to_contain_text("Nothing to paint with yet",
+                                                                       timeout=60_000)
+        sync_api.expect(page.locator("#paint_info")).to_contain_text("of tiny-sg2")
+        page.locator("#paint_number input").fill("5")
+        page.locator("#paint_load").click()          # the tab's own events use the new model too
+        sync_api.expect(page.locator("#paint_info")).to_contain_text("Image #5 of tiny-sg2",
+                                                                     timeout=60_000)
+        _tab(page, "Explore")
+        page.locator("#model_picker input").fill("org/not-here")
+        page.locator("#model_picker input").press("Enter")
+        page.locator("#model_load").click()
+        sync_api.expect(status).to_contain_text("Could not open org/not-here", timeout=60_000)
+        _tab(page, "Rewrite")
+        page.wait_for_selector("#rewrite_gallery img")
     finally:
+        page.close()
         close(demo)
 
 
