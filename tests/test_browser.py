@@ -293,6 +293,8 @@ def test_model_picker_opens_a_known_model_in_every_tab(page, tmp_path, monkeypat
         page.wait_for_function(
             "src => { const i = document.querySelector('#explore_gallery img');"
             " return i && i.getAttribute('src') !== src; }", arg=before, timeout=60_000)
+        sync_api.expect(page.locator("#explore_status")).to_have_text("", timeout=60_000)
+        page.wait_for_timeout(2000)              # every tile of the new model has arrived
         _shot(page, "model_picker")
         _tab(page, "Paint")          # no catalog yet: it says how to get one
         sync_api.expect(page.locator("#paint_problem")).to_contain_text("Nothing to paint with yet",
