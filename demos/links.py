@@ -98,7 +98,7 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice) ->
     add the Copy link button (where this is called). ``tab_objects``: tab id -> its ``gr.Tab``;
     ``tab_specs``: tab id -> the dict its ``build`` returned."""
     from demos.context import chain, error_text
-    from demos.rewrite import preset_paths
+    from demos.rewrite_session import preset_paths
     model_ids = [spec["model_id"] for spec in tab_specs.values()]
     params_of = {key: comp for spec in tab_specs.values() for key, comp in spec.get("link", {}).items()}
     current = gr.State("explore")

@@ -71,7 +71,7 @@ def test_choose_layer_keeps_the_most_effective_layer_and_rank(monkeypatch):
 def test_presets_are_listed_in_the_bundles_order(tmp_path):
     from types import SimpleNamespace
 
-    from demos.rewrite import preset_paths
+    from demos.rewrite_session import preset_paths
     (tmp_path / "rules").mkdir()
     for name in ("a_rule", "domes_to_spires", "spires_to_trees"):
         (tmp_path / "rules" / f"{name}.json").write_text("{}")
@@ -85,7 +85,7 @@ def test_presets_are_listed_in_the_bundles_order(tmp_path):
 def test_preset_note_states_what_the_preset_measured():
     from types import SimpleNamespace
 
-    from demos.rewrite import preset_note
+    from demos.rewrite_session import preset_note
     metrics = {"rewrite_a": {"source": "spire", "target": "tree", "ours": {
                    "effectiveness": 0.26, "generality": 0.73, "collateral_outside": 0.056}},
                "rewrite_b": {"source": "watermark", "target": None, "ours": {
