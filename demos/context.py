@@ -321,6 +321,16 @@ def display(image, size: int = DISPLAY_SIZE) -> Image.Image:
     return pil
 
 
+def pixelated(*elem_ids: str) -> gr.HTML:
+    """A style element: the images inside ``elem_ids`` are sent at the model's own size and
+    scaled up by the browser, crisply (a 64 px image is ~1/40 of the bytes of its 512 px
+    upscale, and a tenth of the time to encode)."""
+    selectors = ", ".join(f"#{e} img" for e in elem_ids)
+    style = "image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain;"
+    return gr.HTML(f"<style>{selectors} {{ {style} }}</style>", padding=False,
+                   container=False, min_height=0)
+
+
 def colorize(labels: torch.Tensor, palette) -> np.ndarray:
     """[H,W] concept indices -> HWC uint8 colours."""
     pal = np.asarray(palette, np.uint8)

@@ -24,7 +24,7 @@ from core.paint import CatalogError, paint_edit
 from core.settings import model_settings
 from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, RANKING, ConceptBrush,
                          brush_settings, catalog_for, concept_setup, stroke_cells)
-from demos.context import AppContext, display
+from demos.context import AppContext, display, pixelated
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 from demos.sharing import SharePanel
@@ -87,8 +87,9 @@ def _view(ctx: AppContext, state: dict, note: str = "", editor=True):
     model = ctx.model(mid)
     before = _render(ctx, mid, n, EditStack())
     after = _render(ctx, mid, n, state["stack"]) if state["stack"] else before
-    b, a = display(before), display(after)
-    ed = {"background": a, "layers": [], "composite": a} if editor else gr.skip()
+    b, a = core.images.to_pil(before), core.images.to_pil(after)      # native size: ``pixelated``
+    big = display(after)                # the editor's canvas: room for the brush
+    ed = {"background": big, "layers": [], "composite": big} if editor else gr.skip()
     return (state["image_number"], ed, (b, a), a, _edit_rows(state["stack"]),
             _info(model, state, note), state)
 
@@ -284,6 +285,7 @@ def build(ctx: AppContext):
                                  elem_id="paint_compare")
         result = gr.Image(label="Result (PNG)", format="png", type="pil", interactive=False,
                           buttons=["download"], elem_id="paint_result")
+    pixelated("paint_compare", "paint_result")
     table = gr.Dataframe(value=pd.DataFrame([], columns=HEADERS), headers=HEADERS,
                          label="Edits (most recent last)", interactive=False,
                          elem_id="paint_edits")
