@@ -87,6 +87,8 @@ def main(argv=None):
     if "causal" not in a.skip:
         add_causal_rankings(a.bundle, layer)
     if "stats" not in a.skip:
+        for old in (a.bundle / "stats").glob("*.safetensors"):   # the previous generator's
+            old.unlink()
         for name in STATS_LAYERS:
             core_main(["stats", str(a.bundle), "--layer", name, "--samples", str(a.samples)])
     if "quality" not in a.skip:
