@@ -24,7 +24,7 @@ from core.paint import CatalogError, paint_edit
 from core.settings import model_settings
 from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, RANKING, ConceptBrush,
                          brush_settings, catalog_for, concept_setup, stroke_cells)
-from demos.context import AppContext, display, pixelated
+from demos.context import DISPLAY_SIZE, AppContext, display, pixelated
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 from demos.sharing import SharePanel
@@ -284,7 +284,7 @@ def build(ctx: AppContext):
         compare = gr.ImageSlider(label="Before / after", format="png", type="pil",
                                  elem_id="paint_compare")
         result = gr.Image(label="Result (PNG)", format="png", type="pil", interactive=False,
-                          buttons=["download"], elem_id="paint_result")
+                          buttons=["download"], height=DISPLAY_SIZE * 3 // 4, elem_id="paint_result")
     pixelated("paint_compare", "paint_result")
     table = gr.Dataframe(value=pd.DataFrame([], columns=HEADERS), headers=HEADERS,
                          label="Edits (most recent last)", interactive=False,
