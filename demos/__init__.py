@@ -33,7 +33,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                 with gr.Tab(label, id=tab_id) as objects[tab_id]:
                     specs[tab_id] = module.build(ctx)
         with top:
-            picker = models.build(ctx, list(specs.values()))
+            current_model = gr.State(ctx.default_source)     # the model every tab shows
+            picker = models.build(ctx, list(specs.values()), current_model)
             notice = gr.Markdown(elem_id="link_notice")
-            links.wire(demo, ctx, tabs, objects, specs, picker, notice)
+            links.wire(demo, ctx, tabs, objects, specs, picker, notice, current_model)
     return demo

@@ -93,10 +93,30 @@ COPY_JS = """(q) => {
 }"""
 
 
-def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice) -> None:
-    """Restore the view from the URL when a page opens, then run each tab's ``"load"`` steps;
-    add the Copy link button (where this is called). ``tab_objects``: tab id -> its ``gr.Tab``;
-    ``tab_specs``: tab id -> the dict its ``build`` returned."""
+def _load_when_shown(steps, tab, wanted, current_model) -> None:
+    """Run a tab's ``steps`` (on ``current_model``) when ``wanted`` changes: ``restore`` sets it
+    for the tab a page opens on, a first select of the tab for any other. Tabs not shown cost
+    nothing, not even a round trip. (An API client, which opens no page, calls the steps' named
+    endpoints on the default model.)"""
+    from demos.context import chain
+    loaded = gr.State(False)
+    quiet = {"api_visibility": "private", "show_progress": "hidden"}
+    tab.select(lambda model, done: gr.skip() if done else model, [current_model, loaded], wanted, **quiet)
+    (fn, inputs, outputs, *opts), rest = steps[0], steps[1:]
+    first = wanted.change(fn, [current_model, *inputs[1:]], outputs,
+                          **(opts[0] if opts else {"api_visibility": "private"}))
+    chain(first, rest, model=current_model).then(lambda: True, None, loaded, **quiet)
+
+
+def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
+         current_model: gr.State) -> None:
+    """Restore the view from the URL when a page opens; add the Copy link button (where this is
+    called). ``tab_objects``: tab id -> its ``gr.Tab``; ``tab_specs``: tab id -> the dict its
+    ``build`` returned; ``current_model``: the model every tab shows (the picker sets it too).
+
+    A tab's ``"load"`` steps run when it is first shown: at page open for the tab the page opens
+    on, and for each other tab when it is first selected. A page then renders one tab's images,
+    not six tabs' at once, so the view a link names (or Explore's grid) comes first."""
     from demos.context import chain, error_text
     from demos.rewrite_session import preset_paths
     model_ids = [spec["model_id"] for spec in tab_specs.values()]
@@ -110,7 +130,7 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice) ->
                   if k not in ("__theme", "view")}
         skip = (gr.skip(),) * (3 + len(model_ids) + len(params_of))
         if not params:
-            return (*skip, gr.skip(), None, ctx.default_source)
+            return (*skip, gr.skip(), None, ctx.default_source, *shown("explore", ctx.default_source))
         notes, model_id = [], ctx.default_source
         if "model" in params:
             try:
@@ -130,14 +150,22 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice) ->
         note = ("⚠️ This link " + "; ".join(notes) + ".") if notes else ""
         if notes:
             gr.Warning("This link " + "; ".join(notes) + ".")
-        return (*out, note, model_id if model_id != ctx.default_source else None, model_id)
+        return (*out, note, model_id if model_id != ctx.default_source else None, model_id,
+                *shown(tab, model_id))
 
-    changed, now = gr.State(None), gr.State(ctx.default_source)
+    # per tab with "load" steps: the model it was asked to show (its change runs the steps)
+    wanted = {tab_id: gr.State(None) for tab_id, spec in tab_specs.items() if spec.get("load")}
+
+    def shown(tab, model_id):
+        return [model_id if tab_id == tab else gr.skip() for tab_id in wanted]
+
+    changed = gr.State(None)
     opened = demo.load(restore, None, [tabs, current, picker, *model_ids, *params_of.values(), notice,
-                                       changed, now], api_name="link_restore")
-    for spec in tab_specs.values():    # another model: its tab refreshes first, then the view
-        refreshed = chain(opened, spec.get("on_model", []), model=changed, gated=True)
-        chain(refreshed, spec.get("load", []), model=now)
+                                       changed, current_model, *wanted.values()], api_name="link_restore")
+    for tab_id, spec in tab_specs.items():    # another model: every tab refreshes
+        chain(opened, spec.get("on_model", []), model=changed, gated=True)
+        if tab_id in wanted:
+            _load_when_shown(spec["load"], tab_objects[tab_id], wanted[tab_id], current_model)
 
     with gr.Row():
         link_btn = gr.Button("🔗 Copy link to this view", size="sm", scale=1, elem_id="link_copy")

@@ -65,9 +65,10 @@ def describe(status: dict) -> str:
     return f"⏳ Opening {status['source']}…"
 
 
-def build(ctx: AppContext, tab_specs: list) -> gr.Dropdown:
+def build(ctx: AppContext, tab_specs: list, current_model: gr.State) -> gr.Dropdown:
     """The picker row. ``tab_specs``: what each tab's ``build`` returned; the picker sets each
-    tab's ``"model_id"``, then runs its ``"on_model"`` steps."""
+    tab's ``"model_id"`` and ``current_model`` (the model every tab shows), then runs each tab's
+    ``"on_model"`` steps."""
     tab_model_ids = [spec["model_id"] for spec in tab_specs]
     with gr.Row(equal_height=True):
         picker = gr.Dropdown(choices(ctx), value=ctx.default_source, allow_custom_value=True,
@@ -78,7 +79,7 @@ def build(ctx: AppContext, tab_specs: list) -> gr.Dropdown:
                                  elem_id="model_upload")
     status = gr.Markdown(elem_id="model_status")
     changed = gr.State(None)            # the id of the model just opened
-    n = len(tab_model_ids) + 1          # the tabs' model ids and ``changed``
+    n = len(tab_model_ids) + 2          # the tabs' model ids, ``changed`` and ``current_model``
 
     def load(source, shown: str | None = None):
         """``shown``: how messages name ``source`` (an upload's own file name, not the path it
@@ -111,8 +112,7 @@ def build(ctx: AppContext, tab_specs: list) -> gr.Dropdown:
             note += (" It has no segmenter of its own: the Dissect tab labels its units with the "
                      f"real-scene segmenter ({scene_segmenter_id()}), and Paint then offers the "
                      "concepts found at its paint layer.")
-        yield (note, gr.update(choices=choices(ctx), value=source),
-               *[source] * (n - 1), source)
+        yield (note, gr.update(choices=choices(ctx), value=source), *[source] * n)
 
     def open_upload(file):
         """An uploaded edited model: kept in the scratch cache under its digest (a stable id),
@@ -124,7 +124,7 @@ def build(ctx: AppContext, tab_specs: list) -> gr.Dropdown:
             return
         yield from load(source, Path(getattr(file, "name", None) or str(file)).name)
 
-    outputs = [status, picker, *tab_model_ids, changed]
+    outputs = [status, picker, *tab_model_ids, changed, current_model]
     for event in (load_btn.click(load, [picker], outputs, api_name="model_load", concurrency_limit=2),
                   upload.upload(open_upload, [upload], outputs, api_name="model_upload",
                                 concurrency_limit=2)):

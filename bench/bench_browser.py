@@ -1,0 +1,102 @@
+"""What a visitor waits for in a real browser (headless Chromium through Playwright; issues #20,
+#22), on the default model with the app's own queue settings, server in this process:
+
+- a page opening on Explore until its 16 samples are on screen (every image decoded);
+- a link to a Dissect unit (``?tab=dissect&layer=...&unit=...``) until its top images show;
+- a Paint stroke, from the mouse's release to the new result on screen.
+
+Each is the median of fresh pages (``--quick``: fewer). Skipped without Chromium and Playwright
+(``bash .ci/run`` installs both)."""
+import shutil
+import time
+
+import numpy as np
+
+from bench import row
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOWN = """sel => { const ims = [...document.querySelectorAll(sel)];
+  return ims.filter(i => i.complete && i.naturalWidth > 0).length; }"""
+
+
+def _images_shown(page, selector: str, n: int, timeout_ms: int = 60_000) -> None:
+    page.wait_for_function(f"() => ({SHOWN})({selector!r}) >= {n}", timeout=timeout_ms)
+
+
+def _stroke(page, y0: float) -> None:
+    canvas = page.locator("#paint_editor canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(x + 0.42 * w, y + y0 * h)
+    page.mouse.down()
+    for i in range(1, 8):
+        page.mouse.move(x + (0.42 + 0.015 * i) * w, y + (y0 + 0.02 * i) * h)
+    page.mouse.up()
+
+
+def run(quick: bool = False) -> list[dict]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        chromium = None
+    if chromium is None:
+        print("browser: skipped (no Chromium or Playwright; bash .ci/run installs them)")
+        return []
+    from core.settings import model_settings
+    from demos import build_app
+    from demos.settings import QUEUE
+    from tests.conftest import close, free_port
+    reps = 3 if quick else 7
+    demo = build_app()
+    demo.queue(**QUEUE)
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                            quiet=True)
+    import core
+    layer = model_settings(core.load_model("default")).paint_layer
+    opened, linked, strokes = [], [], []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
+            for i in range(reps + 1):          # the first page warms the caches: not counted
+                page = browser.new_page(viewport={"width": 1280, "height": 1100})
+                t = time.perf_counter()
+                page.goto(url, wait_until="commit")
+                _images_shown(page, "#explore_gallery img", 16)
+                if i:
+                    opened.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                page.goto(f"{url}?tab=dissect&layer={layer}&unit={i}", wait_until="commit")
+                _images_shown(page, "#dissect_top img", 1)
+                if i:
+                    linked.append(time.perf_counter() - t)
+                page.close()
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(url, wait_until="load")
+            page.get_by_role("tab", name="Paint").click()
+            page.locator("#paint_info").filter(has_text="Image #").wait_for(timeout=60_000)
+            page.locator("#paint_editor canvas").first.wait_for()
+            page.wait_for_timeout(1000)
+            for i in range(reps + 1):
+                before = page.locator("#paint_result img").get_attribute("src")
+                _stroke(page, 0.2 + 0.07 * i)     # each a new place: a new edit
+                t = time.perf_counter()
+                page.wait_for_function(
+                    "b => { const i = document.querySelector('#paint_result img');"
+                    " return i && i.getAttribute('src') !== b && i.complete && i.naturalWidth > 0; }",
+                    arg=before, timeout=60_000, polling="raf")
+                if i:
+                    strokes.append(time.perf_counter() - t)
+                page.wait_for_timeout(500)
+            browser.close()
+    finally:
+        close(demo)
+    ms = lambda xs: round(float(np.median(xs)) * 1000)  # noqa: E731
+    return [row("browser", "page open: Explore's 16 samples on screen", ms(opened), "ms",
+                f"median of {len(opened)} fresh pages; target <= 1000 ms (issue #22)"),
+            row("browser", f"link ?tab=dissect&layer={layer}&unit=N: top images on screen", ms(linked), "ms",
+                f"median of {len(linked)}; target <= 2000 ms (issue #20)"),
+            row("browser", "paint stroke: release to the new result on screen", ms(strokes), "ms",
+                f"median of {len(strokes)}; target <= 250 ms (issue #22)")]
