@@ -14,8 +14,8 @@ from PIL import Image
 
 import core.images
 from bench import median_time, row
+from demos.brush import EDITOR_SIZE as SIZE
 
-SIZE = 512
 
 
 def _editor_files(folder: Path) -> dict:
@@ -52,19 +52,19 @@ def run(quick: bool = False) -> list[dict]:
     edit = paint_edit(cat, layer, concept, cells, "draw", 10, RANKING)
     stack = EditStack().push(edit)
     after = rend.render(z, stack)[0].cpu()
-    big, small = display(after), core.images.to_pil(after)
+    big, small = display(after, SIZE), core.images.to_pil(after)
 
     def png(im):
         buf = io.BytesIO()
         im.save(buf, format="png")
         return buf
-    steps = [("decode the editor PNGs (512 px background + layer)", decode),
+    steps = [(f"decode the editor PNGs ({SIZE} px background + layer)", decode),
              ("painted mask pooled to the paint layer", lambda: stroke_cells(ev, model, layer)),
              ("choose the units (catalog)", lambda: paint_edit(cat, layer, concept, cells, "draw", 10, RANKING)),
              ("render before (cached state)", lambda: rend.render(z, EditStack())),
              ("render after", lambda: rend.render(z, stack)),
-             ("upscale the editor's image to 512 px", lambda: display(after)),
-             ("encode the editor's 512 px PNG (sent twice: background, composite)", lambda: png(big)),
+             (f"upscale the editor's image to {SIZE} px", lambda: display(after, SIZE)),
+             (f"encode the editor's {SIZE} px PNG (sent twice: background, composite)", lambda: png(big)),
              (f"encode one {small.width} px PNG (sent three times: before, after, result)", lambda: png(small))]
     rows = [row("stroke", name, median_time(fn, reps) * 1000, "ms") for name, fn in steps]
     for im in (big, small):

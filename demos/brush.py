@@ -25,7 +25,9 @@ from core.paint import CatalogError, feature_mask, load_catalog, units_for
 from core.settings import model_settings
 from demos.context import DISPLAY_SIZE, AppContext, catalog_path, painted_mask
 
-BRUSH_SIZE = 24
+BRUSH_SIZE = 24                       # on a DISPLAY_SIZE canvas; smaller canvases scale it
+EDITOR_SIZE = 256                     # the Paint editor's canvas: the browser encodes and uploads
+                                      # it after every stroke (4x the pixels at 512: ~1 s more)
 MAX_UNITS = 30                        # the strength slider: units switched on or off per stroke
 DEFAULT_UNITS = 10
 # concepts offered by the picker, in this order, when the catalog has units for them
@@ -216,12 +218,13 @@ class ConceptBrush:
         if len(colors) != len(concepts) or not concepts:
             raise ValueError("one brush colour per concept, and at least one concept")
         self.colors = dict(zip(concepts, colors))
+        self.brush_size = max(4, BRUSH_SIZE * size // DISPLAY_SIZE)
         self.concept = gr.Radio(concepts, value=concepts[0], label="Concept to paint",
                                 info="The brush draws in the concept's colour.",
                                 elem_id=f"{elem_id}_concept")
         self.editor = CheckedImageEditor(
             type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(),
-            layers=False, brush=self.brush(concepts[0]), eraser=gr.Eraser(default_size=BRUSH_SIZE),
+            layers=False, brush=self.brush(concepts[0]), eraser=gr.Eraser(default_size=self.brush_size),
             canvas_size=(size, size), label=label, elem_id=f"{elem_id}_editor")
         # after the editor: the style element's empty block then sits below it, not above
         self.elem_id = elem_id
@@ -238,7 +241,7 @@ class ConceptBrush:
     def brush(self, concept: str) -> gr.Brush:
         color = self.colors.get(concept, "#ff0000")
         return gr.Brush(colors=[color], default_color=color, color_mode="fixed",
-                        default_size=BRUSH_SIZE)
+                        default_size=self.brush_size)
 
     def check(self, concept) -> str:
         """``concept`` if the picker offers it, else a plain error."""

@@ -22,7 +22,7 @@ from core.edits import EditStack
 from core.images import MAX_IMAGE_NUMBER
 from core.paint import CatalogError, paint_edit
 from core.settings import model_settings
-from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, RANKING, ConceptBrush,
+from demos.brush import (DEFAULT_UNITS, EDITOR_SIZE, MAX_UNITS, NOTHING_PAINTED, RANKING, ConceptBrush,
                          brush_settings, catalog_for, concept_setup, stroke_cells)
 from demos.context import DISPLAY_SIZE, AppContext, display, pixelated
 from demos.gpu import gpu
@@ -88,7 +88,7 @@ def _view(ctx: AppContext, state: dict, note: str = "", editor=True):
     before = _render(ctx, mid, n, EditStack())
     after = _render(ctx, mid, n, state["stack"]) if state["stack"] else before
     b, a = core.images.to_pil(before), core.images.to_pil(after)      # native size: ``pixelated``
-    big = display(after)                # the editor's canvas: room for the brush
+    big = display(after, EDITOR_SIZE)   # the editor's canvas: room for the brush
     ed = {"background": big, "layers": [], "composite": big} if editor else gr.skip()
     return (state["image_number"], ed, (b, a), a, _edit_rows(state["stack"]),
             _info(model, state, note), state)
@@ -268,7 +268,7 @@ def build(ctx: AppContext):
     problem = gr.Markdown(elem_id="paint_problem")
     with gr.Row():
         with gr.Column(scale=3):
-            brush = ConceptBrush(concepts, colors, "paint", "Paint here")
+            brush = ConceptBrush(concepts, colors, "paint", "Paint here", size=EDITOR_SIZE)
             editor = brush.editor
         with gr.Column(scale=2):
             mode = gr.Radio(["Draw", "Remove"], value="Draw", label="Mode", elem_id="paint_mode")
