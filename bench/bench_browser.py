@@ -24,18 +24,6 @@ def _images_shown(page, selector: str, n: int, timeout_ms: int = 60_000) -> None
     page.wait_for_function(f"() => ({SHOWN})({selector!r}) >= {n}", timeout=timeout_ms)
 
 
-def _stroke(page, y0: float) -> None:
-    canvas = page.locator("#paint_editor canvas").first
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
-    page.mouse.move(x + 0.42 * w, y + y0 * h)
-    page.mouse.down()
-    for i in range(1, 8):
-        page.mouse.move(x + (0.42 + 0.015 * i) * w, y + (y0 + 0.02 * i) * h)
-    page.mouse.up()
-
-
 def run(quick: bool = False) -> list[dict]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     try:
@@ -48,7 +36,7 @@ def run(quick: bool = False) -> list[dict]:
     from core.settings import model_settings
     from demos import build_app
     from demos.settings import QUEUE
-    from tests.conftest import close, free_port
+    from tests.conftest import close, free_port, stroke
     reps = 3 if quick else 7
     demo = build_app()
     demo.queue(**QUEUE)
@@ -81,7 +69,7 @@ def run(quick: bool = False) -> list[dict]:
             page.wait_for_timeout(1000)
             for i in range(reps + 1):
                 before = page.locator("#paint_result img").get_attribute("src")
-                _stroke(page, 0.2 + 0.07 * i)     # each a new place: a new edit
+                stroke(page, "#paint_editor", 0.2 + 0.07 * i)     # each a new place: a new edit
                 t = time.perf_counter()
                 page.wait_for_function(
                     "b => { const i = document.querySelector('#paint_result img');"

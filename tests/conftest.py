@@ -118,3 +118,18 @@ def close(demo) -> None:
         demo.close()
     except RuntimeError:
         demo.close()
+
+
+def stroke(page, editor: str, y0: float = 0.35):
+    """A mouse stroke for browser tests and benches: a short diagonal over the middle of
+    ``editor``'s image (the canvas is wider than the image it shows, so strokes stay near its
+    centre)."""
+    canvas = page.locator(f"{editor} canvas").first
+    canvas.scroll_into_view_if_needed()           # mouse coordinates are the viewport's
+    box = canvas.bounding_box()
+    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
+    page.mouse.move(x + 0.42 * w, y + y0 * h)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(x + (0.42 + 0.015 * i) * w, y + (y0 + 0.02 * i) * h)
+    page.mouse.up()

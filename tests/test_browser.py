@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import close, free_port
+from conftest import close, free_port, stroke
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -75,20 +75,6 @@ def test_dissect_click_unit_shows_top_images(page):
 
 
 
-def _stroke(page, editor: str, y0: float = 0.35):
-    """A short diagonal stroke over the middle of ``editor``'s image (the canvas is wider than
-    the image it shows, so strokes stay near its centre)."""
-    canvas = page.locator(f"{editor} canvas").first
-    canvas.scroll_into_view_if_needed()           # mouse coordinates are the viewport's
-    box = canvas.bounding_box()
-    x, y, w, h = box["x"], box["y"], box["width"], box["height"]
-    page.mouse.move(x + 0.42 * w, y + y0 * h)
-    page.mouse.down()
-    for i in range(1, 11):
-        page.mouse.move(x + (0.42 + 0.015 * i) * w, y + (y0 + 0.02 * i) * h)
-    page.mouse.up()
-
-
 def _no_error_badge(page, component: str):
     """Gradio covers an output whose handler raised with an "Error" badge; ours show notices."""
     assert page.locator(f"{component} .error").count() == 0
@@ -126,7 +112,7 @@ def test_paint_stroke_changes_the_image(page):
     assert "solid" in grass.evaluate("e => getComputedStyle(e).borderLeft")
     grass.click()
     page.wait_for_timeout(1000)
-    _stroke(page, "#paint_editor")                 # live mode applies it on release
+    stroke(page, "#paint_editor")                 # live mode applies it on release
     sync_api.expect(info).to_contain_text("1 edit(s)", timeout=60_000)
     sync_api.expect(info).to_contain_text("draw grass")
     sync_api.expect(page.locator("#paint_result img")).not_to_have_attribute("src", before or "")
@@ -134,7 +120,7 @@ def test_paint_stroke_changes_the_image(page):
     assert not page.locator("#paint_editor button[aria-label='Undo']").is_visible()
     # with live mode off, a stroke waits; switching concept applies it with its own concept
     page.locator("#paint_live input").uncheck()
-    _stroke(page, "#paint_editor", 0.5)
+    stroke(page, "#paint_editor", 0.5)
     page.locator("#paint_concept label", has_text="tree").click()
     sync_api.expect(info).to_contain_text("2 edit(s)", timeout=60_000)
     sync_api.expect(info).to_contain_text("draw grass")
@@ -202,17 +188,17 @@ def test_rewrite_manual_context_copy_paste_execute(page):
     page.locator("#rewrite_clear").click()      # the preset before left its context
     sync_api.expect(status).to_contain_text("Context cleared", timeout=60_000)
     open_sample(0)
-    _stroke(page, "#rewrite_editor")
+    stroke(page, "#rewrite_editor")
     open_sample(1)                              # straight after a stroke
-    _stroke(page, "#rewrite_editor")
+    stroke(page, "#rewrite_editor")
     page.locator("#rewrite_add_context").click()
     sync_api.expect(status).to_contain_text("Context: 1 region", timeout=60_000)
     open_sample(2)
-    _stroke(page, "#rewrite_editor", 0.2)
+    stroke(page, "#rewrite_editor", 0.2)
     page.locator("#rewrite_copy").click()
     sync_api.expect(status).to_contain_text("Copied a region of image #2", timeout=60_000)
     open_sample(3)
-    _stroke(page, "#rewrite_editor")
+    stroke(page, "#rewrite_editor")
     page.locator("#rewrite_paste").click()
     sync_api.expect(status).to_contain_text("Pasted into image #3", timeout=60_000)
     page.locator("#rewrite_execute").click()
@@ -231,7 +217,7 @@ def test_watermark_marking(page):
     page.locator("#wm_mark_load").click()
     page.locator("#wm_mark_editor canvas").first.wait_for()
     page.wait_for_timeout(2000)
-    _stroke(page, "#wm_mark_editor", 0.45)
+    stroke(page, "#wm_mark_editor", 0.45)
     page.locator("#wm_mark_pick").click()
     sync_api.expect(page.locator("#wm_units_note")).to_contain_text("Units most active in the region",
                                                                     timeout=60_000)
@@ -263,7 +249,7 @@ def test_photo_stop_keeps_the_result_and_paints(page, app_url):
     page.locator("#photo_concept label", has_text="tree").click()
     page.locator("#photo_editor canvas").first.wait_for()
     page.wait_for_timeout(1000)
-    _stroke(page, "#photo_editor")
+    stroke(page, "#photo_editor")
     page.locator("#photo_apply").click()
     sync_api.expect(page.locator("#photo_info")).to_contain_text("1 paint edit(s)", timeout=60_000)
 
