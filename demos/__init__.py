@@ -32,6 +32,7 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                                           ("Photo", "photo", photo), ("Rewrite", "rewrite", rewrite)):
                 with gr.Tab(label, id=tab_id) as objects[tab_id]:
                     specs[tab_id] = module.build(ctx)
+                    specs[tab_id]["loaded"] = gr.State(False)    # shown in this page already
         with top:
             current_model = gr.State(ctx.default_source)     # the model every tab shows
             picker = models.build(ctx, list(specs.values()), current_model)

@@ -277,6 +277,13 @@ def chain(event, steps, model=None, gated: bool = False):
     return event
 
 
+def mark_loaded(event, model, loaded) -> None:
+    """After ``event`` (a chain that showed a tab on the model in State ``model``, when set), set
+    the tab's ``loaded`` State: its first select then has nothing left to load."""
+    event.then(lambda model_id, was: was or bool(model_id), [model, loaded], loaded,
+               api_visibility="private", show_progress="hidden")
+
+
 def _gated(fn, n_outputs: int):
     def step(model_id, *args):
         if model_id:

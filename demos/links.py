@@ -93,19 +93,18 @@ COPY_JS = """(q) => {
 }"""
 
 
-def _load_when_shown(steps, tab, wanted, current_model) -> None:
+def _load_when_shown(steps, tab, wanted, loaded, current_model) -> None:
     """Run a tab's ``steps`` (on ``current_model``) when ``wanted`` changes: ``restore`` sets it
-    for the tab a page opens on, a first select of the tab for any other. Tabs not shown cost
-    nothing, not even a round trip. (An API client, which opens no page, calls the steps' named
-    endpoints on the default model.)"""
-    from demos.context import chain
-    loaded = gr.State(False)
-    quiet = {"api_visibility": "private", "show_progress": "hidden"}
-    tab.select(lambda model, done: gr.skip() if done else model, [current_model, loaded], wanted, **quiet)
+    for the tab a page opens on, a first select of the tab for any other (unless the picker or a
+    link already showed it: ``loaded``). Tabs not shown cost nothing, not even a round trip. (An
+    API client, which opens no page, calls the steps' named endpoints on the default model.)"""
+    from demos.context import chain, mark_loaded
+    tab.select(lambda model, done: gr.skip() if done else model, [current_model, loaded], wanted,
+               api_visibility="private", show_progress="hidden")
     (fn, inputs, outputs, *opts), rest = steps[0], steps[1:]
     first = wanted.change(fn, [current_model, *inputs[1:]], outputs,
                           **(opts[0] if opts else {"api_visibility": "private"}))
-    chain(first, rest, model=current_model).then(lambda: True, None, loaded, **quiet)
+    mark_loaded(chain(first, rest, model=current_model), current_model, loaded)
 
 
 def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
@@ -117,7 +116,7 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
     A tab's ``"load"`` steps run when it is first shown: at page open for the tab the page opens
     on, and for each other tab when it is first selected. A page then renders one tab's images,
     not six tabs' at once, so the view a link names (or Explore's grid) comes first."""
-    from demos.context import chain, error_text
+    from demos.context import chain, error_text, mark_loaded
     from demos.rewrite_session import preset_paths
     model_ids = [spec["model_id"] for spec in tab_specs.values()]
     params_of = {key: comp for spec in tab_specs.values() for key, comp in spec.get("link", {}).items()}
@@ -163,9 +162,11 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
     opened = demo.load(restore, None, [tabs, current, picker, *model_ids, *params_of.values(), notice,
                                        changed, current_model, *wanted.values()], api_name="link_restore")
     for tab_id, spec in tab_specs.items():    # another model: every tab refreshes
-        chain(opened, spec.get("on_model", []), model=changed, gated=True)
+        mark_loaded(chain(opened, spec.get("on_model", []), model=changed, gated=True), changed,
+                    spec["loaded"])
         if tab_id in wanted:
-            _load_when_shown(spec["load"], tab_objects[tab_id], wanted[tab_id], current_model)
+            _load_when_shown(spec["load"], tab_objects[tab_id], wanted[tab_id], spec["loaded"],
+                             current_model)
 
     with gr.Row():
         link_btn = gr.Button("🔗 Copy link to this view", size="sm", scale=1, elem_id="link_copy")
