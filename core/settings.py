@@ -27,6 +27,7 @@ class ModelSettings:
     rewrite_rank: int
     presets: tuple[str, ...]
     metrics: dict
+    photo_penalty: float = 1.0     # the Photo adaptation's weight-change penalty (core.photo.adapt)
 
 
 def default_paint_layer(layers) -> str:
@@ -51,4 +52,7 @@ def model_settings(model) -> ModelSettings:
     presets = cfg.get("presets") if isinstance(cfg.get("presets"), (list, tuple)) else ()
     presets = tuple(p for p in presets if isinstance(p, str))
     metrics = cfg.get("metrics") if isinstance(cfg.get("metrics"), dict) else {}
-    return ModelSettings(paint, layer("rewrite_layer", paint), rank, presets, metrics)
+    penalty = cfg.get("photo_penalty")
+    penalty = float(penalty) if isinstance(penalty, (int, float)) and not isinstance(penalty, bool) \
+        and penalty >= 0 else 1.0
+    return ModelSettings(paint, layer("rewrite_layer", paint), rank, presets, metrics, penalty)

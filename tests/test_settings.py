@@ -19,12 +19,14 @@ def test_defaults_without_config():
 
 def test_config_values_and_bad_ones():
     cfg = {"paint_layer": "layer6", "rewrite_layer": "layer8", "rewrite_rank": 3,
-           "presets": ["b", 7, "a"], "metrics": {"quality": {"fsd": 1.0}}}
+           "presets": ["b", 7, "a"], "metrics": {"quality": {"fsd": 1.0}}, "photo_penalty": 3}
     s = model_settings(_model(cfg, 12))
     assert (s.paint_layer, s.rewrite_layer, s.rewrite_rank, s.presets) == ("layer6", "layer8", 3, ("b", "a"))
+    assert s.photo_penalty == 3.0
     assert s.metrics["quality"]["fsd"] == 1.0
     bad = {"paint_layer": "layer99", "rewrite_layer": 8, "rewrite_rank": MAX_RANK + 1, "presets": "x",
-           "metrics": [1]}
+           "metrics": [1], "photo_penalty": -2}
     s = model_settings(_model(bad, 12))
     assert (s.paint_layer, s.rewrite_layer, s.rewrite_rank, s.presets, s.metrics) == ("layer4", "layer4", 1, (), {})
+    assert s.photo_penalty == 1.0 and model_settings(_model({"photo_penalty": "3"}, 12)).photo_penalty == 1.0
     assert model_settings(_model({"rewrite_rank": True}, 12)).rewrite_rank == 1

@@ -125,7 +125,7 @@ def build(gan_dir: Path, seg_dir: Path, out: Path) -> Path:
     old = out / "config.json"
     if old.exists():  # keep metrics and other keys written by later steps
         prev = read_config(out)
-        for k in ("metrics", "rankings", "rewrite_layer", "rewrite_rank", "presets"):
+        for k in ("metrics", "rankings", "rewrite_layer", "rewrite_rank", "presets", "photo_penalty"):
             if k in prev:
                 extra[k] = prev[k]
     save_bundle(g, out, name="toytown", extra_config=extra, overwrite=True)

@@ -277,16 +277,19 @@ class AdaptResult:
 
 
 def adapt(model, inversion: InversionResult, photo, steps: int = 300,
-          fine_layers: list[str] | None = None, penalty: float = 1.0, lr: float = 0.05,
+          fine_layers: list[str] | None = None, penalty: float | None = None, lr: float = 0.05,
           segmenter=None, feature_weight: float = 0.1, progress: Callable | None = None,
           stop: Callable[[], bool] | None = None, preview_every: int = 10) -> Iterator[dict]:
     """Fit dense ΔW on ``fine_layers`` (default :func:`default_fine_layers`: only layers well after the
     paint layer) so the inverted photo matches the photo: Adam (``lr``, cosine-decayed) on
-    :class:`PhotoLoss` + ``penalty * sum_l ||ΔW_l||^2 / ||W_l||^2``. z and the residual stay fixed;
+    :class:`PhotoLoss` + ``penalty * sum_l ||ΔW_l||^2 / ||W_l||^2`` (default: the model's
+    ``photo_penalty`` setting, :mod:`core.settings`). z and the residual stay fixed;
     the layers before the first fine layer run once. A generator like :func:`invert`; the final
     record's ``result`` is an :class:`AdaptResult` (best iterate). The shared model is never
     modified (gradients go only to the ΔW tensors)."""
     t0 = time.perf_counter()
+    if penalty is None:
+        penalty = model_settings(model).photo_penalty
     g = generator_of(model)
     device = g.device
     t, n = sampling_options(model)
