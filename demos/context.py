@@ -284,6 +284,14 @@ def mark_loaded(event, model, loaded) -> None:
                api_visibility="private", show_progress="hidden")
 
 
+def refresh_tabs(event, tab_specs, changed) -> None:
+    """After ``event`` set State ``changed`` to a newly opened model (None: none), run every
+    tab's ``"on_model"`` steps on it and mark the tab loaded."""
+    for spec in tab_specs:
+        mark_loaded(chain(event, spec.get("on_model", []), model=changed, gated=True), changed,
+                    spec["loaded"])
+
+
 def _gated(fn, n_outputs: int):
     def step(model_id, *args):
         if model_id:

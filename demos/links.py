@@ -116,7 +116,7 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
     A tab's ``"load"`` steps run when it is first shown: at page open for the tab the page opens
     on, and for each other tab when it is first selected. A page then renders one tab's images,
     not six tabs' at once, so the view a link names (or Explore's grid) comes first."""
-    from demos.context import chain, error_text, mark_loaded
+    from demos.context import error_text, refresh_tabs
     from demos.rewrite_session import preset_paths
     model_ids = [spec["model_id"] for spec in tab_specs.values()]
     params_of = {key: comp for spec in tab_specs.values() for key, comp in spec.get("link", {}).items()}
@@ -161,12 +161,10 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
     changed = gr.State(None)
     opened = demo.load(restore, None, [tabs, current, picker, *model_ids, *params_of.values(), notice,
                                        changed, current_model, *wanted.values()], api_name="link_restore")
-    for tab_id, spec in tab_specs.items():    # another model: every tab refreshes
-        mark_loaded(chain(opened, spec.get("on_model", []), model=changed, gated=True), changed,
-                    spec["loaded"])
-        if tab_id in wanted:
-            _load_when_shown(spec["load"], tab_objects[tab_id], wanted[tab_id], spec["loaded"],
-                             current_model)
+    refresh_tabs(opened, tab_specs.values(), changed)     # a link's model: every tab refreshes
+    for tab_id in wanted:
+        _load_when_shown(tab_specs[tab_id]["load"], tab_objects[tab_id], wanted[tab_id],
+                         tab_specs[tab_id]["loaded"], current_model)
 
     with gr.Row():
         link_btn = gr.Button("🔗 Copy link to this view", size="sm", scale=1, elem_id="link_copy")

@@ -15,7 +15,7 @@ import gradio as gr
 
 from core import hub, known
 from core.bundle import scratch_root, sha256_file
-from demos.context import AppContext, chain, error_text, mark_loaded, scene_segmenter_id, stoppable, warn
+from demos.context import AppContext, error_text, refresh_tabs, scene_segmenter_id, stoppable, warn
 
 DOWNLOAD = "download"
 
@@ -128,9 +128,7 @@ def build(ctx: AppContext, tab_specs: list, current_model: gr.State) -> gr.Dropd
     for event in (load_btn.click(load, [picker], outputs, api_name="model_load", concurrency_limit=2),
                   upload.upload(open_upload, [upload], outputs, api_name="model_upload",
                                 concurrency_limit=2)):
-        for spec in tab_specs:      # every tab shows the new model: a later select loads nothing
-            mark_loaded(chain(event, spec.get("on_model", []), model=changed, gated=True), changed,
-                        spec["loaded"])
+        refresh_tabs(event, tab_specs, changed)
     return picker
 
 

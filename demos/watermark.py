@@ -379,6 +379,6 @@ def build(ctx: AppContext):
     mark_pick.click(pick_units, [model_id, mark_number, mark_editor],
                     [units_df, units_md, picked, source, n_units],
                     api_name="watermark_mark_pick")
-    gr.on(None, lambda: units_table(ids[0]), [], [units_df, units_md, n_units],
-          api_name="watermark_init", show_progress="hidden")
-    return {"model_id": model_id, "on_model": [(units_table, [model_id], [units_df, units_md, n_units])]}
+    units = (units_table, [model_id], [units_df, units_md, n_units])
+    return {"model_id": model_id, "on_model": [units],
+            "load": [(*units, {"api_name": "watermark_init", "show_progress": "hidden"})]}
