@@ -328,6 +328,16 @@ def stoppable(job, describe, poll: float = 0.5, stop: threading.Event | None = N
     return out.get("result")
 
 
+def mapped(gen, fn):
+    """Yield ``fn`` of each item of ``gen``; return what ``gen`` returns."""
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as end:
+            return end.value
+        yield fn(item)
+
+
 def display(image, size: int = DISPLAY_SIZE) -> Image.Image:
     """One engine image ([3,H,W] in [-1,1] or HWC uint8) as a PIL image upscaled to ``size``."""
     pil = core.images.to_pil(image)

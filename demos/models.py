@@ -15,7 +15,7 @@ import gradio as gr
 
 from core import hub, known
 from core.bundle import scratch_root, sha256_file
-from demos.context import AppContext, error_text, refresh_tabs, scene_segmenter_id, stoppable, warn
+from demos.context import AppContext, error_text, mapped, refresh_tabs, scene_segmenter_id, stoppable, warn
 
 DOWNLOAD = "download"
 
@@ -95,7 +95,7 @@ def build(ctx: AppContext, tab_specs: list, current_model: gr.State) -> gr.Dropd
             return ctx.get(source, progress=lambda done, total, stage: st.update(
                 stage=stage, done=done, total=total))
         try:
-            loaded = yield from _mapped(stoppable(job, lambda st: dict(info, **st)),
+            loaded = yield from mapped(stoppable(job, lambda st: dict(info, **st)),
                                         lambda st: (describe(st), gr.skip(), *[gr.skip()] * n))
         except Exception as e:  # noqa: BLE001 - the current model stays; the reason is shown
             why = error_text(e).replace(source, shown) if shown else error_text(e)
@@ -147,13 +147,3 @@ def keep_upload(file) -> str:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, dest)
     return str(dest)
-
-
-def _mapped(gen, fn):
-    """Yield ``fn`` of each item of ``gen``; return what ``gen`` returns."""
-    while True:
-        try:
-            item = next(gen)
-        except StopIteration as end:
-            return end.value
-        yield fn(item)

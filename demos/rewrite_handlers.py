@@ -24,7 +24,8 @@ from core.eval.rewrite import measure_edits, region_concept
 from core.generators.base import LayerError
 from core.settings import MAX_RANK, model_settings
 from demos.brush import hidden_editor
-from demos.context import DISPLAY_SIZE, AppContext, display, error_text, stoppable, warn, warn_on_error
+from demos.context import (DISPLAY_SIZE, AppContext, display, error_text, mapped, stoppable, warn,
+                           warn_on_error)
 from demos.rewrite_session import (STEPS, Session, box, editor_mask, measured_note, preset_note,
                                    preset_paths, shade, to_float, to_u8)
 
@@ -401,7 +402,8 @@ class RewriteHandlers:
             st.take_rule(rule, model.resolution)
         except rules.RuleError as e:
             raise gr.Error(error_text(e))
-        st, info = yield from _padded(self.run_rule(layer, rank, st, rule, f" ({what})"), REPLAY_OUTPUTS)
+        st, info = yield from mapped(self.run_rule(layer, rank, st, rule, f" ({what})"),
+                                     lambda out: out + (gr.skip(),) * (REPLAY_OUTPUTS - len(out)))
         gallery, st, hist, msg = self.finish(st, info, f"Applied {what}")
         yield gallery, st, hist, msg + (f"  \n{note}" if note else ""), self.tray_of(st), layer, rank
 
@@ -515,14 +517,3 @@ class RewriteHandlers:
         return (gr.update(choices=list(model.layers), value=settings.rewrite_layer), settings.rewrite_rank,
                 gr.update(choices=names, value=names[0]), gr.update(interactive=names != [NO_PRESETS]),
                 gr.skip())
-
-
-def _padded(gen, n: int):
-    """Pass the yields of generator ``gen`` through, padded with ``gr.skip()`` to ``n`` outputs;
-    return what ``gen`` returns."""
-    while True:
-        try:
-            out = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        yield tuple(out) + (gr.skip(),) * (n - len(out))
