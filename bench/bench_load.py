@@ -32,7 +32,7 @@ from PIL import Image
 from bench import row
 
 REPO = Path(__file__).resolve().parent.parent
-SIZE = 512                       # the Paint editor's canvas: masks are given at this size
+SIZE = 512                       # masks and mark editors are given at this size
 
 
 # ------------------------------------------------------------------ the server (child process)
@@ -148,8 +148,8 @@ def paint_concepts(c) -> list[str]:
 
 
 class Payloads:
-    """Editor payloads written as PNG files once: a grey background and one RGBA layer holding
-    an opaque rectangle ``(y0, y1, x0, x1)`` at the 512-px canvas size."""
+    """Stroke payloads of rectangles ``(y0, y1, x0, x1)`` at SIZE px: brush masks (data URLs),
+    and editor values (PNG files written once: a grey background and one RGBA layer)."""
 
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="bench_load_"))
@@ -161,6 +161,14 @@ class Payloads:
             Image.fromarray(arr).save(path)
             self._files[key] = str(path)
         return self._files[key]
+
+    def mask(self, rect) -> str:
+        """A brush canvas's value (``StrokeCanvas``): the rectangle as a PNG data URL."""
+        from demos.stroke_canvas import mask_url
+        m = np.zeros((SIZE, SIZE), bool)
+        y0, y1, x0, x1 = rect
+        m[y0:y1, x0:x1] = True
+        return mask_url(m)
 
     def editor(self, rect) -> dict:
         from gradio_client import handle_file
@@ -178,8 +186,8 @@ def script(i: int, model_id: str, concepts: list[str], pay: Payloads, watermark:
     a, b = concepts[i % len(concepts)], concepts[(i + 3) % len(concepts)]
     y, x = (40 * i) % 320, (72 * i) % 320
     steps = [("/paint_load", (model_id, 17 * i + 3)),
-             ("/paint_apply", (pay.editor((y, y + 160, x, x + 160)), a, "Draw", 4 + (5 * i) % 25)),
-             ("/paint_apply", (pay.editor((400 - y, 500 - y, 300, 480)), b,
+             ("/paint_apply", (pay.mask((y, y + 160, x, x + 160)), a, "Draw", 4 + (5 * i) % 25)),
+             ("/paint_apply", (pay.mask((400 - y, 500 - y, 300, 480)), b,
                                "Remove" if i % 2 else "Draw", 10)),
              ("/paint_undo", ())]
     if watermark and i % 2:
@@ -196,7 +204,8 @@ def digest(x):
             arr = np.asarray(im)
         return f"{hashlib.sha256(arr.tobytes()).hexdigest()[:16]} {arr.shape}"
     if isinstance(x, dict):
-        return {k: digest(v) for k, v in sorted(x.items()) if k != "id"}
+        # "epoch": the brush canvas's answer counter, fresh on every answer by design
+        return {k: digest(v) for k, v in sorted(x.items()) if k not in ("id", "epoch")}
     if isinstance(x, (list, tuple)):
         return [digest(v) for v in x]
     return x
@@ -269,7 +278,7 @@ def open_sessions(c, model_id: str, concept: str, n: int, pay: Payloads, prefix:
     """``n`` new sessions through one client, each loading an image and painting a stroke (so it
     holds an edit stack). The sessions are left open (no heartbeat disconnect), as a browser tab
     would be, so the tabs' time_to_live decides when their state goes. Returns seconds taken."""
-    editor = pay.editor((100, 260, 100, 260))
+    mask = pay.mask((100, 260, 100, 260))
     t = time.perf_counter()
     for k in range(n):
         deadline = time.time() + 60
@@ -277,7 +286,7 @@ def open_sessions(c, model_id: str, concept: str, n: int, pay: Payloads, prefix:
             time.sleep(0.01)
         c.session_hash = f"{prefix}{k}-{uuid.uuid4()}"
         c.predict(model_id, 1000 + k, api_name="/paint_load")
-        c.predict(editor, concept, "Draw", 10, api_name="/paint_apply")
+        c.predict(mask, concept, "Draw", 10, api_name="/paint_apply")
     return time.perf_counter() - t
 
 

@@ -33,7 +33,7 @@ def actions(source: str, settings, concepts: list[str], pay: Payloads, i: int, l
     n = 1000 * i + 7 * loop
     steps = [("/explore_show", (source, f"{n}-{n + 15}")),
              ("/paint_load", (source, n)),
-             ("/paint_apply", (pay.editor((96, 256, 96, 256)), concepts[loop % len(concepts)], "Draw", 10)),
+             ("/paint_apply", (pay.mask((96, 256, 96, 256)), concepts[loop % len(concepts)], "Draw", 10)),
              ("/paint_undo", ()),
              ("/dissect_unit", (source, settings.paint_layer, (3 * loop + i) % 16)),
              ("/watermark_remove", (source, 5, "catalog ranking", False))]
@@ -44,7 +44,7 @@ def actions(source: str, settings, concepts: list[str], pay: Payloads, i: int, l
     if loop % 3 == 0:
         example = sorted(Path(photo.EXAMPLES_DIR).glob("*.jpg"))[(loop + i) % 2]
         steps += [("/photo_invert", (source, handle_file(str(example)))),
-                  ("/photo_paint", (pay.editor((128, 320, 128, 320)), concepts[0], "Draw", 10))]
+                  ("/photo_paint", (pay.mask((128, 320, 128, 320)), concepts[0], "Draw", 10))]
     return steps
 
 

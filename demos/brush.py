@@ -1,15 +1,11 @@
 """The brush of the Paint and Photo tabs: which concepts a model's paint layer offers, in which
-colours, and the widgets: a concept brush, and an image editor whose unreadable input gives a
-plain error.
+colours, and the concept brush widget.
 
 ``ConceptBrush`` is a visible concept picker, each choice marked in its concept's colour, above
-an editor with one layer whose brush takes the picked concept's colour. The concept of a stroke
-is the picker's value when the stroke is applied. With "apply after every stroke" off, strokes can
-wait in the editor; when the picker changes, the tab applies them first with the concept they
-were drawn with (``current`` keeps it), so a stroke never changes concept after it was drawn.
-
-The editor's own undo/redo is hidden: a tab's Undo is the one that undoes an applied edit, and
-two Undo buttons that do different things confused users.
+a ``StrokeCanvas`` whose brush takes the picked concept's colour. The concept of a stroke is the
+picker's value when the stroke is applied. With "apply after every stroke" off, strokes wait on
+the canvas; when the picker changes, the tab applies them first with the concept they were drawn
+with (``current`` keeps it), so a stroke never changes concept after it was drawn.
 """
 from __future__ import annotations
 
@@ -18,16 +14,15 @@ import hashlib
 import threading
 
 import gradio as gr
-from PIL import Image
 
 from core.edits import layer_shape
 from core.paint import CatalogError, feature_mask, load_catalog, units_for
 from core.settings import model_settings
-from demos.context import DISPLAY_SIZE, AppContext, catalog_path, painted_mask
+from demos.context import DISPLAY_SIZE, AppContext, catalog_path
+from demos.stroke_canvas import StrokeCanvas
 
-BRUSH_SIZE = 24                       # on a DISPLAY_SIZE canvas; smaller canvases scale it
-EDITOR_SIZE = 256                     # the Paint editor's canvas: the browser encodes and uploads
-                                      # it after every stroke (4x the pixels at 512: ~1 s more)
+BRUSH_WIDTH = 24 / DISPLAY_SIZE       # the brush's width, a fraction of the image's
+MASK_SIZE = 256                       # the strokes' mask: pixels per side (pooled to the layer)
 MAX_UNITS = 30                        # the strength slider: units switched on or off per stroke
 DEFAULT_UNITS = 10
 # concepts offered by the picker, in this order, when the catalog has units for them
@@ -153,10 +148,9 @@ def brush_settings(mode, n_units) -> tuple[str, int]:
 
 
 
-def stroke_cells(editor_value, model, layer: str):
-    """The pixels painted in an editor value, max-pooled to ``layer``'s feature grid; None when
-    nothing is painted."""
-    mask = painted_mask(editor_value)
+def stroke_cells(mask, model, layer: str):
+    """A canvas's painted pixels (HxW bool, ``StrokeCanvas``'s value), max-pooled to ``layer``'s
+    feature grid; None when nothing is painted."""
     if mask is None:
         return None
     _, h, w = layer_shape(model, layer)
@@ -170,63 +164,29 @@ NOTHING_PAINTED = "Nothing painted yet: pick a concept above the editor, brush o
 # ------------------------------------------------------------------ widgets
 
 
-class CheckedImageEditor(gr.ImageEditor):
-    """``gr.ImageEditor`` whose unreadable input (a text file, a truncated or empty image sent
-    as a layer or background through the API) is refused with a plain message, not Gradio's
-    generic "upstream exception". Same frontend as ``gr.ImageEditor``."""
-
-    is_template = True
-
-    def preprocess(self, payload):
-        try:
-            return super().preprocess(payload)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            raise gr.Error("The editor sent something that is not a readable image (a layer or "
-                           "the background is not a PNG or JPEG, or is truncated or empty). "
-                           "Reload the image and paint again.") from None
-
-
-def hidden_editor():
-    """Before a new image goes into an editor, hide it; show it again after (``shown_editor``).
-
-    Gradio 6.31's ImageEditor can hang (blank, "processing") and lose the next strokes when a
-    new background reaches it while it is still taking in a stroke. An editor hidden, given its
-    value and shown again is mounted afresh, which avoids it (a browser probe of the Rewrite tab:
-    10 of 10 hangs before, 0 of 9 after)."""
-    return CheckedImageEditor(visible=False)
-
-
-def shown_editor():
-    return CheckedImageEditor(visible=True)
-
-
 def _picker_css(elem_id: str, colors: list[str]) -> str:
-    """Each choice of the picker gets a swatch of its colour; the editor's undo/redo is hidden."""
+    """Each choice of the picker gets a swatch of its colour."""
     rules = [f"#{elem_id}_concept label:nth-of-type({i}) {{ border-left: 14px solid {c}; }}"
              for i, c in enumerate(colors, 1)]
-    rules.append(f"#{elem_id}_editor button[aria-label='Undo'], "
-                 f"#{elem_id}_editor button[aria-label='Redo'] {{ display: none; }}")
     return "<style>" + "\n".join(rules) + "</style>"
 
 
 class ConceptBrush:
-    """The picker (``concept``), the editor (``editor``) and the concept the editor's pending
-    strokes were drawn with (``current``, a ``gr.State``). Build it inside a Blocks layout."""
+    """The picker (``concept``), the canvas (``canvas``, a ``StrokeCanvas``) and the concept the
+    canvas's waiting strokes were drawn with (``current``, a ``gr.State``). Build it inside a
+    Blocks layout."""
 
-    def __init__(self, concepts: list[str], colors: list[str], elem_id: str, label: str,
-                 size: int = DISPLAY_SIZE):
+    def __init__(self, concepts: list[str], colors: list[str], elem_id: str, live: bool = True,
+                 size: int = MASK_SIZE):
         if len(colors) != len(concepts) or not concepts:
             raise ValueError("one brush colour per concept, and at least one concept")
         self.colors = dict(zip(concepts, colors))
-        self.brush_size = max(4, BRUSH_SIZE * size // DISPLAY_SIZE)
         self.concept = gr.Radio(concepts, value=concepts[0], label="Concept to paint",
                                 info="The brush draws in the concept's colour.",
                                 elem_id=f"{elem_id}_concept")
-        self.editor = CheckedImageEditor(
-            type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(),
-            layers=False, brush=self.brush(concepts[0]), eraser=gr.Eraser(default_size=self.brush_size),
-            canvas_size=(size, size), label=label, elem_id=f"{elem_id}_editor")
-        # after the editor: the style element's empty block then sits below it, not above
+        self.canvas = StrokeCanvas(size=size, display=DISPLAY_SIZE, brush=BRUSH_WIDTH,
+                                   color=colors[0], live=live, elem_id=f"{elem_id}_canvas")
+        # after the canvas: the style element's empty block then sits below it, not above
         self.elem_id = elem_id
         self.css = gr.HTML(_picker_css(elem_id, colors), padding=False, container=False,
                            min_height=0, js_on_load=None)
@@ -238,11 +198,6 @@ class ConceptBrush:
         return (gr.update(choices=concepts, value=concepts[0]),
                 gr.update(value=_picker_css(self.elem_id, colors)))
 
-    def brush(self, concept: str) -> gr.Brush:
-        color = self.colors.get(concept, "#ff0000")
-        return gr.Brush(colors=[color], default_color=color, color_mode="fixed",
-                        default_size=self.brush_size)
-
     def check(self, concept) -> str:
         """``concept`` if the picker offers it, else a plain error."""
         if concept not in self.colors:
@@ -250,6 +205,6 @@ class ConceptBrush:
         return concept
 
     def retint(self, concept: str):
-        """The editor update for a picker change: the brush takes the concept's colour (the
-        editor's value is left as it is)."""
-        return CheckedImageEditor(brush=self.brush(self.check(concept)))
+        """The canvas update for a picker change: the brush takes the concept's colour (strokes
+        already drawn keep theirs)."""
+        return StrokeCanvas.restyle(color=self.colors[self.check(concept)])

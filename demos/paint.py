@@ -1,11 +1,12 @@
 """Paint tab (GANPaint): paint concepts into a generated image with the units that draw them.
 
-A concept picker (tree, grass, dome, ...) sits above the editor (``demos.brush.ConceptBrush``):
-a stroke becomes a mask (alpha > 0), max-pooled to the painting layer's feature grid, and one
-``core.paint.paint_edit`` of the picked concept (draw: set the concept's top units to their draw values inside the mask;
-remove: zero them) pushed onto the session's ``EditStack``. The result is rendered by the model's
-shared, caching ``core.edits.Renderer`` (only the layers from the painting layer on re-run) and
-becomes the editor's new background, so strokes always land on what you see.
+A concept picker (tree, grass, dome, ...) sits above the canvas (``demos.brush.ConceptBrush``, a
+``demos.stroke_canvas.StrokeCanvas``): a stroke arrives as a small mask, max-pooled to the
+painting layer's feature grid, and one ``core.paint.paint_edit`` of the picked concept (draw: set
+the concept's top units to their draw values inside the mask; remove: zero them) is pushed onto the
+session's ``EditStack``. The result is rendered by the model's shared, caching
+``core.edits.Renderer`` (only the layers from the painting layer on re-run) and becomes the
+canvas's new image, so strokes always land on what you see.
 
 Session state (``gr.State``, 30 min TTL) is a small dict ``{model_id, image_number, stack}``: no
 model, no features; the stack's masks are a few bytes each.
@@ -22,9 +23,10 @@ from core.edits import EditStack
 from core.images import MAX_IMAGE_NUMBER
 from core.paint import CatalogError, paint_edit
 from core.settings import model_settings
-from demos.brush import (DEFAULT_UNITS, EDITOR_SIZE, MAX_UNITS, NOTHING_PAINTED, RANKING, ConceptBrush,
+from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, RANKING, ConceptBrush,
                          brush_settings, catalog_for, concept_setup, stroke_cells)
 from demos.context import DISPLAY_SIZE, AppContext, display, pixelated
+from demos.stroke_canvas import StrokeCanvas
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 from demos.sharing import SharePanel
@@ -80,18 +82,23 @@ def _info(model, state: dict, note: str = "") -> str:
     return text
 
 
-def _view(ctx: AppContext, state: dict, note: str = "", editor=True):
-    """The outputs every paint event returns: number, editor, before/after, result, table,
-    info, state."""
+def _view(ctx: AppContext, state: dict, note: str = "", image=True):
+    """The outputs every paint event returns: number, canvas, before/after, result, table,
+    info, state. All images at the model's own size, scaled up crisply by the browser; with
+    ``image`` false the canvas keeps its image and only learns its strokes were taken."""
     mid, n = state["model_id"], state["image_number"]
     model = ctx.model(mid)
     before = _render(ctx, mid, n, EditStack())
     after = _render(ctx, mid, n, state["stack"]) if state["stack"] else before
-    b, a = core.images.to_pil(before), core.images.to_pil(after)      # native size: ``pixelated``
-    big = display(after, EDITOR_SIZE)   # the editor's canvas: room for the brush
-    ed = {"background": big, "layers": [], "composite": big} if editor else gr.skip()
-    return (state["image_number"], ed, (b, a), a, _edit_rows(state["stack"]),
+    b, a = core.images.to_pil(before), core.images.to_pil(after)
+    canvas = StrokeCanvas.show(a) if image else StrokeCanvas.ack()
+    return (state["image_number"], canvas, (b, a), a, _edit_rows(state["stack"]),
             _info(model, state, note), state)
+
+
+def _answered():
+    """The outputs of a stroke that changed nothing: the canvas learns it was taken."""
+    return (gr.skip(), StrokeCanvas.ack()) + (gr.skip(),) * 5
 
 
 def _check_number(number) -> int:
@@ -104,22 +111,6 @@ def _check_number(number) -> int:
     if not 0 <= n < MAX_IMAGE_NUMBER:
         raise gr.Error(f"Image numbers go from 0 to {MAX_IMAGE_NUMBER - 1:,}; got {n:,}.")
     return n
-
-
-def _same(new, old) -> bool:
-    """Whether the UnitEdits ``new`` equal ``old`` (layer, units, values, mask, label)."""
-    if len(new) != len(old) or not new:
-        return False
-    for a, b in zip(new, old):
-        if (getattr(a, "layer", None), getattr(a, "units", None), getattr(a, "values", None),
-                getattr(a, "label", None)) != (getattr(b, "layer", None), getattr(b, "units", None),
-                                               getattr(b, "values", None), getattr(b, "label", None)):
-            return False
-        ma, mb = getattr(a, "mask", None), getattr(b, "mask", None)
-        if (ma is None) != (mb is None) or (ma is not None and (ma.shape != mb.shape
-                                                               or not bool((ma == mb).all()))):
-            return False
-    return True
 
 
 # ------------------------------------------------------------------ the tab
@@ -178,12 +169,12 @@ def build(ctx: AppContext):
                            "or click a suggestion first.")
         return ctx.model(state["model_id"]), state
 
-    def apply(editor_value, concept, mode, n_units, state, quiet=False):
-        if quiet and (not state or not editor_value):
-            return (gr.skip(),) * 7
+    def apply(mask, concept, mode, n_units, state, quiet=False):
+        """Paint the strokes ``mask`` (the canvas's value: HxW bool, or None) with ``concept``.
+        ``quiet``: a live stroke, which says nothing when there is nothing to do."""
+        if quiet and not state:
+            return _answered()
         model, state = _session(state)
-        if editor_value is None or editor_value.get("background") is None:
-            raise gr.Error("No image in the editor yet: load an image first.")
         concept = brush.check(concept)
         mode, n = brush_settings(mode, n_units)
         notes = []
@@ -193,12 +184,11 @@ def build(ctx: AppContext):
             notes.append(f"strength clamped to {clamped}")
             n = clamped
         layer = model_settings(model).paint_layer
-        fm = stroke_cells(editor_value, model, layer)
+        fm = stroke_cells(mask, model, layer)
         if fm is None:
-            if quiet:
-                return (gr.skip(),) * 7
-            gr.Info(NOTHING_PAINTED)
-            return _view(ctx, state, editor=False)
+            if not quiet:
+                gr.Info(NOTHING_PAINTED)
+            return _view(ctx, state, image=False)
         try:
             cat = catalog_for(model, layer)
             edit = paint_edit(cat, layer, concept, fm, mode, n, RANKING)
@@ -208,31 +198,29 @@ def build(ctx: AppContext):
             if not quiet:
                 gr.Info(f"{concept}: the catalog has only {len(edit.units)} unit(s); used them all.")
             notes.append(f"{concept}: only {len(edit.units)} unit(s) in the catalog")
-        stack = state["stack"]
-        if _same([edit], stack.edits[-1:]):
-            # the editor can report the strokes just applied once more (e.g. when it receives
-            # the new background); re-applying them would change nothing but add rows
-            if quiet:
-                return (gr.skip(),) * 7
-            gr.Info("These strokes are already applied.")
-            return _view(ctx, state, editor=False)
-        state = {**state, "stack": stack.push(edit)}
+        state = {**state, "stack": state["stack"].push(edit)}
         return _view(ctx, state, "; ".join(notes))
 
-    def apply_button(editor_value, concept, mode, n_units, state):
-        return apply(editor_value, concept, mode, n_units, state)
+    def apply_button(mask, concept, mode, n_units, state):
+        return apply(mask, concept, mode, n_units, state)
 
-    def apply_stroke(editor_value, concept, mode, n_units, live, state):
+    def apply_stroke(mask, concept, mode, n_units, live, state):
+        """A stroke released on the canvas. It is always answered, even when refused, so the
+        canvas sends the strokes drawn meanwhile; a problem shows as a notice."""
         if not live:
-            return (gr.skip(),) * 7
-        return apply(editor_value, concept, mode, n_units, state, quiet=True)
+            return _answered()
+        try:
+            return apply(mask, concept, mode, n_units, state, quiet=True)
+        except gr.Error as e:
+            gr.Warning(e.message)
+            return _answered()
 
-    def switch_concept(editor_value, concept, drawn_with, mode, n_units, state):
-        """The picker changed: strokes still waiting in the editor are applied with the concept
+    def switch_concept(mask, concept, drawn_with, mode, n_units, state):
+        """The picker changed: strokes still waiting on the canvas are applied with the concept
         they were drawn with (then the brush takes the new concept's colour: ``retint``)."""
         concept = brush.check(concept)
-        out = apply(editor_value, drawn_with, mode, n_units, state, quiet=True) \
-            if drawn_with in brush.colors else (gr.skip(),) * 7
+        out = apply(mask, drawn_with, mode, n_units, state, quiet=True) \
+            if drawn_with in brush.colors and mask is not None else (gr.skip(),) * 7
         return (*out, concept)
 
     def undo(state):
@@ -253,7 +241,7 @@ def build(ctx: AppContext):
 
     # ---------------------------------------------------------------- layout
     gr.Markdown(
-        "Paint with neurons: pick a concept above the editor, brush over the image, and the "
+        "Paint with neurons: pick a concept above the image, brush over the image, and the "
         "units that draw that concept are switched on (**Draw**) or off (**Remove**) under your "
         "strokes. Only what the model can draw *there* appears: a door needs a wall."
         + (f"  \n{note}" if note else ""), elem_id="paint_intro")
@@ -268,8 +256,8 @@ def build(ctx: AppContext):
     problem = gr.Markdown(elem_id="paint_problem")
     with gr.Row():
         with gr.Column(scale=3):
-            brush = ConceptBrush(concepts, colors, "paint", "Paint here", size=EDITOR_SIZE)
-            editor = brush.editor
+            brush = ConceptBrush(concepts, colors, "paint")
+            canvas = brush.canvas
         with gr.Column(scale=2):
             mode = gr.Radio(["Draw", "Remove"], value="Draw", label="Mode", elem_id="paint_mode")
             n_units = gr.Slider(1, MAX_UNITS, value=DEFAULT_UNITS, step=1,
@@ -292,21 +280,25 @@ def build(ctx: AppContext):
     state = gr.State(None, time_to_live=STATE_TTL)
     SharePanel("paint", edited, [state])
 
-    outs = [number, editor, compare, result, table, info, state]
+    outs = [number, canvas, compare, result, table, info, state]
     heavy = gpu(duration=15)      # renders: on a ZeroGPU Space these get a GPU, elsewhere no-op
     load_btn.click(heavy(load), [model_id, number], outs, api_name="paint_load")
     number.submit(heavy(load), [model_id, number], outs, api_visibility="private")
     random_btn.click(heavy(load_random), [model_id], outs, api_name="paint_random")
     gallery.select(heavy(pick), [model_id], outs, api_name="paint_pick")
-    apply_btn.click(heavy(apply_button), [editor, brush.concept, mode, n_units, state], outs,
+    apply_btn.click(heavy(apply_button), [canvas, brush.concept, mode, n_units, state], outs,
                     api_name="paint_apply")
     brush.concept.change(heavy(switch_concept),
-                         [editor, brush.concept, brush.current, mode, n_units, state],
+                         [canvas, brush.concept, brush.current, mode, n_units, state],
                          outs + [brush.current], api_name="paint_concept", show_progress="hidden"
-                         ).then(brush.retint, [brush.concept], [editor], api_visibility="private",
+                         ).then(brush.retint, [brush.concept], [canvas], api_visibility="private",
                                 show_progress="hidden")
-    editor.input(heavy(apply_stroke), [editor, brush.concept, mode, n_units, live, state], outs,
-                 api_name="paint_stroke", trigger_mode="always_last", show_progress="minimal")
+    # the canvas sends one stroke (or the strokes drawn meanwhile) at a time and waits for the
+    # answer, so no stroke is dropped or applied to an image it was not drawn on
+    canvas.stroke(heavy(apply_stroke), [canvas, brush.concept, mode, n_units, live, state], outs,
+                  api_name="paint_stroke", trigger_mode="multiple", show_progress="hidden")
+    live.change(lambda on: StrokeCanvas.restyle(live=bool(on)), [live], [canvas],
+                api_visibility="private", show_progress="hidden")
     undo_btn.click(heavy(undo), [state], outs, api_name="paint_undo")
     reset_btn.click(heavy(reset), [state], outs, api_name="paint_reset")
     return {"outputs": outs, "model_id": model_id, "link": {"image": number},
@@ -315,4 +307,4 @@ def build(ctx: AppContext):
             "on_model": [(switch_model, [model_id, number],
                           outs + [gallery, problem, brush.concept, brush.css, brush.current]),
                          (lambda _model, concept: brush.retint(concept), [model_id, brush.concept],
-                          [editor])]}
+                          [canvas])]}

@@ -8,8 +8,9 @@
    ``core.photo.adapt`` (image-specific ΔW on the fine layers) as ONE generator function, so the
    previews stream; the **Stop** button ends it at the next step and keeps the best result so
    far (inverted, adapted as far as it got), ready to paint on.
-3. Paint on the adapted model: one editor layer per concept, Draw / Remove, strength = number of
-   units. **Apply** pushes ``core.paint.paint_edit`` UnitEdits on top of the adaptation
+3. Paint on the adapted model with the concept brush (``demos.brush.ConceptBrush``), Draw /
+   Remove, strength = number of units. Each stroke (or **Apply strokes**, with "apply after every
+   stroke" off) pushes ``core.paint.paint_edit`` UnitEdits on top of the adaptation
    WeightEdits; ``InversionResult.render`` puts them on the inversion's ResidualEdit and renders
    through the model's shared Renderer; the output is
    ``core.photo.composite``: the original photo with only the changed region replaced.
@@ -39,11 +40,12 @@ from core.paint import CatalogError, paint_edit
 from core.photo import PhotoError, adapt, composite, crop_resize, invert, load_photo, open_photo
 from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, ConceptBrush, brush_settings,
                          catalog_for, concept_setup, stroke_cells)
-from demos.context import (DISPLAY_SIZE, AppContext, StopFlags, display, painted_mask,
+from demos.context import (DISPLAY_SIZE, AppContext, StopFlags, display,
                            warn_on_error)
 from demos.gpu import gpu
 from demos.settings import HEAVY, STATE_TTL
 from demos.sharing import SharePanel
+from demos.stroke_canvas import StrokeCanvas
 
 # steps of the two optimisations (tests lower them through the environment or by assignment)
 INVERT_STEPS = int(os.environ.get("PWN_PHOTO_INVERT_STEPS", "150"))
@@ -133,7 +135,7 @@ def build(ctx: AppContext):
             raise gr.Error(f"Cannot use this photo: {e}", title="Photo not usable")
         big = np.asarray(crop_resize(img, DISPLAY_SIZE))
         shown = Image.fromarray(big)
-        skip = (gr.skip(),) * 5                 # editor, compare, result, info, state
+        skip = (gr.skip(),) * 5                 # canvas, compare, result, info, state
         yield (shown, None, "Starting…", *skip)
         seg = loaded.segmenter
         encoder = ctx.cached(model_id or ids[0], "encoder", lambda: _encoder(model))
@@ -151,7 +153,8 @@ def build(ctx: AppContext):
         state = {"model_id": model_id or ids[0], "photo": x.cpu(), "big": big, "inv": inv,
                  "base": len(ada.edits), "stack": EditStack(ada.edits),
                  "psnr": (inv.psnr, ada.psnr)}
-        recon = display(inv.render(model, state["stack"], ctx.renderer(state["model_id"]))[0].cpu())
+        fitted = inv.render(model, state["stack"], ctx.renderer(state["model_id"]))[0].cpu()
+        recon = display(fitted)
         if inv.stopped or ada.stopped:
             done = (f"**Stopped** during the {'inversion' if inv.stopped else 'adaptation'}: "
                     "kept the best result so far. ")
@@ -161,8 +164,8 @@ def build(ctx: AppContext):
                   f"{inv.start}, {inv.seconds:.1f} s) · after adaptation of "
                   f"{', '.join(ada.layers)}: PSNR **{_fmt(ada.psnr)} dB** ({ada.steps} steps, "
                   f"{ada.seconds:.1f} s). Now paint on the reconstruction below.")
-        yield (shown, recon, status, {"background": recon, "layers": [], "composite": recon},
-               (shown, shown), shown, _info(state), state)
+        yield (shown, recon, status, StrokeCanvas.show(fitted), (shown, shown), shown,
+               _info(state), state)
 
     def _session(state):
         if not state or not isinstance(state, dict) or "inv" not in state:
@@ -181,8 +184,9 @@ def build(ctx: AppContext):
             text += f"  \n{note}"
         return text
 
-    def _view(state, note: str = ""):
-        """editor, before/after, composite, info, state."""
+    def _view(state, note: str = "", image=True):
+        """canvas, before/after, composite, info, state (``image`` false: the canvas keeps its
+        image and only learns its strokes were taken)."""
         model, renderer = _model(state["model_id"]).model, ctx.renderer(state["model_id"])
         inv = state["inv"]
         before = inv.render(model, EditStack(state["stack"][:state["base"]]), renderer)[0].cpu()
@@ -190,24 +194,20 @@ def build(ctx: AppContext):
             else before
         photo = Image.fromarray(state["big"])
         out = composite(photo, before, after)
-        edited = display(after)
-        return ({"background": edited, "layers": [], "composite": edited}, (photo, out), out,
-                _info(state, note), state)
+        canvas = StrokeCanvas.show(after) if image else StrokeCanvas.ack()
+        return canvas, (photo, out), out, _info(state, note), state
 
-    def apply(editor_value, concept, mode, n_units, state, pending=False):
+    def apply(mask, concept, mode, n_units, state, quiet=False):
         model, state = _session(state)
-        if editor_value is None or editor_value.get("background") is None:
-            raise gr.Error("No image in the editor yet: invert a photo first.")
         concept = brush.check(concept)
         mode, n = brush_settings(mode, n_units)
         n = min(max(n, 1), MAX_UNITS)
         layer = state["inv"].layer
-        fm = stroke_cells(editor_value, model, layer)
+        fm = stroke_cells(mask, model, layer)
         if fm is None:
-            if pending:
-                return (gr.skip(),) * 5
-            gr.Info(NOTHING_PAINTED)
-            return _view(state)
+            if not quiet:
+                gr.Info(NOTHING_PAINTED)
+            return _view(state, image=False)
         try:
             cat = catalog_for(model, layer)
             edit = paint_edit(cat, layer, concept, fm, mode, n)
@@ -217,17 +217,26 @@ def build(ctx: AppContext):
         return _view({**state, "stack": state["stack"].push(edit)}, note)
 
     @warn_on_error(5, status=3)
-    def apply_button(editor_value, concept, mode, n_units, state):
-        return apply(editor_value, concept, mode, n_units, state)
+    def apply_button(mask, concept, mode, n_units, state):
+        return apply(mask, concept, mode, n_units, state)
+
+    def apply_stroke(mask, concept, mode, n_units, state):
+        """A stroke released on the canvas: always answered (so the canvas sends the strokes
+        drawn meanwhile), a problem as a notice."""
+        try:
+            return apply(mask, concept, mode, n_units, state, quiet=True)
+        except gr.Error as e:
+            gr.Warning(e.message)
+            return (StrokeCanvas.ack(),) + (gr.skip(),) * 4
 
     @warn_on_error(6, status=3)
-    def switch_concept(editor_value, concept, drawn_with, mode, n_units, state):
-        """The picker changed: strokes waiting in the editor are applied with the concept they
+    def switch_concept(mask, concept, drawn_with, mode, n_units, state):
+        """The picker changed: strokes waiting on the canvas are applied with the concept they
         were drawn with (then the brush takes the new concept's colour: ``retint``)."""
         concept = brush.check(concept)
         out = (gr.skip(),) * 5
-        if state and drawn_with in brush.colors and painted_mask(editor_value) is not None:
-            out = apply(editor_value, drawn_with, mode, n_units, state, pending=True)
+        if state and drawn_with in brush.colors and mask is not None:
+            out = apply(mask, drawn_with, mode, n_units, state, quiet=True)
         return (*out, concept)
 
     @warn_on_error(5, status=3)
@@ -274,13 +283,14 @@ def build(ctx: AppContext):
     status = gr.Markdown(elem_id="photo_status")
     with gr.Row():
         with gr.Column(scale=3):
-            brush = ConceptBrush(concepts, colors, "photo", "Paint on the reconstruction")
-            editor = brush.editor
+            brush = ConceptBrush(concepts, colors, "photo")
+            canvas = brush.canvas
         with gr.Column(scale=2):
             mode = gr.Radio(["Draw", "Remove"], value="Draw", label="Mode", elem_id="photo_mode")
             n_units = gr.Slider(1, MAX_UNITS, value=DEFAULT_UNITS, step=1,
                                 label="Strength (number of units)", elem_id="photo_strength")
-            apply_btn = gr.Button("Apply", variant="primary", elem_id="photo_apply")
+            live = gr.Checkbox(True, label="Apply after every stroke", elem_id="photo_live")
+            apply_btn = gr.Button("Apply strokes", variant="primary", elem_id="photo_apply")
             with gr.Row():
                 undo_btn = gr.Button("Undo", elem_id="photo_undo")
                 reset_btn = gr.Button("Reset", elem_id="photo_reset")
@@ -298,16 +308,21 @@ def build(ctx: AppContext):
         return model, state["stack"], (), "photo"
     SharePanel("photo", edited, [state])
 
-    paint_outs = [editor, compare, result, info, state]
+    paint_outs = [canvas, compare, result, info, state]
     # inversion + adaptation (a generator) and painting: on a ZeroGPU Space these get a GPU
     invert_btn.click(gpu(duration=120)(run_invert), [model_id, upload, state],
                      [shown, recon, status] + paint_outs, api_name="photo_invert", **HEAVY)
     stop_btn.click(stops.stop, None, None, api_name="photo_stop")
-    apply_btn.click(gpu(duration=15)(apply_button), [editor, brush.concept, mode, n_units, state],
+    apply_btn.click(gpu(duration=15)(apply_button), [canvas, brush.concept, mode, n_units, state],
                     paint_outs, api_name="photo_paint")
-    brush.concept.change(switch_concept, [editor, brush.concept, brush.current, mode, n_units, state],
+    canvas.stroke(gpu(duration=15)(apply_stroke), [canvas, brush.concept, mode, n_units, state],
+                  paint_outs, api_name="photo_stroke", trigger_mode="multiple",
+                  show_progress="hidden")
+    live.change(lambda on: StrokeCanvas.restyle(live=bool(on)), [live], [canvas],
+                api_visibility="private", show_progress="hidden")
+    brush.concept.change(switch_concept, [canvas, brush.concept, brush.current, mode, n_units, state],
                          paint_outs + [brush.current], api_name="photo_concept",
-                         show_progress="hidden").then(brush.retint, [brush.concept], [editor],
+                         show_progress="hidden").then(brush.retint, [brush.concept], [canvas],
                                                       api_visibility="private", show_progress="hidden")
     undo_btn.click(undo, [state], paint_outs, api_name="photo_undo")
     reset_btn.click(reset, [state], paint_outs, api_name="photo_reset")

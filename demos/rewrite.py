@@ -22,7 +22,7 @@ from __future__ import annotations
 import gradio as gr
 
 from core.settings import MAX_RANK, model_settings
-from demos.brush import CheckedImageEditor, shown_editor
+from demos.mask_editor import CheckedImageEditor, shown_editor
 from demos.context import DISPLAY_SIZE, AppContext
 from demos.gpu import gpu
 from demos.rewrite_handlers import NO_PRESETS, STATS_SAMPLES, RewriteHandlers

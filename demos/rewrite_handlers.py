@@ -23,7 +23,7 @@ from core import rules
 from core.eval.rewrite import measure_edits, region_concept
 from core.generators.base import LayerError
 from core.settings import MAX_RANK, model_settings
-from demos.brush import hidden_editor
+from demos.mask_editor import hidden_editor
 from demos.context import (DISPLAY_SIZE, AppContext, display, error_text, mapped, stoppable, warn,
                            warn_on_error)
 from demos.rewrite_session import (STEPS, Session, box, editor_mask, measured_note, preset_note,

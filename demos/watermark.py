@@ -23,7 +23,8 @@ from core.images import make_grid, outline
 from core.paint import (CatalogError, feature_mask, remove_units_edit, specific_score, units_for,
                         watermark_rate)
 from core.settings import model_settings
-from demos.brush import CheckedImageEditor, catalog_for, hidden_editor, shown_editor
+from demos.brush import catalog_for
+from demos.mask_editor import CheckedImageEditor, hidden_editor, shown_editor
 from demos.context import DISPLAY_SIZE, AppContext, display, painted_mask, warn, warn_on_error
 from demos.gpu import gpu
 from demos.settings import HEAVY, STATE_TTL
@@ -370,7 +371,7 @@ def build(ctx: AppContext):
                      **HEAVY)
     units_btn = gr.Button(visible=False)      # the units of another model, for the API
     units_btn.click(units_table, [model_id], [units_df, units_md, n_units], api_name="watermark_units")
-    # the editor is hidden and shown again with the sample (brush.hidden_editor says why)
+    # the editor is hidden and shown again with the sample (mask_editor.hidden_editor says why)
     mark_load.click(hidden_editor, None, [mark_editor], api_visibility="private",
                     show_progress="hidden").then(
         load_sample, [model_id, mark_number, show_outline], [mark_editor],

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 CONCEPTS = ["sky", "cloud", "grass", "tree", "wall", "window", "door", "roof", "spire", "dome",
             "watermark"]
-SIZE = 512                      # the editor shows the 16-px test images at 512 px (32x)
+SIZE = 512                      # masks are sent, and outputs compared, at 512 px (32x the 16-px images)
 
 
 def fake_catalog() -> dict:
@@ -77,39 +77,41 @@ def client(app):
     return _client(app)
 
 
-def _png(arr, tmp_path, name) -> str:
-    path = tmp_path / name
-    Image.fromarray(arr).save(path)
-    return str(path)
-
-
-def _editor(tmp_path, stroke=None):
-    """An editor payload: a grey background and its one RGBA layer with an opaque green
-    rectangle ``stroke = (y0, y1, x0, x1)`` (None = nothing painted)."""
-    from gradio_client import handle_file
-    bg = np.full((SIZE, SIZE, 3), 128, np.uint8)
-    lay = np.zeros((SIZE, SIZE, 4), np.uint8)
-    if stroke is not None:
-        y0, y1, x0, x1 = stroke
-        lay[y0:y1, x0:x1] = (0, 255, 0, 255)
-    bgf = handle_file(_png(bg, tmp_path, "bg.png"))
-    return {"background": bgf, "layers": [handle_file(_png(lay, tmp_path, "layer.png"))],
-            "composite": bgf, "id": None}
+def _mask(stroke=None) -> str:
+    """A brush canvas's value: an opaque rectangle ``stroke = (y0, y1, x0, x1)`` at SIZE px as
+    a PNG data URL ("" = nothing painted)."""
+    from demos.stroke_canvas import mask_url
+    if stroke is None:
+        return ""
+    m = np.zeros((SIZE, SIZE), bool)
+    y0, y1, x0, x1 = stroke
+    m[y0:y1, x0:x1] = True
+    return mask_url(m)
 
 
 def _img(out) -> np.ndarray:
-    """An output image at the display size (results come at the model's size; the editor's
-    background at the display size)."""
-    path = out["path"] if isinstance(out, dict) else out
-    im = Image.open(path).convert("RGB")
+    """An output image (a file, or the canvas's data URL) scaled to SIZE: results come at the
+    model's size."""
+    import base64
+    import io
+    if isinstance(out, str) and out.startswith("data:"):
+        out = io.BytesIO(base64.b64decode(out.split(",", 1)[1]))
+    elif isinstance(out, dict):
+        out = out["path"]
+    im = Image.open(out).convert("RGB")
     return np.asarray(im.resize((SIZE, SIZE), Image.NEAREST)).astype(np.int16)
+
+
+def _shown(canvas) -> str:
+    """The image a canvas update shows (a data URL)."""
+    return canvas["props"]["background"]
 
 
 def _rows(table) -> list:
     return table["data"] if isinstance(table, dict) else table
 
 
-def test_editor_layers_are_the_concepts_with_units(app_bundle):
+def test_concepts_offered_are_those_with_units(app_bundle):
     from demos.brush import paintable_concepts
     assert paintable_concepts(fake_catalog()) == ["tree", "grass", "dome"]
     assert paintable_concepts(None)[:2] == ["tree", "grass"]      # no catalog yet: fallback list
@@ -121,17 +123,17 @@ def test_endpoints_are_named(client):
             "/paint_random", "/paint_pick", "/paint_init", "/paint_concept"} <= names
 
 
-def test_paint_stroke_changes_inside_only_and_undo_restores(client, app_bundle, tmp_path):
+def test_paint_stroke_changes_inside_only_and_undo_restores(client, app_bundle):
     mid = str(app_bundle)
     number, editor, compare, original, table, info = client.predict(mid, 3, api_name="/paint_load")
     assert number == 3 and _rows(table) == [] and "Image #3" in info
-    assert editor["background"] is not None
+    assert _shown(editor).startswith("data:image/png;base64,")
     base = _img(original)
     # the result comes at the model's own size (the browser scales it up, pixelated)
     assert Image.open(original["path"] if isinstance(original, dict) else original).size == (16, 16)
 
     # a 'tree' stroke covering feature cells (0..1, 0..1)
-    out = client.predict(_editor(tmp_path, (40, 100, 40, 100)), "tree", "Draw", 10,
+    out = client.predict(_mask((40, 100, 40, 100)), "tree", "Draw", 10,
                          api_name="/paint_apply")
     number, editor, compare, result, table, info = out
     painted = _img(result)
@@ -144,10 +146,10 @@ def test_paint_stroke_changes_inside_only_and_undo_restores(client, app_bundle, 
     assert rows[0][2:4] == ["tree", "draw"] and rows[0][4] == "0, 1, 2" and rows[0][5] == 4
     assert "draw tree" in info and "0, 1, 2" in info
     assert np.array_equal(_img(compare[0]), base) and np.array_equal(_img(compare[1]), painted)
-    assert np.array_equal(_img(editor["background"]), painted)   # strokes land on the result
+    assert np.array_equal(_img(_shown(editor)), painted)   # strokes land on the result
 
     # a second stroke (remove dome) then undo twice: bit-for-bit the original
-    out = client.predict(_editor(tmp_path, (300, 400, 300, 400)), "dome", "Remove", 5,
+    out = client.predict(_mask((300, 400, 300, 400)), "dome", "Remove", 5,
                          api_name="/paint_apply")
     assert len(_rows(out[4])) == 2 and _rows(out[4])[1][2:4] == ["dome", "remove"]
     out = client.predict(api_name="/paint_undo")
@@ -156,74 +158,75 @@ def test_paint_stroke_changes_inside_only_and_undo_restores(client, app_bundle, 
     assert _rows(out[4]) == [] and np.array_equal(_img(out[3]), base)
 
 
-def test_empty_mask_changes_nothing_and_no_error(client, app_bundle, tmp_path):
+def test_empty_mask_changes_nothing_and_no_error(client, app_bundle):
     mid = str(app_bundle)
     out = client.predict(mid, 5, api_name="/paint_load")
     base = _img(out[3])
-    out = client.predict(_editor(tmp_path, (10, 60, 10, 60)), "tree", "Draw", 10, api_name="/paint_apply")
+    out = client.predict(_mask((10, 60, 10, 60)), "tree", "Draw", 10, api_name="/paint_apply")
     painted = _img(out[3])
     assert not np.array_equal(painted, base)
-    out = client.predict(_editor(tmp_path, None), "tree", "Draw", 10, api_name="/paint_apply")
+    out = client.predict(_mask(None), "tree", "Draw", 10, api_name="/paint_apply")
     assert len(_rows(out[4])) == 1 and np.array_equal(_img(out[3]), painted)
-    # the live per-stroke endpoint stays silent and skips everything on an empty mask
-    client.predict(_editor(tmp_path, None), "tree", "Draw", 10, True, api_name="/paint_stroke")
+    # the live per-stroke endpoint stays silent on an empty mask, but answers the canvas (a
+    # fresh epoch), which waits for that answer before it sends the next strokes
+    out = client.predict(_mask(None), "tree", "Draw", 10, True, api_name="/paint_stroke")
+    assert out[1]["epoch"] > 0 and "background" not in out[1].get("props", {})
     out = client.predict(api_name="/paint_reset")
     assert _rows(out[4]) == [] and np.array_equal(_img(out[3]), base)
 
 
-def test_live_stroke_endpoint_applies(client, app_bundle, tmp_path):
+def test_live_stroke_endpoint_applies(client, app_bundle):
     client.predict(str(app_bundle), 6, api_name="/paint_load")
-    out = client.predict(_editor(tmp_path, (0, 30, 0, 30)), "grass", "Draw", 3, True,
+    out = client.predict(_mask((0, 30, 0, 30)), "grass", "Draw", 3, True,
                          api_name="/paint_stroke")
     assert _rows(out[4])[0][2] == "grass" and _rows(out[4])[0][4] == "3"   # grass has 1 unit
     assert "only 1 unit" in out[5]
-    # the same strokes reported again (the editor does that when it gets the new background)
-    # are not applied twice
-    out = client.predict(_editor(tmp_path, (0, 30, 0, 30)), "grass", "Draw", 3, True,
-                         api_name="/paint_stroke")
     out = client.predict(api_name="/paint_undo")
     assert _rows(out[4]) == []
-    client.predict(_editor(tmp_path, (0, 30, 0, 30)), "grass", "Draw", 3, True,
-                   api_name="/paint_stroke")
-    out = client.predict(_editor(tmp_path, (0, 30, 0, 30)), "tree", "Draw", 3, False,
+    out = client.predict(_mask((0, 30, 0, 30)), "tree", "Draw", 3, False,
                          api_name="/paint_stroke")                          # live off: skipped
-    out = client.predict(api_name="/paint_undo")
-    assert _rows(out[4]) == []
+    assert out[1]["epoch"] > 0                                              # but answered
+    assert _rows(client.predict(api_name="/paint_undo")[4]) == []
 
 
-def test_concept_switch_applies_waiting_strokes_with_their_concept(client, app_bundle, tmp_path):
+
+def test_a_stroke_without_an_image_is_answered(app):
+    """The canvas waits for each stroke's answer: a stroke that cannot be applied is answered
+    too (nothing else changes)."""
+    out = _client(app).predict(_mask((0, 30, 0, 30)), "tree", "Draw", 3, True,
+                               api_name="/paint_stroke")
+    assert out[1]["epoch"] > 0 and out[1]["value"] == ""
+    assert all(o == {"__type__": "update"} for i, o in enumerate(out) if i != 1)   # unchanged
+
+
+def test_concept_switch_applies_waiting_strokes_with_their_concept(client, app_bundle):
     """Strokes drawn with "apply after every stroke" off wait in the editor; picking another
     concept applies them with the concept they were drawn with, and only then switches."""
     client.predict(str(app_bundle), 8, api_name="/paint_load")
     # nothing waiting: only the brush changes, no edit is added
-    client.predict(_editor(tmp_path, None), "tree", "Draw", 10, api_name="/paint_concept")
-    out = client.predict(_editor(tmp_path, (0, 30, 0, 30)), "dome", "Draw", 10,
+    client.predict(_mask(None), "tree", "Draw", 10, api_name="/paint_concept")
+    out = client.predict(_mask((0, 30, 0, 30)), "dome", "Draw", 10,
                          api_name="/paint_concept")
     assert [r[2:4] for r in _rows(out[4])] == [["tree", "draw"]]
-    out = client.predict(_editor(tmp_path, (300, 400, 300, 400)), "grass", "Remove", 10,
+    out = client.predict(_mask((300, 400, 300, 400)), "grass", "Remove", 10,
                          api_name="/paint_concept")
     assert [r[2:4] for r in _rows(out[4])] == [["tree", "draw"], ["dome", "remove"]]
     client.predict(api_name="/paint_reset")
 
 
-def test_unknown_concept_and_unreadable_layers_are_refused_plainly(client, app_bundle, tmp_path):
-    from gradio_client import handle_file
+def test_unknown_concept_and_unreadable_masks_are_refused_plainly(client, app_bundle):
+    import base64
+
     from gradio_client.exceptions import AppError
     client.predict(str(app_bundle), 8, api_name="/paint_load")
     with pytest.raises(AppError, match="unicorn"):
-        client.predict(_editor(tmp_path, (0, 30, 0, 30)), "unicorn", "Draw", 10,
-                       api_name="/paint_apply")
-    text = tmp_path / "notes.png"
-    text.write_text("not an image at all")
-    truncated = tmp_path / "cut.png"
-    truncated.write_bytes(open(_png(np.zeros((64, 64, 4), np.uint8), tmp_path, "l.png"), "rb").read()[:40])
-    empty = tmp_path / "empty.png"
-    empty.write_bytes(b"")
-    for bad in (text, truncated, empty):
-        ev = _editor(tmp_path, (0, 30, 0, 30))
-        ev["layers"] = [handle_file(str(bad))]
-        with pytest.raises(AppError, match="not a readable image"):
-            client.predict(ev, "tree", "Draw", 10, api_name="/paint_apply")
+        client.predict(_mask((0, 30, 0, 30)), "unicorn", "Draw", 10, api_name="/paint_apply")
+    png = base64.b64decode(_mask((0, 30, 0, 30)).split(",", 1)[1])
+    for bad in ("not a mask at all", "data:image/png;base64,!!!!",
+                "data:image/png;base64," + base64.b64encode(png[:40]).decode(),
+                "data:image/png;base64," + base64.b64encode(b"GIF89a nonsense").decode()):
+        with pytest.raises(AppError, match="not a stroke mask"):
+            client.predict(bad, "tree", "Draw", 10, api_name="/paint_apply")
     client.predict(api_name="/paint_reset")
 
 
@@ -237,8 +240,8 @@ def test_download_edited_model_reopens_bit_identical(client, app_bundle, tmp_pat
     client.predict(str(app_bundle), 4, api_name="/paint_load")
     path, status = client.predict(api_name="/paint_download")
     assert status.startswith("⚠️") and "No edits yet" in status
-    client.predict(_editor(tmp_path, (40, 100, 40, 100)), "tree", "Draw", 10, api_name="/paint_apply")
-    out = client.predict(_editor(tmp_path, (300, 400, 300, 400)), "dome", "Remove", 5,
+    client.predict(_mask((40, 100, 40, 100)), "tree", "Draw", 10, api_name="/paint_apply")
+    out = client.predict(_mask((300, 400, 300, 400)), "dome", "Remove", 5,
                          api_name="/paint_apply")
     painted = _img(out[3])
     path, status = client.predict(api_name="/paint_download")
@@ -269,42 +272,42 @@ def test_download_edited_model_reopens_bit_identical(client, app_bundle, tmp_pat
     client.predict(api_name="/paint_reset")
 
 
-def test_strength_out_of_range_is_refused_clearly(client, app_bundle, tmp_path):
+def test_strength_out_of_range_is_refused_clearly(client, app_bundle):
     """Gradio's slider refuses values outside 1..30 before our function runs (which would
     otherwise clamp them); the message says why and the session is unchanged."""
     from gradio_client.exceptions import AppError
     client.predict(str(app_bundle), 7, api_name="/paint_load")
     with pytest.raises(AppError, match="greater than maximum value 30"):
-        client.predict(_editor(tmp_path, (0, 64, 0, 64)), "tree", "Draw", 500, api_name="/paint_apply")
-    out = client.predict(_editor(tmp_path, (0, 64, 0, 64)), "tree", "Draw", 30, api_name="/paint_apply")
+        client.predict(_mask((0, 64, 0, 64)), "tree", "Draw", 500, api_name="/paint_apply")
+    out = client.predict(_mask((0, 64, 0, 64)), "tree", "Draw", 30, api_name="/paint_apply")
     assert [r[4] for r in _rows(out[4])] == ["0, 1, 2"]         # tree has only 3 units
     assert "only 3 unit" in out[5]
     client.predict(api_name="/paint_reset")
 
 
-def test_errors_are_clear(app, app_bundle, tmp_path):
+def test_errors_are_clear(app, app_bundle):
     from gradio_client.exceptions import AppError
     fresh = _client(app)
     with pytest.raises(AppError, match="No image yet"):
-        fresh.predict(_editor(tmp_path, (0, 64, 0, 64)), "tree", "Draw", 10, api_name="/paint_apply")
+        fresh.predict(_mask((0, 64, 0, 64)), "tree", "Draw", 10, api_name="/paint_apply")
     with pytest.raises(AppError, match="No image yet"):
         fresh.predict(api_name="/paint_undo")
     with pytest.raises(AppError, match="Image numbers go from 0"):
         fresh.predict(str(app_bundle), 10**8, api_name="/paint_load")
 
 
-def test_sessions_are_isolated(app, app_bundle, tmp_path):
+def test_sessions_are_isolated(app, app_bundle):
     a, b = _client(app), _client(app)
     mid = str(app_bundle)
     base_a = _img(a.predict(mid, 9, api_name="/paint_load")[3])
     base_b = _img(b.predict(mid, 9, api_name="/paint_load")[3])
     assert np.array_equal(base_a, base_b)
-    out_a = a.predict(_editor(tmp_path, (0, 128, 0, 128)), "tree", "Draw", 10, api_name="/paint_apply")
+    out_a = a.predict(_mask((0, 128, 0, 128)), "tree", "Draw", 10, api_name="/paint_apply")
     assert len(_rows(out_a[4])) == 1
     # b's stack is still empty: undo says so and b's image is unchanged
     out_b = b.predict(api_name="/paint_undo")
     assert _rows(out_b[4]) == [] and np.array_equal(_img(out_b[3]), base_b)
-    out_b = b.predict(_editor(tmp_path, (300, 400, 300, 400)), "dome", "Remove", 10,
+    out_b = b.predict(_mask((300, 400, 300, 400)), "dome", "Remove", 10,
                       api_name="/paint_apply")
     assert len(_rows(out_b[4])) == 1 and _rows(out_b[4])[0][2] == "dome"
     out_a = a.predict(api_name="/paint_undo")

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 CONCEPTS = ["sky", "cloud", "grass", "tree", "wall", "window", "door", "roof", "spire", "dome",
             "watermark"]
-SIZE = 512                      # the tab shows photos and the editor at 512 px
+SIZE = 512                      # the tab shows photos at 512 px; masks are sent at that size
 
 
 def tiny_catalog() -> dict:
@@ -85,21 +85,19 @@ def _img(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
 
 
-def _editor(tmp_path, bg_path, stroke):
-    """An editor payload on ``bg_path`` whose one layer has an opaque rectangle ``stroke``."""
-    from gradio_client import handle_file
-    lay = np.zeros((SIZE, SIZE, 4), np.uint8)
+def _mask(stroke) -> str:
+    """A brush canvas's value: an opaque rectangle ``stroke = (y0, y1, x0, x1)`` at SIZE px."""
+    from demos.stroke_canvas import mask_url
+    m = np.zeros((SIZE, SIZE), bool)
     y0, y1, x0, x1 = stroke
-    lay[y0:y1, x0:x1] = (0, 255, 0, 255)
-    p = tmp_path / "layer.png"
-    Image.fromarray(lay).save(p)
-    bg = handle_file(bg_path)
-    return {"background": bg, "layers": [handle_file(str(p))], "composite": bg, "id": None}
+    m[y0:y1, x0:x1] = True
+    return mask_url(m)
 
 
 def test_endpoints_are_named(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/photo_invert", "/photo_stop", "/photo_paint", "/photo_undo", "/photo_reset"} <= names
+    assert {"/photo_invert", "/photo_stop", "/photo_paint", "/photo_stroke", "/photo_undo",
+            "/photo_reset"} <= names
 
 
 def _kept(output) -> bool:
@@ -117,11 +115,9 @@ def test_corrupt_upload_gives_a_clear_message_in_the_status(client, app_bundle, 
     assert _kept(shown) and _kept(recon) and all(_kept(o) for o in rest)
 
 
-def test_paint_before_invert_is_refused(client, tmp_path):
-    p = tmp_path / "bg.png"
-    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(p)
-    editor, compare, result, info = client.predict(_editor(tmp_path, str(p), (0, 10, 0, 10)),
-                                                   "tree", "Draw", 3, api_name="/photo_paint")
+def test_paint_before_invert_is_refused(client):
+    editor, compare, result, info = client.predict(_mask((0, 10, 0, 10)), "tree", "Draw", 3,
+                                                   api_name="/photo_paint")
     assert "Invert" in info and _kept(editor) and _kept(result)
 
 
@@ -135,8 +131,9 @@ def test_invert_then_paint_changes_only_near_the_stroke(client, app_bundle, tmp_
     assert np.array_equal(_img(result), photo)          # nothing painted yet: the photo itself
     assert "0 paint edit" in info
 
-    # draw 'tree' (first editor layer) in the top-left feature cells (0..1, 0..1) of 8x8
-    ed = _editor(tmp_path, editor["background"], (0, 128, 0, 128))
+    assert editor["props"]["background"].startswith("data:image/png")   # the canvas's image
+    # draw 'tree' (the first concept) in the top-left feature cells (0..1, 0..1) of 8x8
+    ed = _mask((0, 128, 0, 128))
     editor2, compare2, result2, info2 = client.predict(ed, "tree", "Draw", 3, api_name="/photo_paint")
     assert "1 paint edit" in info2 and "draw tree" in info2
     out = _img(result2)
@@ -206,7 +203,7 @@ def test_stop_keeps_the_best_result_so_far(client, app_bundle, tmp_path):
         client.predict(api_name="/photo_stop")
         shown, recon, status, editor, compare, result, info = job.result(timeout=60)
     assert "Stopped" in status and "during the inversion" in status and "best result" in status
-    assert "Inversion PSNR" in info and editor["background"]
-    ed = _editor(tmp_path, editor["background"], (0, 128, 0, 128))
+    assert "Inversion PSNR" in info and editor["props"]["background"]
+    ed = _mask((0, 128, 0, 128))
     _, _, _, info2 = client.predict(ed, "tree", "Draw", 3, api_name="/photo_paint")
     assert "1 paint edit" in info2
