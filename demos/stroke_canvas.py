@@ -7,11 +7,12 @@ reached the server for ~1.1 s after a release, and strokes drawn in that window 
 Here a stroke's mask is one small PNG data URL (a few kB) inside the event itself, and the new
 image comes back as a data URL of the model's size: no upload, no file to fetch.
 
-The value is the mask: ``""`` (nothing painted) or ``data:image/png;base64,...`` whose alpha (or
-any channel) > 0 marks painted pixels. The handler receives it as a bool ``HxW`` array, or None.
-The server answers with ``canvas.show(image)`` (a new image: strokes it consumed are cleared) or
-``canvas.ack()`` (a stroke consumed, the image unchanged); both bump ``epoch``, which the browser
-watches.
+From the browser, the value is the mask: ``""`` (nothing painted) or
+``data:image/png;base64,...`` whose alpha (or any channel) > 0 marks painted pixels; the handler
+receives it as a bool ``HxW`` array, or None. From the server, the value is an answer:
+``StrokeCanvas.show(image)`` (a new image; the strokes sent are done) or ``StrokeCanvas.ack()``
+(the strokes sent are done, the image unchanged), each with a fresh ``epoch`` so that the browser
+sees every answer.
 
 In the browser, with ``live`` on, a stroke is sent on release. Strokes drawn while one is on its
 way wait and are sent together when the answer arrives, so every stroke lands on the image it was
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import io
 import itertools
 
@@ -37,18 +39,21 @@ MAX_MASK_CHARS = 4_000_000            # a data URL longer than this is refused, 
 MAX_MASK_SIDE = 2048
 _EPOCHS = itertools.count(1)          # any fresh number tells the browser "answered"
 
+# Static: formatted in Python (``_template``). What changes reaches the browser as the value
+# (the image) or as the ``color``/``live`` props, which the JS reads with fallbacks: Gradio replaces
+# a component's props by the latest update's when the update arrives before the component is
+# mounted (a tab not shown yet), so nothing may rely on a prop being present.
 TEMPLATE = """
-<div class="sc-frame" style="max-width:${display}px">
+<div class="sc-frame" style="max-width:@DISPLAY@px" data-color="@COLOR@" data-live="@LIVE@"
+     data-brush="@BRUSH@">
   <div class="sc-wrap">
-    <img class="sc-bg" src="${background}" alt="${background ? 'the image to paint on' : ''}"
-         draggable="false" style="${background ? '' : 'visibility:hidden'}">
-    <canvas class="sc-ink" width="${size}" height="${size}"></canvas>
-    <div class="sc-empty" style="${background ? 'display:none' : ''}">${placeholder}</div>
+    <img class="sc-bg" alt="the image to paint on" draggable="false" style="visibility:hidden">
+    <canvas class="sc-ink" width="@SIZE@" height="@SIZE@"></canvas>
+    <div class="sc-empty">@PLACEHOLDER@</div>
   </div>
   <div class="sc-bar">
-    <span class="sc-swatch" style="background:${color}"></span>
-    <span class="sc-note">${live ? 'Each stroke is applied when you release it.'
-                                  : 'Strokes wait until you apply them.'}</span>
+    <span class="sc-swatch"></span>
+    <span class="sc-note"></span>
     <button class="sc-clear" type="button">Clear strokes</button>
   </div>
 </div>
@@ -71,16 +76,22 @@ CSS = """
 """
 
 JS = """
+const frame = element.querySelector('.sc-frame');
 const ink = element.querySelector('.sc-ink');
+const bg = element.querySelector('.sc-bg');
 const g = ink.getContext('2d');
-let sent = [], pending = [], current = null, busy = false, timer = null;
+const brush = parseFloat(frame.dataset.brush);
+const opt = (k, d) => (props[k] === undefined || props[k] === null ? d : props[k]);
+const live = () => opt('live', frame.dataset.live === 'true');
+const color = () => opt('color', frame.dataset.color);
+let sent = [], pending = [], current = null, busy = false, timer = null, hasImage = false;
 
 function at(e) {
   const r = ink.getBoundingClientRect();
   return [(e.clientX - r.left) / r.width, (e.clientY - r.top) / r.height];
 }
-function draw(c, s, side, color) {
-  c.strokeStyle = color || s.color; c.fillStyle = color || s.color;
+function draw(c, s, side, colour) {
+  c.strokeStyle = colour || s.color; c.fillStyle = colour || s.color;
   c.lineWidth = s.size * side; c.lineCap = 'round'; c.lineJoin = 'round';
   const p = s.points;
   if (p.length === 1) {
@@ -104,8 +115,22 @@ function mask(strokes) {
   for (const s of strokes) draw(c, s, m.width, '#ffffff');
   return m.toDataURL('image/png');
 }
+function restyle() {
+  element.querySelector('.sc-swatch').style.background = color();
+  element.querySelector('.sc-note').textContent = live()
+    ? 'Each stroke is applied when you release it.' : 'Strokes wait until you apply them.';
+}
+function showImage() {
+  const v = props.value;
+  if (!v || typeof v !== 'object' || !('image' in v)) return false;
+  hasImage = !!v.image;
+  if (hasImage) bg.src = v.image; else bg.removeAttribute('src');
+  bg.style.visibility = hasImage ? 'visible' : 'hidden';
+  element.querySelector('.sc-empty').style.display = hasImage ? 'none' : 'flex';
+  return true;
+}
 function send() {
-  if (busy || !pending.length || !props.background) return;
+  if (busy || !pending.length || !hasImage) return;
   sent = pending; pending = []; busy = true;
   props.value = mask(sent);
   trigger('stroke');
@@ -115,14 +140,14 @@ function send() {
 function answered() {
   clearTimeout(timer);
   busy = false; sent = [];
-  if (!props.live) pending = [];            // Apply (or a concept change) took them
+  if (!live()) pending = [];                // Apply (or a concept change) took them
   redraw();
-  if (props.live) send();
+  if (live()) send();
 }
 ink.addEventListener('pointerdown', e => {
-  if (!props.background || e.button !== 0) return;
+  if (!hasImage || e.button !== 0) return;
   ink.setPointerCapture(e.pointerId);
-  current = {points: [at(e)], color: props.color, size: props.brush};
+  current = {points: [at(e)], color: color(), size: brush};
   redraw();
 });
 ink.addEventListener('pointermove', e => {
@@ -134,18 +159,34 @@ function release() {
   if (!current) return;
   pending.push(current); current = null;
   redraw();
-  if (props.live) send(); else props.value = mask(pending);
+  if (live()) send(); else props.value = mask(pending);
 }
 ink.addEventListener('pointerup', release);
 ink.addEventListener('pointercancel', release);
 element.querySelector('.sc-clear').addEventListener('click', () => {
   pending = []; current = null;
-  if (!props.live) props.value = '';
+  if (!live()) props.value = '';
   redraw();
 });
-watch('epoch', answered);
-watch('live', () => { if (props.live) send(); else if (pending.length) props.value = mask(pending); });
+// an answer from the server: a dict value ({image, epoch} or {epoch}), always a fresh one
+watch('value', () => { const v = props.value; if (v && typeof v === 'object') { showImage(); answered(); } });
+watch(['color', 'live'], () => {
+  restyle();
+  if (live()) send(); else if (pending.length) props.value = mask(pending);
+});
+restyle();
+showImage();
 """
+
+
+def _template(size: int, display: int, brush: float, color: str, live: bool,
+              placeholder: str) -> str:
+    out = TEMPLATE
+    for key, val in (("@SIZE@", int(size)), ("@DISPLAY@", int(display)), ("@BRUSH@", float(brush)),
+                     ("@COLOR@", html.escape(color)), ("@LIVE@", "true" if live else "false"),
+                     ("@PLACEHOLDER@", html.escape(placeholder))):
+        out = out.replace(key, str(val))
+    return out
 
 
 def image_url(image) -> str:
@@ -186,30 +227,30 @@ def mask_url(mask: np.ndarray) -> str:
 
 class StrokeCanvas(gr.HTML):
     """The canvas. ``size``: the mask's resolution (pixels per side); ``display``: its largest
-    width on screen; ``brush``: the brush's width as a fraction of the image."""
+    width on screen; ``brush``: the brush's width as a fraction of the image; ``color`` and
+    ``live`` change later through ``restyle``."""
 
-    # every prop is a named parameter: Gradio rebuilds the component from its constructor's
-    # arguments when an update changes one
-    def __init__(self, value: str = "", *, size: int = 256, display: int = 512,
-                 brush: float = 0.05, color: str = "#ff0000", live: bool = True,
-                 background: str = "", epoch: int = 0,
+    # every argument is named: Gradio rebuilds the component from its constructor's arguments
+    # when an update changes one
+    def __init__(self, value="", *, size: int = 256, display: int = 512, brush: float = 0.05,
+                 color: str = "#ff0000", live: bool = True,
                  placeholder: str = "Load an image to paint on it.", elem_id: str | None = None,
                  **kwargs):
         for fixed in ("html_template", "css_template", "js_on_load"):
             kwargs.pop(fixed, None)
-        super().__init__(value=value, html_template=TEMPLATE, css_template=CSS, js_on_load=JS,
-                         elem_id=elem_id, background=background, size=size, display=display,
-                         brush=brush, color=color, live=live, epoch=epoch,
-                         placeholder=placeholder, **kwargs)
-        # real attributes: gr.HTML would otherwise answer a prop named in the JS (``watch('epoch')``)
-        # with an event listener when Gradio reads the prop back for an update
-        self.epoch, self.live = epoch, live
+        super().__init__(value=value, elem_id=elem_id, css_template=CSS, js_on_load=JS,
+                         html_template=_template(size, display, brush, color, live, placeholder),
+                         color=color, live=live, **kwargs)
+        self.size, self.display, self.brush, self.placeholder = size, display, brush, placeholder
+        # real attributes: gr.HTML answers a name quoted in its JS (``watch('live')``) with an
+        # event listener, which Gradio would then send back as the prop
+        self.color, self.live = color, live
 
     def preprocess(self, payload):
-        return decode_mask(payload)
+        return decode_mask(payload if isinstance(payload, str) else None)
 
     def postprocess(self, value):
-        return value if isinstance(value, str) else ""
+        return value if isinstance(value, (str, dict)) else ""
 
     def api_info(self):
         return {"type": "string", "description": "the strokes: a PNG data URL whose alpha > 0 "
@@ -222,17 +263,16 @@ class StrokeCanvas(gr.HTML):
         return ""
 
     @staticmethod
-    def show(image):
-        """An update: a new image to paint on (the strokes it answers are cleared)."""
-        return gr.update(background=image_url(image) if image is not None else "",
-                         epoch=next(_EPOCHS), value="")
+    def show(image) -> dict:
+        """The value that shows a new image to paint on (and answers the strokes sent)."""
+        return {"image": image_url(image) if image is not None else None, "epoch": next(_EPOCHS)}
 
     @staticmethod
-    def ack():
-        """An update: the stroke was consumed (or refused), the image stays."""
-        return gr.update(epoch=next(_EPOCHS), value="")
+    def ack() -> dict:
+        """The value that answers the strokes sent, the image unchanged."""
+        return {"epoch": next(_EPOCHS)}
 
     @staticmethod
     def restyle(**props):
-        """An update of the brush (``color``, ``brush``) or of ``live``."""
+        """An update of the brush's ``color`` or of ``live``."""
         return gr.update(**props)

@@ -104,7 +104,7 @@ def _img(out) -> np.ndarray:
 
 def _shown(canvas) -> str:
     """The image a canvas update shows (a data URL)."""
-    return canvas["props"]["background"]
+    return canvas["image"]
 
 
 def _rows(table) -> list:
@@ -170,7 +170,7 @@ def test_empty_mask_changes_nothing_and_no_error(client, app_bundle):
     # the live per-stroke endpoint stays silent on an empty mask, but answers the canvas (a
     # fresh epoch), which waits for that answer before it sends the next strokes
     out = client.predict(_mask(None), "tree", "Draw", 10, True, api_name="/paint_stroke")
-    assert out[1]["epoch"] > 0 and "background" not in out[1].get("props", {})
+    assert out[1]["epoch"] > 0 and "image" not in out[1]
     out = client.predict(api_name="/paint_reset")
     assert _rows(out[4]) == [] and np.array_equal(_img(out[3]), base)
 
@@ -195,7 +195,7 @@ def test_a_stroke_without_an_image_is_answered(app):
     too (nothing else changes)."""
     out = _client(app).predict(_mask((0, 30, 0, 30)), "tree", "Draw", 3, True,
                                api_name="/paint_stroke")
-    assert out[1]["epoch"] > 0 and out[1]["value"] == ""
+    assert out[1]["epoch"] > 0 and "image" not in out[1]
     assert all(o == {"__type__": "update"} for i, o in enumerate(out) if i != 1)   # unchanged
 
 

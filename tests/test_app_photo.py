@@ -131,7 +131,7 @@ def test_invert_then_paint_changes_only_near_the_stroke(client, app_bundle, tmp_
     assert np.array_equal(_img(result), photo)          # nothing painted yet: the photo itself
     assert "0 paint edit" in info
 
-    assert editor["props"]["background"].startswith("data:image/png")   # the canvas's image
+    assert editor["image"].startswith("data:image/png")   # the canvas's image
     # draw 'tree' (the first concept) in the top-left feature cells (0..1, 0..1) of 8x8
     ed = _mask((0, 128, 0, 128))
     editor2, compare2, result2, info2 = client.predict(ed, "tree", "Draw", 3, api_name="/photo_paint")
@@ -203,7 +203,7 @@ def test_stop_keeps_the_best_result_so_far(client, app_bundle, tmp_path):
         client.predict(api_name="/photo_stop")
         shown, recon, status, editor, compare, result, info = job.result(timeout=60)
     assert "Stopped" in status and "during the inversion" in status and "best result" in status
-    assert "Inversion PSNR" in info and editor["props"]["background"]
+    assert "Inversion PSNR" in info and editor["image"]
     ed = _mask((0, 128, 0, 128))
     _, _, _, info2 = client.predict(ed, "tree", "Draw", 3, api_name="/photo_paint")
     assert "1 paint edit" in info2

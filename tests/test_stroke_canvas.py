@@ -54,11 +54,13 @@ def test_a_huge_mask_is_refused_before_decoding_its_pixels():
         decode_mask("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
 
 
-def test_updates_show_an_image_or_answer_with_a_fresh_epoch():
+def test_answers_show_an_image_or_only_a_fresh_epoch():
     img = np.zeros((3, 4, 4), np.float32)
     shown, answered = StrokeCanvas.show(img), StrokeCanvas.ack()
-    assert shown["background"] == image_url(img) and shown["value"] == ""
-    assert answered["epoch"] > shown["epoch"] and "background" not in answered
-    canvas = StrokeCanvas(color="#00ff00", live=False)
-    assert canvas.preprocess("") is None and canvas.postprocess(None) == ""
-    assert canvas.props["color"] == "#00ff00" and canvas.props["live"] is False
+    assert shown["image"] == image_url(img) and answered["epoch"] > shown["epoch"]
+    assert "image" not in answered
+    canvas = StrokeCanvas(color="#00ff00", live=False, size=128)
+    assert canvas.preprocess("") is None and canvas.preprocess(shown) is None     # an answer
+    assert canvas.postprocess(None) == "" and canvas.postprocess(shown) == shown
+    assert canvas.props == {"color": "#00ff00", "live": False}
+    assert 'width="128"' in canvas.html_template and 'data-live="false"' in canvas.html_template
