@@ -1,6 +1,7 @@
 """Sessions under load: concurrent ``gradio_client`` sessions each get bit-for-bit what they get
-alone, a full queue answers with a clear message, and memory after many sessions stays bounded
-(their ``gr.State`` is freed after its time-to-live).
+alone, a class of clients painting while one runs a photo inversion, a full queue answers with a
+clear message, and memory after many sessions stays bounded (their ``gr.State`` is freed after its
+time-to-live).
 
 The app runs in a child process (``python -m bench.bench_load --serve ...``) with the app's own
 QUEUE and LAUNCH settings, so the RSS we read from /proc is the server's alone. The child answers
@@ -290,6 +291,53 @@ def open_sessions(c, model_id: str, concept: str, n: int, pay: Payloads, prefix:
     return time.perf_counter() - t
 
 
+def classroom(url: str, source: str, concepts: list[str], pay: Payloads, n: int,
+              strokes: int = 5) -> dict:
+    """``n`` clients painting at once (each its own image, then ``strokes`` strokes through
+    ``/paint_stroke`` as the brush canvas sends them) while one more client runs a photo
+    inversion, a long job in the shared "heavy" group: stroke latencies, errors, and how long the
+    inversion took meanwhile."""
+    photo = Path(pay.dir) / "photo.png"
+    yy, xx = np.mgrid[0:256, 0:256]
+    Image.fromarray(np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)).save(photo)
+    clients = [client(url) for _ in range(n + 1)]
+    start = threading.Barrier(n + 1)
+    lat, errors, inversion = [], [], {}
+
+    def painter(k):
+        c = clients[k]
+        start.wait()
+        try:
+            c.predict(source, 2000 + k, api_name="/paint_load")
+            for j in range(strokes):
+                y = (37 * k + 61 * j) % 400
+                t = time.perf_counter()
+                c.predict(pay.mask((y, y + 80, 100 + j * 50, 180 + j * 50)),
+                          concepts[(k + j) % len(concepts)], "Draw", 10, True,
+                          api_name="/paint_stroke")
+                lat.append(time.perf_counter() - t)
+        except Exception as e:  # noqa: BLE001 - counted and reported
+            errors.append(f"{type(e).__name__}: {e}")
+
+    def inverter():
+        from gradio_client import handle_file
+        start.wait()
+        t = time.perf_counter()
+        try:
+            clients[n].predict(source, handle_file(str(photo)), api_name="/photo_invert")
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"inversion {type(e).__name__}: {e}")
+        inversion["s"] = time.perf_counter() - t
+
+    with ThreadPoolExecutor(n + 1) as pool:
+        jobs = [pool.submit(painter, k) for k in range(n)] + [pool.submit(inverter)]
+        for j in jobs:
+            j.result()
+    for c in clients:
+        c.close()
+    return {"lat": lat, "errors": errors, "inversion_s": inversion.get("s", float("nan"))}
+
+
 def _ms(xs, q):
     xs = sorted(xs)
     return 1000 * xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
@@ -308,6 +356,7 @@ def run(quick: bool = False, source: str = "default") -> list[dict]:
         full = fill_queue(clients[0], source, srv.queue["max_size"])
         for c in clients:
             c.close()
+        cls = classroom(srv.url, source, concepts, pay, 6 if quick else 30)
     ok = sum(iso["same"])
     lengths = sorted({len(s) for s in scripts})
     rows += [
@@ -324,6 +373,11 @@ def run(quick: bool = False, source: str = "default") -> list[dict]:
         row("load", "full queue rejected", full["rejected"], "req",
             f"of {full['sent']} at once (max_size {srv.queue['max_size']}): "
             f"{full['message']!r}; the browser shows 'This application is currently busy'"),
+        row("load", "class: stroke p50 / p95", f"{_ms(cls['lat'], 0.5):.0f} / {_ms(cls['lat'], 0.95):.0f}",
+            "ms", f"{6 if quick else 30} clients painting (/paint_stroke) while one more runs a "
+            f"photo inversion ({cls['inversion_s']:.0f} s meanwhile); {len(cls['lat'])} strokes"),
+        row("load", "class: errors", len(cls["errors"]), "",
+            "; ".join(sorted(set(cls["errors"])))[:300] or "none"),
     ]
     # memory: a fresh server whose state TTL outlasts creating the sessions, then expires
     per_session = statistics.median(iso["paint_alone"]) * 2
