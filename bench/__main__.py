@@ -1,6 +1,7 @@
 """python -m bench [--quick] [NAME ...]: run benchmarks, print a table, update bench/results.json."""
 import argparse
 import importlib
+import inspect
 import json
 import pkgutil
 import platform
@@ -22,6 +23,7 @@ def main(argv=None):
     p.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {available()})")
     p.add_argument("--quick", action="store_true", help="fewer repeats (for smoke tests)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--minutes", type=float, help="how long a timed benchmark runs (soak)")
     p.add_argument("--out", default=str(HERE / "results.json"))
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -33,7 +35,8 @@ def main(argv=None):
     for name in names:
         t = time.time()
         mod = importlib.import_module(f"bench.bench_{name}")
-        rows += mod.run(quick=a.quick)
+        timed = a.minutes and "minutes" in inspect.signature(mod.run).parameters
+        rows += mod.run(quick=a.quick, **({"minutes": a.minutes} if timed else {}))
         print(f"[{name}: {time.time() - t:.0f} s]", flush=True)
     width = max(len(r["benchmark"]) + len(r["metric"]) for r in rows) + 3 if rows else 20
     print(f"\n{'benchmark / metric':<{width}} {'value':>12}  unit   note")

@@ -52,7 +52,9 @@ def rss_mb(pid: int) -> float:
 
 
 def serve(port: int, source: str, max_size: int | None) -> None:
-    """Child: build the app as app.py does, launch it, answer ``stats`` lines on stdin."""
+    """Child: build the app as app.py does, launch it, answer ``stats PREFIX`` lines on stdin
+    (sessions and gr.State values held for session ids starting with PREFIX, and what the shared
+    caches hold: ``AppContext.cache_sizes``)."""
     import gradio.networking
 
     from demos import build_app
@@ -61,7 +63,8 @@ def serve(port: int, source: str, max_size: int | None) -> None:
     # Gradio's own reachability check gives up after 3-s HEADs, which a busy machine misses;
     # the parent waits for the page itself
     gradio.networking.url_ok = lambda url: True
-    demo = build_app(AppContext(default_source=source))
+    ctx = AppContext(default_source=source)
+    demo = build_app(ctx)
     queue = {**QUEUE, **({"max_size": max_size} if max_size else {})}
     demo.queue(**queue).launch(server_name="127.0.0.1", server_port=port, quiet=True,
                                prevent_thread_lock=True, **LAUNCH)
@@ -72,8 +75,8 @@ def serve(port: int, source: str, max_size: int | None) -> None:
             break
         gc.collect()
         held = [s for h, s in list(demo.state_holder.session_data.items()) if h.startswith(prefix)]
-        print(json.dumps({"sessions": len(held), "states": sum(len(s.state_data) for s in held)}),
-              flush=True)
+        print(json.dumps({"sessions": len(held), "states": sum(len(s.state_data) for s in held),
+                          "caches": ctx.cache_sizes()}), flush=True)
     demo.close()
 
 

@@ -6,11 +6,13 @@ Watermarks removal, a Rewrite preset with toggle and undo, and every third loop 
 and stroke), and starts a new session every third loop as new visitors do. The app runs in a
 child process (``bench.bench_load.Server``), so the RSS read from /proc is the server's alone.
 
-    python -m bench soak               # 2 clients, 10 minutes
+    python -m bench soak               # 2 clients, 10 minutes (--minutes 30 for a long one)
     python -m bench soak --quick       # 1 client, 3 minutes
 
 Reported: RSS after the first loop (caches warm), its peak, its end, and the growth rate over the
-second half of the run (least squares, MB per minute): bounded memory shows a rate near 0.
+second half of the run (least squares, MB per minute): bounded memory shows a rate near 0. At
+half time and at the end, what the server holds: the soak's sessions and gr.State values, and per
+model the Renderer's cache and the values kept with the model (``AppContext.cache_sizes``).
 """
 from __future__ import annotations
 
@@ -63,9 +65,13 @@ def run(quick: bool = False, source: str = "default", minutes: float | None = No
         stop = threading.Event()
         t0 = time.time()
 
+        held = {}
+
         def sample():
             while not stop.is_set():
                 samples.append(((time.time() - t0) / 60, rss_mb(srv.proc.pid)))
+                if "mid" not in held and samples[-1][0] >= minutes / 2:
+                    held["mid"] = srv.stats("soak")
                 stop.wait(10)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -94,6 +100,7 @@ def run(quick: bool = False, source: str = "default", minutes: float | None = No
         stop.set()
         sampler.join()
         end = rss_mb(srv.proc.pid)
+        held["end"] = srv.stats("soak")
         for c in clients:
             c.close()
     t = np.array([s[0] for s in samples])
@@ -109,4 +116,17 @@ def run(quick: bool = False, source: str = "default", minutes: float | None = No
         row("soak", "RSS growth, second half", round(slope, 2), "MB/min",
             "least squares over the samples of the second half (every 10 s); ~0 = bounded"),
         row("soak", "errors", len(errors), "req", "; ".join(errors[:3]) or "none"),
-    ]
+    ] + [row("soak", f"held at {when}", _held(h), "", f"at {'half' if when == 'mid' else 'the end'} "
+             "of the run: sessions / gr.State values of the soak's visitors; per model, the "
+             "Renderer's cached states and traces (MB of tensors) and the values kept with it")
+         for when, h in held.items()]
+
+
+def _held(stats: dict) -> str:
+    parts = [f"{stats['sessions']} sessions / {stats['states']} states"]
+    for name, c in stats.get("caches", {}).items():
+        r = c.get("renderer") or {}
+        parts.append(f"{name}: {r.get('entries', 0)}/{r.get('max_entries', '?')} states + "
+                     f"{r.get('traces', 0)} traces = {r.get('mb', 0)} MB; kept: "
+                     f"{', '.join(c.get('memo') or []) or 'nothing'}")
+    return "; ".join(parts)

@@ -170,6 +170,14 @@ class AppContext:
             return loaded.renderer
 
 
+    def cache_sizes(self) -> dict:
+        """What the shared caches hold now, per open model: its Renderer's ``cache_info`` and the
+        keys of the values ``cached`` keeps (for the soak benchmark and for an operator)."""
+        with self._lock:
+            loaded = dict(self._models)
+        return {name: {"renderer": entry.renderer.cache_info() if entry.renderer else None,
+                       "memo": sorted(map(str, entry.memo))} for name, entry in loaded.items()}
+
     def cached(self, model_id: str | None, key, make):
         """``make()`` computed once per loaded model and kept with it (a photo encoder, the
         watermark scan and rates), so a model's caches live and go with the model. Two sessions

@@ -369,8 +369,6 @@ def build(ctx: AppContext):
     remove_btn.click(heavy(remove), [model_id, n_units, source, picked, show_outline],
                      [compare, rate_before, rate_after, result_md, removed], api_name="watermark_remove",
                      **HEAVY)
-    units_btn = gr.Button(visible=False)      # the units of another model, for the API
-    units_btn.click(units_table, [model_id], [units_df, units_md, n_units], api_name="watermark_units")
     # the editor is hidden and shown again with the sample (mask_editor.hidden_editor says why)
     mark_load.click(hidden_editor, None, [mark_editor], api_visibility="private",
                     show_progress="hidden").then(

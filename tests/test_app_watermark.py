@@ -130,7 +130,7 @@ def test_ranking_table_shows_the_score_it_is_ranked_by():
 def test_units_find_and_remove(client, app_bundle):
     mid = str(app_bundle)
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/watermark_find", "/watermark_remove", "/watermark_units", "/watermark_init",
+    assert {"/watermark_find", "/watermark_remove", "/watermark_init",
             "/watermark_mark_load", "/watermark_mark_pick"} <= names
 
     table, note, n_units = client.predict(api_name="/watermark_init")

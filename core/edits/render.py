@@ -71,9 +71,18 @@ class Renderer:
             self._traces.clear()
 
     def cache_info(self) -> dict:
+        """Entries, hits and misses of the state cache, the traces held, and the MB of tensors
+        both hold (bounded: ``max_entries`` states, ``max_traces`` traces)."""
+        def mb(obj) -> float:
+            if isinstance(obj, torch.Tensor):
+                return obj.nelement() * obj.element_size() / 2**20
+            if isinstance(obj, LayerState):
+                return mb(obj.x) + sum(mb(v) for v in obj.extras.values())
+            return sum(mb(v) for v in obj.values()) if isinstance(obj, dict) else 0.0
         with self._lock:
             return {"entries": len(self._cache), "max_entries": self.max_entries,
-                    "hits": self.hits, "misses": self.misses}
+                    "traces": len(self._traces), "hits": self.hits, "misses": self.misses,
+                    "mb": round(sum(map(mb, self._cache.values())) + sum(map(mb, self._traces.values())), 1)}
 
     def _cache_point(self, stack: EditStack) -> int:
         g = self.generator
