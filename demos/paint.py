@@ -82,17 +82,26 @@ def _info(model, state: dict, note: str = "") -> str:
     return text
 
 
-def _view(ctx: AppContext, state: dict, note: str = "", image=True):
-    """The outputs every paint event returns: number, canvas, before/after, result, table,
-    info, state. All images at the model's own size, scaled up crisply by the browser; with
-    ``image`` false the canvas keeps its image and only learns its strokes were taken."""
+def _views(ctx: AppContext, state: dict):
+    """(before, after) PIL images of a session at the model's own size (scaled up crisply by
+    the browser)."""
     mid, n = state["model_id"], state["image_number"]
-    model = ctx.model(mid)
     before = _render(ctx, mid, n, EditStack())
     after = _render(ctx, mid, n, state["stack"]) if state["stack"] else before
-    b, a = core.images.to_pil(before), core.images.to_pil(after)
+    return core.images.to_pil(before), core.images.to_pil(after)
+
+
+def _view(ctx: AppContext, state: dict, note: str = "", image=True, views=True):
+    """The outputs every paint event returns: number, canvas, before/after, result, table,
+    info, state. With ``image`` false the canvas keeps its image and only learns its strokes
+    were taken; with ``views`` false the before/after and result wait for the canvas's
+    ``settled`` event (a live stroke)."""
+    model = ctx.model(state["model_id"])
+    if image or views:
+        b, a = _views(ctx, state)
     canvas = StrokeCanvas.show(a) if image else StrokeCanvas.ack()
-    return (state["image_number"], canvas, (b, a), a, _edit_rows(state["stack"]),
+    shown = ((b, a), a) if views else (gr.skip(), gr.skip())
+    return (state["image_number"], canvas, *shown, _edit_rows(state["stack"]),
             _info(model, state, note), state)
 
 
@@ -169,9 +178,10 @@ def build(ctx: AppContext):
                            "or click a suggestion first.")
         return ctx.model(state["model_id"]), state
 
-    def apply(mask, concept, mode, n_units, state, quiet=False):
+    def apply(mask, concept, mode, n_units, state, quiet=False, views=True):
         """Paint the strokes ``mask`` (the canvas's value: HxW bool, or None) with ``concept``.
-        ``quiet``: a live stroke, which says nothing when there is nothing to do."""
+        ``quiet``: say nothing when there is nothing to do; ``views`` false: leave the
+        before/after and result to the canvas's ``settled`` event (a live stroke)."""
         if quiet and not state:
             return _answered()
         model, state = _session(state)
@@ -188,7 +198,7 @@ def build(ctx: AppContext):
         if fm is None:
             if not quiet:
                 gr.Info(NOTHING_PAINTED)
-            return _view(ctx, state, image=False)
+            return _view(ctx, state, image=False, views=views)
         try:
             cat = catalog_for(model, layer)
             edit = paint_edit(cat, layer, concept, fm, mode, n, RANKING)
@@ -199,7 +209,7 @@ def build(ctx: AppContext):
                 gr.Info(f"{concept}: the catalog has only {len(edit.units)} unit(s); used them all.")
             notes.append(f"{concept}: only {len(edit.units)} unit(s) in the catalog")
         state = {**state, "stack": state["stack"].push(edit)}
-        return _view(ctx, state, "; ".join(notes))
+        return _view(ctx, state, "; ".join(notes), views=views)
 
     def apply_button(mask, concept, mode, n_units, state):
         return apply(mask, concept, mode, n_units, state)
@@ -210,7 +220,7 @@ def build(ctx: AppContext):
         if not live:
             return _answered()
         try:
-            return apply(mask, concept, mode, n_units, state, quiet=True)
+            return apply(mask, concept, mode, n_units, state, quiet=True, views=False)
         except gr.Error as e:
             gr.Warning(e.message)
             return _answered()
@@ -222,6 +232,13 @@ def build(ctx: AppContext):
         out = apply(mask, drawn_with, mode, n_units, state, quiet=True) \
             if drawn_with in brush.colors and mask is not None else (gr.skip(),) * 7
         return (*out, concept)
+
+    def settled(state):
+        """The painter paused after live strokes: the before/after and the result catch up."""
+        if not state or not isinstance(state, dict) or "stack" not in state:
+            return gr.skip(), gr.skip()
+        b, a = _views(ctx, state)
+        return (b, a), a
 
     def undo(state):
         model, state = _session(state)
@@ -297,6 +314,8 @@ def build(ctx: AppContext):
     # answer, so no stroke is dropped or applied to an image it was not drawn on
     canvas.stroke(heavy(apply_stroke), [canvas, brush.concept, mode, n_units, live, state], outs,
                   api_name="paint_stroke", trigger_mode="multiple", show_progress="hidden")
+    canvas.settled(heavy(settled), [state], [compare, result], api_name="paint_settled",
+                   show_progress="hidden")
     live.change(lambda on: StrokeCanvas.restyle(live=bool(on)), [live], [canvas],
                 api_visibility="private", show_progress="hidden")
     undo_btn.click(heavy(undo), [state], outs, api_name="paint_undo")

@@ -184,20 +184,39 @@ def build(ctx: AppContext):
             text += f"  \n{note}"
         return text
 
-    def _view(state, note: str = "", image=True):
-        """canvas, before/after, composite, info, state (``image`` false: the canvas keeps its
-        image and only learns its strokes were taken)."""
+    def _renders(state):
+        """(before, after) renders of the session's fitted photo, before and after its paint
+        edits, at the model's size."""
         model, renderer = _model(state["model_id"]).model, ctx.renderer(state["model_id"])
         inv = state["inv"]
         before = inv.render(model, EditStack(state["stack"][:state["base"]]), renderer)[0].cpu()
         after = inv.render(model, state["stack"], renderer)[0].cpu() if len(state["stack"]) > state["base"] \
             else before
+        return before, after
+
+    def _composites(state, before, after):
+        """The photo / edited-photo pair and the edited photo: the original with only what the
+        edit changed replaced (``core.photo.composite``)."""
         photo = Image.fromarray(state["big"])
         out = composite(photo, before, after)
-        canvas = StrokeCanvas.show(after) if image else StrokeCanvas.ack()
-        return canvas, (photo, out), out, _info(state, note), state
+        return (photo, out), out
 
-    def apply(mask, concept, mode, n_units, state, quiet=False):
+    def _view(state, note: str = "", image=True, views=True):
+        """canvas, before/after, composite, info, state (``image`` false: the canvas keeps its
+        image and only learns its strokes were taken; ``views`` false: the composites wait for
+        the canvas's ``settled`` event)."""
+        before, after = _renders(state)
+        canvas = StrokeCanvas.show(after) if image else StrokeCanvas.ack()
+        shown = _composites(state, before, after) if views else (gr.skip(), gr.skip())
+        return canvas, *shown, _info(state, note), state
+
+    def settled(state):
+        """The painter paused after live strokes: the composites catch up."""
+        if not state or not isinstance(state, dict) or "inv" not in state:
+            return gr.skip(), gr.skip()
+        return _composites(state, *_renders(state))
+
+    def apply(mask, concept, mode, n_units, state, quiet=False, views=True):
         model, state = _session(state)
         concept = brush.check(concept)
         mode, n = brush_settings(mode, n_units)
@@ -207,14 +226,14 @@ def build(ctx: AppContext):
         if fm is None:
             if not quiet:
                 gr.Info(NOTHING_PAINTED)
-            return _view(state, image=False)
+            return _view(state, image=False, views=views)
         try:
             cat = catalog_for(model, layer)
             edit = paint_edit(cat, layer, concept, fm, mode, n)
         except (CatalogError, ValueError) as e:
             raise gr.Error(f"Cannot {mode} {concept!r}: {e}")
         note = f"{concept}: only {len(edit.units)} unit(s) in the catalog" if len(edit.units) < n else ""
-        return _view({**state, "stack": state["stack"].push(edit)}, note)
+        return _view({**state, "stack": state["stack"].push(edit)}, note, views=views)
 
     @warn_on_error(5, status=3)
     def apply_button(mask, concept, mode, n_units, state):
@@ -224,7 +243,7 @@ def build(ctx: AppContext):
         """A stroke released on the canvas: always answered (so the canvas sends the strokes
         drawn meanwhile), a problem as a notice."""
         try:
-            return apply(mask, concept, mode, n_units, state, quiet=True)
+            return apply(mask, concept, mode, n_units, state, quiet=True, views=False)
         except gr.Error as e:
             gr.Warning(e.message)
             return (StrokeCanvas.ack(),) + (gr.skip(),) * 4
@@ -318,6 +337,8 @@ def build(ctx: AppContext):
     canvas.stroke(gpu(duration=15)(apply_stroke), [canvas, brush.concept, mode, n_units, state],
                   paint_outs, api_name="photo_stroke", trigger_mode="multiple",
                   show_progress="hidden")
+    canvas.settled(gpu(duration=15)(settled), [state], [compare, result], api_name="photo_settled",
+                   show_progress="hidden")
     live.change(lambda on: StrokeCanvas.restyle(live=bool(on)), [live], [canvas],
                 api_visibility="private", show_progress="hidden")
     brush.concept.change(switch_concept, [canvas, brush.concept, brush.current, mode, n_units, state],

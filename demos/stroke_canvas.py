@@ -20,6 +20,11 @@ drawn on, and none is dropped (the event's ``trigger_mode`` must be ``"always_la
 ``"multiple"``; the browser itself never sends a second stroke before the first is answered).
 With ``live`` off, strokes accumulate into the value and an Apply button (or a concept change)
 consumes them.
+
+A live stroke's answer carries only what must change at once (the canvas and the edit list); the
+``settled`` event fires when the painter has paused for ``SETTLE_MS`` after an answer, for the
+views that can wait (a before/after slider, a downloadable PNG), so a burst of strokes costs one
+update of them instead of one per stroke.
 """
 from __future__ import annotations
 
@@ -84,7 +89,9 @@ const brush = parseFloat(frame.dataset.brush);
 const opt = (k, d) => (props[k] === undefined || props[k] === null ? d : props[k]);
 const live = () => opt('live', frame.dataset.live === 'true');
 const color = () => opt('color', frame.dataset.color);
+const SETTLE_MS = 600;
 let sent = [], pending = [], current = null, busy = false, timer = null, hasImage = false;
+let settle = null;
 
 function at(e) {
   const r = ink.getBoundingClientRect();
@@ -139,14 +146,19 @@ function send() {
 }
 function answered() {
   clearTimeout(timer);
+  const wasStroke = busy;
   busy = false; sent = [];
   if (!live()) pending = [];                // Apply (or a concept change) took them
   redraw();
   if (live()) send();
+  clearTimeout(settle);
+  if (wasStroke && !busy && !current)       // the painter paused: the slower views catch up
+    settle = setTimeout(() => trigger('settled'), SETTLE_MS);
 }
 ink.addEventListener('pointerdown', e => {
   if (!hasImage || e.button !== 0) return;
   ink.setPointerCapture(e.pointerId);
+  clearTimeout(settle);
   current = {points: [at(e)], color: color(), size: brush};
   redraw();
 });

@@ -181,6 +181,12 @@ def test_live_stroke_endpoint_applies(client, app_bundle):
                          api_name="/paint_stroke")
     assert _rows(out[4])[0][2] == "grass" and _rows(out[4])[0][4] == "3"   # grass has 1 unit
     assert "only 1 unit" in out[5]
+    # a live stroke answers the canvas at once; the before/after and the result wait until the
+    # painter pauses (the canvas's "settled" event), then show what the canvas shows
+    assert out[2] == {"__type__": "update"} and out[3] == {"__type__": "update"}
+    compare, result = client.predict(api_name="/paint_settled")
+    assert np.array_equal(_img(result), _img(_shown(out[1])))
+    assert np.array_equal(_img(compare[1]), _img(result))
     out = client.predict(api_name="/paint_undo")
     assert _rows(out[4]) == []
     out = client.predict(_mask((0, 30, 0, 30)), "tree", "Draw", 3, False,
