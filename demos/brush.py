@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
-import threading
 
 import gradio as gr
 
 from core.edits import layer_shape
-from core.paint import CatalogError, feature_mask, load_catalog, units_for
+from core.paint import CatalogError, feature_mask, units_for
 from core.settings import model_settings
-from demos.context import DISPLAY_SIZE, AppContext, catalog_path
+from demos.context import DISPLAY_SIZE, AppContext
 from demos.stroke_canvas import StrokeCanvas
 
 BRUSH_WIDTH = 24 / DISPLAY_SIZE       # the brush's width, a fraction of the image's
@@ -34,28 +33,14 @@ FALLBACK_COLORS = {"sky": "#87ceeb", "cloud": "#f0f0f0", "grass": "#4caf50", "tr
                    "wall": "#c9b79c", "window": "#1e88e5", "door": "#6d4c41", "roof": "#c62828",
                    "spire": "#7e57c2", "dome": "#ffb300", "watermark": "#ff00ff"}
 
-_lock = threading.Lock()
-_catalogs: dict[str, tuple[float, dict]] = {}
-
-
 # ------------------------------------------------------------------ which concepts, which colours
-def catalog_for(model, layer: str) -> dict:
-    """The model's catalog of ``layer`` (:func:`demos.context.catalog_path`: shipped, from its
-    catalog repo, or dissected in the app); re-read when the file changes. Raises CatalogError."""
-    path = catalog_path(model, layer)
-    try:
-        mtime = path.stat().st_mtime
-    except OSError:
+def catalog_for(ctx: AppContext, model, layer: str) -> dict:
+    """The model's catalog of ``layer`` (``AppContext.catalog``: shipped, from its catalog repo,
+    or dissected in the app). Raises CatalogError when there is none or it is unreadable."""
+    cat = ctx.catalog(model, layer)
+    if cat is None:
         raise CatalogError(f"model {model.name!r} has no unit catalog for {layer} yet: dissect "
-                           f"{layer} in the Dissect tab (Dissect this layer), then paint") from None
-    key = str(path)
-    with _lock:
-        hit = _catalogs.get(key)
-        if hit is not None and hit[0] == mtime:
-            return hit[1]
-    cat = load_catalog(path)
-    with _lock:
-        _catalogs[key] = (mtime, cat)
+                           f"{layer} in the Dissect tab (Dissect this layer), then paint")
     return cat
 
 
@@ -126,7 +111,7 @@ def concept_setup(ctx: AppContext, model_id: str | None = None):
         loaded = ctx.get(model_id)
         model = loaded.model
         try:
-            cat = catalog_for(model, model_settings(model).paint_layer)
+            cat = catalog_for(ctx, model, model_settings(model).paint_layer)
         except CatalogError:
             cat = None
         concepts = paintable_concepts(cat)

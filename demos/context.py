@@ -21,6 +21,8 @@ from PIL import Image
 
 import core
 from core import known
+from core.dissect import load_catalog
+from core.paint import load_catalog as load_rankings
 from core.segmenter import load_segmenter
 from core.settings import model_settings
 
@@ -79,6 +81,7 @@ class AppContext:
     _models: dict = field(default_factory=dict)
     _loading: dict = field(default_factory=dict)
     _shared: dict = field(default_factory=dict)     # what all models share (the scene segmenter)
+    _catalogs: dict = field(default_factory=dict)   # (catalog file, checked) -> (mtime, catalog)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def model_ids(self) -> list[str]:
@@ -169,6 +172,27 @@ class AppContext:
                 loaded.renderer = Renderer(model, cache_layer=model_settings(model).paint_layer, local=True)
             return loaded.renderer
 
+
+    def catalog(self, model, layer: str, checked: bool = False) -> dict | None:
+        """A model's catalog of ``layer`` (``catalog_path``: shipped, from its catalog repo, or
+        dissected here), read once and again when its file changes; None when there is none.
+        ``checked``: read with ``core.dissect.load_catalog``, which checks the file's format and
+        that it matches the model (ValueError otherwise), as the Dissect tab shows every field;
+        else with ``core.paint.load_catalog``, which needs only the rankings a brush uses."""
+        path = catalog_path(model, layer)
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        key = (str(path), checked)
+        with self._lock:
+            hit = self._catalogs.get(key)
+        if hit is not None and hit[0] == mtime:
+            return hit[1]
+        cat = load_catalog(path, model=model, layer=layer) if checked else load_rankings(path)
+        with self._lock:
+            self._catalogs[key] = (mtime, cat)
+        return cat
 
     def cache_sizes(self) -> dict:
         """What the shared caches hold now, per open model: its Renderer's ``cache_info`` and the

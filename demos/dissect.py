@@ -13,7 +13,7 @@ import threading
 import gradio as gr
 
 import core
-from core.dissect import DissectionStopped, concept_homes, dissect, load_catalog, save_catalog, top_images
+from core.dissect import DissectionStopped, concept_homes, dissect, save_catalog, top_images
 from core.edits import EditStack, UnitEdit
 from core.settings import model_settings
 from demos.context import (AppContext, StopFlags, catalog_path, computed_catalog_path, display, error_text,
@@ -57,24 +57,21 @@ def _bars(u: dict, protocol: str, n: int = 6) -> str:
 
 
 class CatalogCache:
-    """Catalogs and gallery tiles per (model, layer), shared by all sessions."""
+    """The Dissect tab's catalogs and gallery tiles per (model, layer), shared by all sessions."""
 
-    def __init__(self):
+    def __init__(self, ctx: AppContext):
+        self._ctx = ctx
         self._lock = threading.Lock()
-        self._catalogs: dict = {}
+        self._catalogs: dict = {}            # dissected here but not saved (no writable cache)
         self._tiles: dict = {}
 
     def catalog(self, model, layer):
-        """The shipped catalog of ``layer``, else one computed here, else None."""
-        key = (model.name, layer)
+        """The catalog of ``layer`` (``AppContext.catalog``), else one dissected here and kept
+        in memory, else None."""
         with self._lock:
-            if key in self._catalogs:
-                return self._catalogs[key]
-        path = catalog_path(model, layer)
-        cat = load_catalog(path, model=model, layer=layer) if path.is_file() else None
-        with self._lock:
-            self._catalogs[key] = cat
-        return cat
+            if (model.name, layer) in self._catalogs:
+                return self._catalogs[(model.name, layer)]
+        return self._ctx.catalog(model, layer, checked=True)
 
     def put(self, model, layer, cat):
         with self._lock:
@@ -93,7 +90,7 @@ class CatalogCache:
 
 
 def build(ctx: AppContext):
-    cache = CatalogCache()
+    cache = CatalogCache(ctx)
     stops = StopFlags()
 
     def layer_choices(model_id):

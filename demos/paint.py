@@ -162,7 +162,7 @@ def build(ctx: AppContext):
             return (gr.skip(),) * 6 + (None, gallery, problem)
         model = ctx.model(model_id)
         try:
-            catalog_for(model, model_settings(model).paint_layer)
+            catalog_for(ctx, model, model_settings(model).paint_layer)
         except CatalogError as e:
             problem = f"⚠️ Nothing to paint with yet: {e}."
         return (*load(model_id, number), gallery, problem)
@@ -200,7 +200,7 @@ def build(ctx: AppContext):
                 gr.Info(NOTHING_PAINTED)
             return _view(ctx, state, image=False, views=views)
         try:
-            cat = catalog_for(model, layer)
+            cat = catalog_for(ctx, model, layer)
             edit = paint_edit(cat, layer, concept, fm, mode, n, RANKING)
         except (CatalogError, ValueError) as e:
             raise gr.Error(f"Cannot {mode} {concept!r}: {e}")

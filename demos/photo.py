@@ -228,7 +228,7 @@ def build(ctx: AppContext):
                 gr.Info(NOTHING_PAINTED)
             return _view(state, image=False, views=views)
         try:
-            cat = catalog_for(model, layer)
+            cat = catalog_for(ctx, model, layer)
             edit = paint_edit(cat, layer, concept, fm, mode, n)
         except (CatalogError, ValueError) as e:
             raise gr.Error(f"Cannot {mode} {concept!r}: {e}")

@@ -165,7 +165,7 @@ def build(ctx: AppContext):
     def _catalog(model):
         layer = model_settings(model).paint_layer
         try:
-            return catalog_for(model, layer), layer
+            return catalog_for(ctx, model, layer), layer
         except CatalogError as e:
             raise gr.Error(f"No watermark units: {e}")
 
@@ -177,7 +177,7 @@ def build(ctx: AppContext):
         try:
             model = ctx.model(model_id)
             layer = model_settings(model).paint_layer
-            cat = catalog_for(model, layer)
+            cat = catalog_for(ctx, model, layer)
             table, which = ranking_table(cat)
         except Exception as e:  # noqa: BLE001 - shown, not raised (also runs at page load)
             return pd.DataFrame([], columns=UNIT_HEADERS), f"No watermark units to show: {e}", gr.skip()
