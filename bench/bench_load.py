@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from bench import row
+from demos.settings import TORCH_THREADS
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 512                       # masks and mark editors are given at this size
@@ -65,7 +66,10 @@ def serve(port: int, source: str, max_size: int | None) -> None:
 
     from demos import build_app
     from demos.context import AppContext
-    from demos.settings import LAUNCH, QUEUE
+    from demos.settings import LAUNCH, QUEUE, TORCH_THREADS
+    if TORCH_THREADS:                 # as app.py does
+        import torch
+        torch.set_num_threads(TORCH_THREADS)
     # Gradio's own reachability check gives up after 3-s HEADs, which a busy machine misses;
     # the parent waits for the page itself
     gradio.networking.url_ok = lambda url: True
@@ -87,13 +91,16 @@ def serve(port: int, source: str, max_size: int | None) -> None:
 
 
 class Server:
-    """The app in a child process; ``ttl`` sets PWN_STATE_TTL (the tabs' gr.State lifetime)."""
+    """The app in a child process; ``ttl`` sets PWN_STATE_TTL (the tabs' gr.State lifetime),
+    ``threads`` PWN_TORCH_THREADS."""
 
     def __init__(self, source: str = "default", ttl: float | None = None,
-                 max_size: int | None = None, timeout: float = 600):
+                 max_size: int | None = None, timeout: float = 600, threads: int | None = None):
         env = dict(os.environ)
         if ttl is not None:
             env["PWN_STATE_TTL"] = str(ttl)
+        if threads is not None:
+            env["PWN_TORCH_THREADS"] = str(threads)
         cmd = [sys.executable, "-m", "bench.bench_load", "--serve", "--port", str(free_port()),
                "--source", source] + (["--max-size", str(max_size)] if max_size else [])
         t = time.perf_counter()
@@ -311,15 +318,22 @@ def open_sessions(c, model_id: str, concept: str, n: int, pay: Payloads, prefix:
     return time.perf_counter() - t
 
 
+def _photo(pay: Payloads) -> str:
+    """A 256 px synthetic photo (colour ramps) for the inversions of the class benchmark."""
+    photo = Path(pay.dir) / "photo.png"
+    if not photo.is_file():
+        yy, xx = np.mgrid[0:256, 0:256]
+        Image.fromarray(np.stack([xx, yy, (xx + yy) % 256], -1).astype(np.uint8)).save(photo)
+    return str(photo)
+
+
 def classroom(url: str, source: str, concepts: list[str], pay: Payloads, n: int,
               strokes: int = 5, pause: float = 0.0) -> dict:
     """``n`` clients painting at once (each its own image, then ``strokes`` strokes through
     ``/paint_stroke`` as the brush canvas sends them, ``pause`` seconds apart) while one more
     client runs a photo inversion, a long job in the shared "heavy" group: stroke latencies,
     errors, and how long the inversion took meanwhile."""
-    photo = Path(pay.dir) / "photo.png"
-    yy, xx = np.mgrid[0:256, 0:256]
-    Image.fromarray(np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)).save(photo)
+    photo = _photo(pay)
     clients = [client(url) for _ in range(n + 1)]
     start = threading.Barrier(n + 1)
     lat, errors, inversion = [], [], {}
@@ -345,7 +359,7 @@ def classroom(url: str, source: str, concepts: list[str], pay: Payloads, n: int,
         start.wait()
         t = time.perf_counter()
         try:
-            clients[n].predict(source, handle_file(str(photo)), api_name="/photo_invert")
+            clients[n].predict(source, handle_file(photo), api_name="/photo_invert")
         except Exception as e:  # noqa: BLE001
             errors.append(f"inversion {type(e).__name__}: {e}")
         inversion["s"] = time.perf_counter() - t
@@ -357,6 +371,29 @@ def classroom(url: str, source: str, concepts: list[str], pay: Payloads, n: int,
     for c in clients:
         c.close()
     return {"lat": lat, "errors": errors, "inversion_s": inversion.get("s", float("nan"))}
+
+
+def class_run(source: str, concepts: list[str], pay: Payloads, n: int, threads: int) -> dict:
+    """A fresh server with ``threads`` torch threads (0: torch's default): its CPU time per
+    stroke (one client, 30 strokes in a row), then the class twice: every client sending its
+    next stroke as soon as the last is answered, and at a human pace (1 s between strokes)."""
+    with Server(source, threads=threads) as srv:
+        c = client(srv.url)
+        c.predict(source, 3000, api_name="/paint_load")
+        masks = [pay.mask((y, y + 80, 100, 200)) for y in range(0, 420, 14)]
+        c.predict(masks[0], concepts[0], "Draw", 10, True, api_name="/paint_stroke")
+        cpu0 = cpu_s(srv.proc.pid)
+        for m in masks:
+            c.predict(m, concepts[0], "Draw", 10, True, api_name="/paint_stroke")
+        cpu_ms = 1000 * (cpu_s(srv.proc.pid) - cpu0) / len(masks)
+        from gradio_client import handle_file
+        t = time.perf_counter()
+        c.predict(source, handle_file(_photo(pay)), api_name="/photo_invert")
+        alone = time.perf_counter() - t
+        c.close()
+        return {"cpu_ms": round(cpu_ms, 1), "inversion_alone_s": alone,
+                "closed": classroom(srv.url, source, concepts, pay, n),
+                "paced": classroom(srv.url, source, concepts, pay, n, pause=1.0)}
 
 
 def _ms(xs, q):
@@ -377,11 +414,9 @@ def run(quick: bool = False, source: str = "default") -> list[dict]:
         full = fill_queue(clients[0], source, srv.queue["max_size"])
         for c in clients:
             c.close()
-        n_class = 6 if quick else 30
-        cpu0 = cpu_s(srv.proc.pid)
-        cls = classroom(srv.url, source, concepts, pay, n_class)
-        cls["server_ms"] = 1000 * (cpu_s(srv.proc.pid) - cpu0) / (len(cls["lat"]) + n_class + 1)
-        paced = classroom(srv.url, source, concepts, pay, n_class, pause=1.0)
+    n_class = 6 if quick else 30
+    classes = {threads: class_run(source, concepts, pay, n_class, threads)
+               for threads in dict.fromkeys((TORCH_THREADS, 0))}
     ok = sum(iso["same"])
     lengths = sorted({len(s) for s in scripts})
     rows += [
@@ -398,18 +433,29 @@ def run(quick: bool = False, source: str = "default") -> list[dict]:
         row("load", "full queue rejected", full["rejected"], "req",
             f"of {full['sent']} at once (max_size {srv.queue['max_size']}): "
             f"{full['message']!r}; the browser shows 'This application is currently busy'"),
-        row("load", "class: stroke p50 / p95", f"{_ms(cls['lat'], 0.5):.0f} / {_ms(cls['lat'], 0.95):.0f}",
-            "ms", f"{n_class} clients painting (/paint_stroke, each sends its next stroke as soon "
-            f"as the last is answered) while one more runs a photo inversion "
-            f"({cls['inversion_s']:.0f} s meanwhile); {len(cls['lat'])} strokes; server CPU "
-            f"{cls['server_ms']:.0f} ms per request (clients run on the same 2 cores)"),
-        row("load", "class at a human pace: stroke p50 / p95",
-            f"{_ms(paced['lat'], 0.5):.0f} / {_ms(paced['lat'], 0.95):.0f}", "ms",
-            f"the same, each client pausing 1 s after each answer (inversion: "
-            f"{paced['inversion_s']:.0f} s)"),
-        row("load", "class: errors", len(cls["errors"]) + len(paced["errors"]), "",
-            "; ".join(sorted(set(cls["errors"] + paced["errors"])))[:300] or "none"),
     ]
+    for threads, cls in classes.items():
+        setting = (f"PWN_TORCH_THREADS={threads}" + (" (the app's)" if threads == TORCH_THREADS else "")
+                   if threads else "torch's default threads (one per core)")
+        closed, paced = cls["closed"], cls["paced"]
+        rows += [
+            row("load", f"stroke server CPU, threads {threads or 'default'}", cls["cpu_ms"], "ms",
+                f"{setting}: the server's CPU time per /paint_stroke, one client, 30 in a row"),
+            row("load", f"photo inversion alone, threads {threads or 'default'}",
+                round(cls["inversion_alone_s"], 1), "s", f"{setting}: /photo_invert, nothing else running"),
+            row("load", f"class: stroke p50 / p95, threads {threads or 'default'}",
+                f"{_ms(closed['lat'], 0.5):.0f} / {_ms(closed['lat'], 0.95):.0f}", "ms",
+                f"{setting}: {n_class} clients painting (/paint_stroke, each sends its next "
+                f"stroke as soon as the last is answered) while one more runs a photo inversion "
+                f"({closed['inversion_s']:.0f} s meanwhile); {len(closed['lat'])} strokes"),
+            row("load", f"class at a human pace: stroke p50 / p95, threads {threads or 'default'}",
+                f"{_ms(paced['lat'], 0.5):.0f} / {_ms(paced['lat'], 0.95):.0f}", "ms",
+                f"{setting}: the same, each client pausing 1 s after each answer (inversion: "
+                f"{paced['inversion_s']:.0f} s)"),
+            row("load", f"class: errors, threads {threads or 'default'}",
+                len(closed["errors"]) + len(paced["errors"]), "",
+                "; ".join(sorted(set(closed["errors"] + paced["errors"])))[:300] or "none"),
+        ]
     # memory: a fresh server whose state TTL outlasts creating the sessions, then expires
     per_session = statistics.median(iso["paint_alone"]) * 2
     ttl = max(30.0, round(2 * per_session * n_sessions))

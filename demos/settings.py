@@ -18,5 +18,9 @@ STATE_TTL = float(os.environ.get("PWN_STATE_TTL", "1800"))
 # Gradio keeps a ~0.3 MB record per session (a copy of every component's config) even after its
 # gr.State expired, dropping the least recently used beyond this many (bench_load measures it).
 SESSION_CAPACITY = 1000
+# torch's threads per operation in the server (PWN_TORCH_THREADS; 0 = torch's default, one per
+# core). Requests already run side by side (the queue's concurrency), so more threads per
+# operation only make them compete for the same cores; bench/bench_load.py compares the two.
+TORCH_THREADS = int(os.environ.get("PWN_TORCH_THREADS", "1"))
 LAUNCH = {"max_file_size": MAX_FILE_SIZE, "theme": gr.themes.Soft(), "footer_links": ["api", "gradio"],
           "state_session_capacity": SESSION_CAPACITY}
