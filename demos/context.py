@@ -10,6 +10,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,18 +221,28 @@ def warn(message: str) -> str:
     return f"⚠️ {message}"
 
 
+_SERVER_PATH = re.compile(r"(?<![\w:/.~-])(?:/[^/\s'\"`:,;()]+){1,}/([^/\s'\"`:,;()]+)")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute server path shortened to its file name (engine messages
+    name the file they could not read; a visitor sees only which one)."""
+    return _SERVER_PATH.sub(r"\1", text)
+
+
 def error_text(e: BaseException) -> str:
     """A message for the user: a ``gr.Error``'s text, the plain message of the engine's errors
     (a KeyError's without quotes), else the type and message of an unexpected error, whose
-    traceback goes to the server log."""
+    traceback goes to the server log; server paths shortened to file names."""
     if isinstance(e, gr.Error):
-        return e.message
+        return without_paths(e.message)
     if isinstance(e, KeyError) and e.args:
-        return str(e.args[0])
+        return without_paths(str(e.args[0]))
     if isinstance(e, (ValueError, OSError)):
-        return str(e)
+        return without_paths(str(e))
     log.exception("unexpected error in a handler")
-    return f"Something went wrong ({type(e).__name__}: {e}). The server log has the details."
+    return without_paths(f"Something went wrong ({type(e).__name__}: {e}). The server log has "
+                         "the details.")
 
 
 def warn_on_error(n_outputs: int, status: int):

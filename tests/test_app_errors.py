@@ -32,3 +32,13 @@ def test_streaming_handlers_end_with_the_notice():
         out = list(stream())
     assert out[0] == ("working", 1) and out[1][0] == "⚠️ stopped"
     assert error_text(KeyError("plain")) == "plain"
+
+
+def test_messages_name_files_not_server_paths():
+    bad = ValueError("/tmp/pytest-of-root/x/tiny/catalog/layer4.json: not a dissection catalog")
+    assert error_text(bad) == "layer4.json: not a dissection catalog"
+    assert error_text(OSError("cannot read '/tmp/gradio/3f2a/broken.json'")) == "cannot read 'broken.json'"
+    assert error_text(gr.Error("no model at /srv/models/x")) == "no model at x"
+    # what is not a server path stays: URLs, Hub ids, layer/unit, fractions
+    for text in ("see https://huggingface.co/org/name", "org/name@main", "layer4/unit 5", "got 10/3"):
+        assert error_text(ValueError(text)) == text
