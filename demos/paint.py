@@ -82,13 +82,14 @@ def _info(model, state: dict, note: str = "") -> str:
     return text
 
 
-def _views(ctx: AppContext, state: dict):
+def _views(ctx: AppContext, state: dict, before: bool = True):
     """(before, after) PIL images of a session at the model's own size (scaled up crisply by
-    the browser)."""
+    the browser); ``before`` false: (None, after), one render less (a live stroke's canvas)."""
     mid, n = state["model_id"], state["image_number"]
-    before = _render(ctx, mid, n, EditStack())
-    after = _render(ctx, mid, n, state["stack"]) if state["stack"] else before
-    return core.images.to_pil(before), core.images.to_pil(after)
+    after = core.images.to_pil(_render(ctx, mid, n, state["stack"]))
+    if not before:
+        return None, after
+    return (core.images.to_pil(_render(ctx, mid, n, EditStack())) if state["stack"] else after), after
 
 
 def _view(ctx: AppContext, state: dict, note: str = "", image=True, views=True):
@@ -98,7 +99,7 @@ def _view(ctx: AppContext, state: dict, note: str = "", image=True, views=True):
     ``settled`` event (a live stroke)."""
     model = ctx.model(state["model_id"])
     if image or views:
-        b, a = _views(ctx, state)
+        b, a = _views(ctx, state, before=views)
     canvas = StrokeCanvas.show(a) if image else StrokeCanvas.ack()
     shown = ((b, a), a) if views else (gr.skip(), gr.skip())
     return (state["image_number"], canvas, *shown, _edit_rows(state["stack"]),

@@ -184,15 +184,17 @@ def build(ctx: AppContext):
             text += f"  \n{note}"
         return text
 
-    def _renders(state):
+    def _renders(state, before: bool = True):
         """(before, after) renders of the session's fitted photo, before and after its paint
-        edits, at the model's size."""
+        edits, at the model's size; ``before`` false: (None, after)."""
         model, renderer = _model(state["model_id"]).model, ctx.renderer(state["model_id"])
         inv = state["inv"]
-        before = inv.render(model, EditStack(state["stack"][:state["base"]]), renderer)[0].cpu()
-        after = inv.render(model, state["stack"], renderer)[0].cpu() if len(state["stack"]) > state["base"] \
-            else before
-        return before, after
+        after = inv.render(model, state["stack"], renderer)[0].cpu()
+        if not before:
+            return None, after
+        painted = len(state["stack"]) > state["base"]
+        return (inv.render(model, EditStack(state["stack"][:state["base"]]), renderer)[0].cpu()
+                if painted else after), after
 
     def _composites(state, before, after):
         """The photo / edited-photo pair and the edited photo: the original with only what the
@@ -205,9 +207,12 @@ def build(ctx: AppContext):
         """canvas, before/after, composite, info, state (``image`` false: the canvas keeps its
         image and only learns its strokes were taken; ``views`` false: the composites wait for
         the canvas's ``settled`` event)."""
-        before, after = _renders(state)
+        if views:
+            before, after = _renders(state)
+            shown = _composites(state, before, after)
+        else:                                   # a live stroke: the canvas needs only "after"
+            after, shown = _renders(state, before=False)[1], (gr.skip(), gr.skip())
         canvas = StrokeCanvas.show(after) if image else StrokeCanvas.ack()
-        shown = _composites(state, before, after) if views else (gr.skip(), gr.skip())
         return canvas, *shown, _info(state, note), state
 
     def settled(state):
