@@ -9,7 +9,7 @@ import os
 
 from demos import build_app
 from demos.context import AppContext
-from demos.settings import LAUNCH, QUEUE, TORCH_THREADS
+from demos.settings import LAUNCH, QUEUE, use_torch_threads
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -18,8 +18,6 @@ if __name__ == "__main__":
                         "background (default: $PWN_MODELS)")
     args = p.parse_args()
     preload = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    if TORCH_THREADS:
-        import torch
-        torch.set_num_threads(TORCH_THREADS)
+    use_torch_threads()
     demo = build_app(AppContext(preload=preload))
     demo.queue(**QUEUE).launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), **LAUNCH)

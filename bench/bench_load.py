@@ -66,10 +66,8 @@ def serve(port: int, source: str, max_size: int | None) -> None:
 
     from demos import build_app
     from demos.context import AppContext
-    from demos.settings import LAUNCH, QUEUE, TORCH_THREADS
-    if TORCH_THREADS:                 # as app.py does
-        import torch
-        torch.set_num_threads(TORCH_THREADS)
+    from demos.settings import LAUNCH, QUEUE, use_torch_threads
+    use_torch_threads()               # as app.py does
     # Gradio's own reachability check gives up after 3-s HEADs, which a busy machine misses;
     # the parent waits for the page itself
     gradio.networking.url_ok = lambda url: True

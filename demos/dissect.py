@@ -62,7 +62,8 @@ class CatalogCache:
     def __init__(self, ctx: AppContext):
         self._ctx = ctx
         self._lock = threading.Lock()
-        self._catalogs: dict = {}            # dissected here but not saved (no writable cache)
+        self._catalogs: dict = {}            # dissected here (in memory too: the cache folder
+                                             # may not be writable)
         self._tiles: dict = {}
 
     def catalog(self, model, layer):

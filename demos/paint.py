@@ -26,10 +26,10 @@ from core.settings import model_settings
 from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, RANKING, ConceptBrush,
                          brush_settings, catalog_for, concept_setup, stroke_cells)
 from demos.context import DISPLAY_SIZE, AppContext, display, pixelated
-from demos.stroke_canvas import StrokeCanvas
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 from demos.sharing import SharePanel
+from demos.stroke_canvas import StrokeCanvas
 
 SUGGESTIONS = list(range(12))         # image numbers shown as suggestions
 HEADERS = ["#", "layer", "concept", "mode", "units", "mask cells"]

@@ -207,11 +207,8 @@ def build(ctx: AppContext):
         """canvas, before/after, composite, info, state (``image`` false: the canvas keeps its
         image and only learns its strokes were taken; ``views`` false: the composites wait for
         the canvas's ``settled`` event)."""
-        if views:
-            before, after = _renders(state)
-            shown = _composites(state, before, after)
-        else:                                   # a live stroke: the canvas needs only "after"
-            after, shown = _renders(state, before=False)[1], (gr.skip(), gr.skip())
+        before, after = _renders(state, before=views)   # a live stroke needs only "after"
+        shown = _composites(state, before, after) if views else (gr.skip(), gr.skip())
         canvas = StrokeCanvas.show(after) if image else StrokeCanvas.ack()
         return canvas, *shown, _info(state, note), state
 

@@ -22,5 +22,14 @@ SESSION_CAPACITY = 1000
 # core). Requests already run side by side (the queue's concurrency), so more threads per
 # operation only make them compete for the same cores; bench/bench_load.py compares the two.
 TORCH_THREADS = int(os.environ.get("PWN_TORCH_THREADS", "1"))
+
+
+def use_torch_threads() -> None:
+    """Apply TORCH_THREADS to this process (the server's entry points call it; tests do not)."""
+    if TORCH_THREADS:
+        import torch
+        torch.set_num_threads(TORCH_THREADS)
+
+
 LAUNCH = {"max_file_size": MAX_FILE_SIZE, "theme": gr.themes.Soft(), "footer_links": ["api", "gradio"],
           "state_session_capacity": SESSION_CAPACITY}

@@ -254,7 +254,6 @@ class StrokeCanvas(gr.HTML):
         super().__init__(value=value, elem_id=elem_id, css_template=CSS, js_on_load=JS,
                          html_template=_template(size, display, brush, color, live, placeholder),
                          color=color, live=live, **kwargs)
-        self.size, self.display, self.brush, self.placeholder = size, display, brush, placeholder
         # real attributes: gr.HTML answers a name quoted in its JS (``watch('live')``) with an
         # event listener, which Gradio would then send back as the prop
         self.color, self.live = color, live
