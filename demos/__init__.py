@@ -16,7 +16,9 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     ``"model_id"`` component (the model picker sets it; the tab's ``.change`` handlers follow it)
     and, optionally: ``"on_model"``, ``[(fn, inputs, outputs), ...]`` run in order after the
     picker (or a link) changed the model; ``"load"``, steps run when a page opens (after a link's
-    view is restored); ``"link"``, {URL parameter: component} (demos/links.py)."""
+    view is restored); ``"link"``, {URL parameter: component} (demos/links.py); ``"preloaded"``,
+    True when the tab is built showing the default model's view (its ``"load"`` steps then run
+    only for a link that asks for another view)."""
     from demos import dissect, explore, links, models, paint, photo, rewrite, watermark
     from demos.cache import use_atomic_image_cache
     use_atomic_image_cache()       # a gallery file being served is never rewritten in place
@@ -32,7 +34,8 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
                                           ("Photo", "photo", photo), ("Rewrite", "rewrite", rewrite)):
                 with gr.Tab(label, id=tab_id) as objects[tab_id]:
                     specs[tab_id] = module.build(ctx)
-                    specs[tab_id]["loaded"] = gr.State(False)    # shown in this page already
+                    # shown in this page already
+                    specs[tab_id]["loaded"] = gr.State(specs[tab_id].get("preloaded", False))
         with top:
             current_model = gr.State(ctx.default_source)     # the model every tab shows
             picker = models.build(ctx, list(specs.values()), current_model)

@@ -305,33 +305,40 @@ class StopFlags:
 
 
 def chain(event, steps, model=None, gated: bool = False):
-    """Run ``steps`` (``(fn, inputs, outputs[, options])``, in order) after ``event``; returns the
-    last step's event (to chain more after it). With ``model`` (a ``gr.State`` the event set to
-    a model id), each step gets that id in place of its first input (by convention the tab's
-    model id component: one in a tab the page has not shown yet still holds the old id); with
-    ``gated``, a step runs only when that id is set (a model was just opened)."""
+    """Run ``steps`` (``(fn, inputs, outputs[, options])``, in order) after ``event`` (an event,
+    or a component: then after its change); returns the last step's event (to chain more after
+    it). With ``model`` (a ``gr.State`` the event set to a model id), each step gets that id in
+    place of its first input (by convention the tab's model id component: one in a tab the page
+    has not shown yet still holds the old id); with ``gated``, a step runs only when that id is
+    set (a model was just opened)."""
     for fn, inputs, outputs, *options in steps:
         kw = options[0] if options else {"api_visibility": "private"}
         if model is not None:
             inputs = [model, *inputs[1:]]
             if gated:
                 fn = _gated(fn, len(outputs))
-        event = event.then(fn, inputs, outputs, **kw)
+        event = _after(event)(fn, inputs, outputs, **kw)
     return event
+
+
+def _after(event):
+    """How to attach a step after ``event``: ``.then`` of an event, ``.change`` of a component."""
+    return event.then if hasattr(event, "then") else event.change
 
 
 def mark_loaded(event, model, loaded) -> None:
     """After ``event`` (a chain that showed a tab on the model in State ``model``, when set), set
     the tab's ``loaded`` State: its first select then has nothing left to load."""
-    event.then(lambda model_id, was: was or bool(model_id), [model, loaded], loaded,
-               api_visibility="private", show_progress="hidden")
+    _after(event)(lambda model_id, was: was or bool(model_id), [model, loaded], loaded,
+                  api_visibility="private", show_progress="hidden")
 
 
-def refresh_tabs(event, tab_specs, changed) -> None:
-    """After ``event`` set State ``changed`` to a newly opened model (None: none), run every
-    tab's ``"on_model"`` steps on it and mark the tab loaded."""
+def refresh_tabs(tab_specs, changed: gr.State) -> None:
+    """When State ``changed`` takes a new value (a model was just opened), run every tab's
+    ``"on_model"`` steps on it and mark the tab loaded. A page opening on the default model sets
+    nothing, so it runs none of these steps (each would be a round trip)."""
     for spec in tab_specs:
-        mark_loaded(chain(event, spec.get("on_model", []), model=changed, gated=True), changed,
+        mark_loaded(chain(changed, spec.get("on_model", []), model=changed, gated=True), changed,
                     spec["loaded"])
 
 

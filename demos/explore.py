@@ -14,6 +14,7 @@ from demos.context import AppContext, blend, colorize, display, warn_on_error
 from demos.settings import STATE_TTL
 
 MAX_GRID = 64
+START = "0-15"      # the grid a page opens on
 
 
 def _legend(concepts, palette) -> str:
@@ -32,8 +33,7 @@ def build(ctx: AppContext):
         except Exception as e:  # noqa: BLE001 - shown to the user
             raise gr.Error(f"Could not load model {model_id!r}: {e}")
 
-    @warn_on_error(3, status=2)
-    def show(model_id, spec):
+    def grid(model_id, spec):
         try:
             numbers = core.parse_image_numbers(spec, max_count=MAX_GRID)
         except ValueError as e:
@@ -41,8 +41,11 @@ def build(ctx: AppContext):
         if not numbers:
             raise gr.Error("Type some image numbers, e.g. 0-15 or 3,14,159.")
         images = get(model_id).model.render(numbers)
-        gallery = [(display(im, 128), f"#{n}") for im, n in zip(images, numbers)]
-        return gallery, numbers, ""
+        return [(display(im, 128), f"#{n}") for im, n in zip(images, numbers)], numbers
+
+    @warn_on_error(3, status=2)
+    def show(model_id, spec):
+        return *grid(model_id, spec), ""
 
     def random_numbers(model_id):
         start = random.randrange(0, 100_000)
@@ -69,14 +72,17 @@ def build(ctx: AppContext):
 
     with gr.Row():
         model_id = gr.Textbox(ctx.model_ids()[0], label="Model", visible=False)
-        spec = gr.Textbox("0-15", label="Image numbers (e.g. 0-15, 42, 100000-100007)", scale=3,
+        spec = gr.Textbox(START, label="Image numbers (e.g. 0-15, 42, 100000-100007)", scale=3,
                           elem_id="explore_numbers")
         show_btn = gr.Button("Show", variant="primary", scale=1, elem_id="explore_show")
-        random_btn = gr.Button("Random", scale=1)
+        random_btn = gr.Button("Random", scale=1, elem_id="explore_random")
     status = gr.Markdown(elem_id="explore_status")
-    numbers = gr.State([], time_to_live=STATE_TTL)
-    gallery = gr.Gallery(label="Samples (click one)", columns=8, height="auto", allow_preview=False,
-                         format="png", elem_id="explore_gallery")
+    # The page opens on the default model's grid, rendered here once: it is in the page itself, so
+    # no event has to run (nor a file be written) before a visitor sees samples.
+    start_grid, start_numbers = grid(ctx.default_source, START)
+    numbers = gr.State(start_numbers, time_to_live=STATE_TTL)
+    gallery = gr.Gallery(start_grid, label="Samples (click one)", columns=8, height="auto",
+                         allow_preview=False, format="png", elem_id="explore_gallery")
     caption = gr.Markdown()
     with gr.Row():
         big = gr.Image(label="Sample", format="png", interactive=False, buttons=["download"],
@@ -89,4 +95,5 @@ def build(ctx: AppContext):
     random_btn.click(random_numbers, [model_id], [spec, gallery, numbers, status], api_name="explore_random")
     gallery.select(select, [model_id, numbers], [big, seg, caption, legend, status], api_name="explore_select")
     shown = (show, [model_id, spec], [gallery, numbers, status])
-    return {"model_id": model_id, "load": [shown], "on_model": [shown], "link": {"images": spec}}
+    return {"model_id": model_id, "load": [shown], "on_model": [shown], "link": {"images": spec},
+            "preloaded": True}

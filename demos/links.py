@@ -150,18 +150,25 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
         if notes:
             gr.Warning("This link " + "; ".join(notes) + ".")
         return (*out, note, model_id if model_id != ctx.default_source else None, model_id,
-                *shown(tab, model_id))
+                *shown(tab, model_id, view))
 
     # per tab with "load" steps: the model it was asked to show (its change runs the steps)
     wanted = {tab_id: gr.State(None) for tab_id, spec in tab_specs.items() if spec.get("load")}
 
-    def shown(tab, model_id):
+    def shown(tab, model_id, params=()):
+        """``wanted``'s values: ``model_id`` for the tab the page opens on, unless the page was
+        built showing that view already (``"preloaded"``, the default model, no parameter of
+        that tab in the link)."""
+        spec = tab_specs[tab]
+        if (spec.get("preloaded") and model_id == ctx.default_source
+                and not set(params) & set(spec.get("link", {}))):
+            return [gr.skip()] * len(wanted)
         return [model_id if tab_id == tab else gr.skip() for tab_id in wanted]
 
     changed = gr.State(None)
-    opened = demo.load(restore, None, [tabs, current, picker, *model_ids, *params_of.values(), notice,
+    demo.load(restore, None, [tabs, current, picker, *model_ids, *params_of.values(), notice,
                                        changed, current_model, *wanted.values()], api_name="link_restore")
-    refresh_tabs(opened, tab_specs.values(), changed)     # a link's model: every tab refreshes
+    refresh_tabs(tab_specs.values(), changed)     # a link's model: every tab refreshes
     for tab_id in wanted:
         _load_when_shown(tab_specs[tab_id]["load"], tab_objects[tab_id], wanted[tab_id],
                          tab_specs[tab_id]["loaded"], current_model)

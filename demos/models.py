@@ -125,10 +125,9 @@ def build(ctx: AppContext, tab_specs: list, current_model: gr.State) -> gr.Dropd
         yield from load(source, Path(getattr(file, "name", None) or str(file)).name)
 
     outputs = [status, picker, *tab_model_ids, changed, current_model]
-    for event in (load_btn.click(load, [picker], outputs, api_name="model_load", concurrency_limit=2),
-                  upload.upload(open_upload, [upload], outputs, api_name="model_upload",
-                                concurrency_limit=2)):
-        refresh_tabs(event, tab_specs, changed)
+    load_btn.click(load, [picker], outputs, api_name="model_load", concurrency_limit=2)
+    upload.upload(open_upload, [upload], outputs, api_name="model_upload", concurrency_limit=2)
+    refresh_tabs(tab_specs, changed)
     return picker
 
 
