@@ -50,7 +50,9 @@ def test_explore_show_renders_requested_images(client, app_bundle):
     gallery, status = client.predict(str(app_bundle), "3-5", api_name="/explore_show")  # State is not returned
     assert [item["caption"] for item in gallery] == ["#3", "#4", "#5"] and status == ""
     first = np.asarray(Image.open(gallery[0]["image"]))
-    assert first.shape[0] >= 128
+    import core
+    size = core.load_model(app_bundle).resolution        # sent at the model's size: the browser scales
+    assert first.shape[:2] == (size, size)
 
 
 def test_explore_bad_numbers_are_a_clear_message_and_keep_the_gallery(client, app_bundle):
