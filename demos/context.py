@@ -406,6 +406,15 @@ def pixelated(*elem_ids: str) -> gr.HTML:
                    container=False, min_height=0)
 
 
+def fit_to_content(*elem_ids: str) -> gr.HTML:
+    """A style element: the galleries ``elem_ids`` (``height="auto"``) are as tall as their
+    images (Gradio 6.31 still gives such a gallery a 450 px minimum: a blank band below a short
+    grid)."""
+    selectors = ", ".join(f"#{e} .grid-wrap" for e in elem_ids)
+    return gr.HTML(f"<style>{selectors} {{ min-height: 0; height: auto; }}</style>", padding=False,
+                   container=False, min_height=0)
+
+
 def colorize(labels: torch.Tensor, palette) -> np.ndarray:
     """[H,W] concept indices -> HWC uint8 colours."""
     pal = np.asarray(palette, np.uint8)

@@ -13,7 +13,8 @@ import gradio as gr
 import numpy as np
 
 import core
-from demos.context import AppContext, blend, colorize, display, pixelated, warn_on_error
+from demos.context import (AppContext, blend, colorize, display, fit_to_content, pixelated,
+                           warn_on_error)
 from demos.settings import STATE_TTL
 
 MAX_GRID = 64
@@ -120,6 +121,7 @@ def build(ctx: AppContext):
     gallery = gr.Gallery(start_grid, label="Samples (click one)", columns=8, height="auto",
                          allow_preview=False, format="png", elem_id="explore_gallery")
     pixelated("explore_gallery")
+    fit_to_content("explore_gallery")
     caption = gr.Markdown()
     with gr.Row():
         big = gr.Image(label="Sample", format="png", interactive=False, buttons=["download"],

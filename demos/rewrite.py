@@ -23,7 +23,7 @@ import gradio as gr
 
 from core.settings import MAX_RANK, model_settings
 from demos.mask_editor import CheckedImageEditor, shown_editor
-from demos.context import DISPLAY_SIZE, AppContext
+from demos.context import DISPLAY_SIZE, AppContext, fit_to_content
 from demos.gpu import gpu
 from demos.rewrite_handlers import NO_PRESETS, STATS_SAMPLES, RewriteHandlers
 from demos.rewrite_session import NO_HISTORY, Session, preset_paths
@@ -72,6 +72,7 @@ def build(ctx: AppContext):
         with gr.Column(scale=3):
             gallery = gr.Gallery(label="Samples (click one to paint on it)", columns=4, height="auto",
                                  allow_preview=False, format="png", elem_id="rewrite_gallery")
+            fit_to_content("rewrite_gallery")
             with gr.Row():
                 search_spec = gr.Textbox("0-199", label="Search among", scale=2)
                 search_btn = gr.Button("Search", scale=1)

@@ -25,7 +25,8 @@ from core.paint import (CatalogError, feature_mask, remove_units_edit, specific_
 from core.settings import model_settings
 from demos.brush import catalog_for
 from demos.mask_editor import CheckedImageEditor, hidden_editor, shown_editor
-from demos.context import DISPLAY_SIZE, AppContext, display, painted_mask, warn, warn_on_error
+from demos.context import (DISPLAY_SIZE, AppContext, display, fit_to_content, painted_mask, warn,
+                           warn_on_error)
 from demos.gpu import gpu
 from demos.settings import HEAVY, STATE_TTL
 from demos.sharing import SharePanel
@@ -320,6 +321,7 @@ def build(ctx: AppContext):
     gallery = gr.Gallery(label=f"Watermarked samples among {SCAN}", columns=8, fit_columns=False,
                          height="auto", allow_preview=False, format="png", interactive=False,
                          elem_id="wm_gallery")
+    fit_to_content("wm_gallery")
     with gr.Row():
         with gr.Column(scale=2):
             units_md = gr.Markdown(elem_id="wm_units_note")
