@@ -317,29 +317,20 @@ def chain(event, steps, model=None, gated: bool = False):
             inputs = [model, *inputs[1:]]
             if gated:
                 fn = _gated(fn, len(outputs))
-        event = _after(event)(fn, inputs, outputs, **kw)
+        # after an event: its .then; after a component: its .change
+        event = (event.then if hasattr(event, "then") else event.change)(fn, inputs, outputs, **kw)
     return event
-
-
-def _after(event):
-    """How to attach a step after ``event``: ``.then`` of an event, ``.change`` of a component."""
-    return event.then if hasattr(event, "then") else event.change
-
-
-def mark_loaded(event, model, loaded) -> None:
-    """After ``event`` (a chain that showed a tab on the model in State ``model``, when set), set
-    the tab's ``loaded`` State: its first select then has nothing left to load."""
-    _after(event)(lambda model_id, was: was or bool(model_id), [model, loaded], loaded,
-                  api_visibility="private", show_progress="hidden")
 
 
 def refresh_tabs(tab_specs, changed: gr.State) -> None:
     """When State ``changed`` takes a new value (a model was just opened), run every tab's
-    ``"on_model"`` steps on it and mark the tab loaded. A page opening on the default model sets
+    ``"on_model"`` steps on it and mark every tab loaded. A page opening on the default model sets
     nothing, so it runs none of these steps (each would be a round trip)."""
     for spec in tab_specs:
-        mark_loaded(chain(changed, spec.get("on_model", []), model=changed, gated=True), changed,
-                    spec["loaded"])
+        chain(changed, spec.get("on_model", []), model=changed, gated=True)
+    loaded = [spec["loaded"] for spec in tab_specs]
+    changed.change(lambda model_id: [True] * len(loaded) if model_id else [gr.skip()] * len(loaded),
+                   changed, loaded, api_visibility="private", show_progress="hidden")
 
 
 def _gated(fn, n_outputs: int):

@@ -289,11 +289,11 @@ def build(ctx: AppContext):
                             **HEAVY)
     run.then(units_view, view_inputs, view_outputs, api_visibility="private")
     stop_btn.click(stops.stop, None, None, api_name="dissect_stop")
-    def linked_unit(model_id, layer, unit):
-        """A link's unit, once the layer's view is there (nothing when the link names none)."""
-        return (gr.skip(),) * 5 if unit is None else unit_details(model_id, layer, unit)
+    def opened(model_id, layer, concept, unit):
+        """The layer's view and a link's unit (nothing when the link names none), in one answer."""
+        return (*units_view(model_id, layer, concept),
+                *((gr.skip(),) * 5 if unit is None else unit_details(model_id, layer, unit)))
     return {"model_id": model_id, "link": {"layer": layer, "unit": unit_no},
-            "load": [(units_view, view_inputs, view_outputs),
-                     (linked_unit, [model_id, layer, unit_no], unit_outputs)],
+            "load": [(opened, [*view_inputs, unit_no], view_outputs + unit_outputs)],
             "on_model": [(model_changed, [model_id, layer], [layer, samples]),
                          (units_view, view_inputs, view_outputs)]}

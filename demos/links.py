@@ -93,18 +93,17 @@ COPY_JS = """(q) => {
 }"""
 
 
-def _load_when_shown(steps, tab, wanted, loaded, current_model) -> None:
+def _load_when_shown(steps, wanted, current_model) -> None:
     """Run a tab's ``steps`` (on ``current_model``) when ``wanted`` changes: ``restore`` sets it
     for the tab a page opens on, a first select of the tab for any other (unless the picker or a
-    link already showed it: ``loaded``). Tabs not shown cost nothing, not even a round trip. (An
-    API client, which opens no page, calls the steps' named endpoints on the default model.)"""
-    from demos.context import chain, mark_loaded
-    tab.select(lambda model, done: gr.skip() if done else model, [current_model, loaded], wanted,
-               api_visibility="private", show_progress="hidden")
+    link already showed it: the tab's ``loaded``). Tabs not shown cost nothing, not even a round
+    trip. (An API client, which opens no page, calls the steps' named endpoints on the default
+    model.)"""
+    from demos.context import chain
     (fn, inputs, outputs, *opts), rest = steps[0], steps[1:]
     first = wanted.change(fn, [current_model, *inputs[1:]], outputs,
                           **(opts[0] if opts else {"api_visibility": "private"}))
-    mark_loaded(chain(first, rest, model=current_model), current_model, loaded)
+    chain(first, rest, model=current_model)
 
 
 def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
@@ -121,8 +120,6 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
     model_ids = [spec["model_id"] for spec in tab_specs.values()]
     params_of = {key: comp for spec in tab_specs.values() for key, comp in spec.get("link", {}).items()}
     current = gr.State("explore")
-    for tab_id, tab in tab_objects.items():
-        tab.select(lambda t=tab_id: t, None, current, api_visibility="private", show_progress="hidden")
 
     def restore(request: gr.Request):
         params = {k: v for k, v in dict(getattr(request, "query_params", {}) or {}).items()
@@ -154,24 +151,33 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
 
     # per tab with "load" steps: the model it was asked to show (its change runs the steps)
     wanted = {tab_id: gr.State(None) for tab_id, spec in tab_specs.items() if spec.get("load")}
+    loaded = [tab_specs[tab_id]["loaded"] for tab_id in wanted]
 
     def shown(tab, model_id, params=()):
-        """``wanted``'s values: ``model_id`` for the tab the page opens on, unless the page was
-        built showing that view already (``"preloaded"``, the default model, no parameter of
-        that tab in the link)."""
+        """``wanted``'s and ``loaded``'s values: ``model_id`` and True for the tab the page opens
+        on, unless the page was built showing that view already (``"preloaded"``, the default
+        model, no parameter of that tab in the link)."""
         spec = tab_specs[tab]
-        if (spec.get("preloaded") and model_id == ctx.default_source
-                and not set(params) & set(spec.get("link", {}))):
-            return [gr.skip()] * len(wanted)
-        return [model_id if tab_id == tab else gr.skip() for tab_id in wanted]
+        if tab not in wanted or (spec.get("preloaded") and model_id == ctx.default_source
+                                 and not set(params) & set(spec.get("link", {}))):
+            return [gr.skip()] * 2 * len(wanted)
+        return ([model_id if tab_id == tab else gr.skip() for tab_id in wanted]
+                + [True if tab_id == tab else gr.skip() for tab_id in wanted])
 
     changed = gr.State(None)
     demo.load(restore, None, [tabs, current, picker, *model_ids, *params_of.values(), notice,
-                                       changed, current_model, *wanted.values()], api_name="link_restore")
+                              changed, current_model, *wanted.values(), *loaded], api_name="link_restore")
     refresh_tabs(tab_specs.values(), changed)     # a link's model: every tab refreshes
-    for tab_id in wanted:
-        _load_when_shown(tab_specs[tab_id]["load"], tab_objects[tab_id], wanted[tab_id],
-                         tab_specs[tab_id]["loaded"], current_model)
+    for tab_id, tab in tab_objects.items():
+        # one round trip per select: the tab it is (for the link), and its first view if not shown yet
+        if tab_id in wanted:
+            tab.select(lambda model, done, t=tab_id: (t, gr.skip(), gr.skip()) if done else (t, model, True),
+                       [current_model, tab_specs[tab_id]["loaded"]],
+                       [current, wanted[tab_id], tab_specs[tab_id]["loaded"]],
+                       api_visibility="private", show_progress="hidden")
+            _load_when_shown(tab_specs[tab_id]["load"], wanted[tab_id], current_model)
+        else:
+            tab.select(lambda t=tab_id: t, None, current, api_visibility="private", show_progress="hidden")
 
     with gr.Row():
         link_btn = gr.Button("🔗 Copy link to this view", size="sm", scale=1, elem_id="link_copy")
