@@ -13,7 +13,7 @@ import gradio as gr
 import numpy as np
 
 import core
-from demos.context import (AppContext, blend, colorize, display, fit_to_content, pixelated,
+from demos.context import (AppContext, blend, colorize, display, error_text, fit_to_content, pixelated,
                            warn_on_error)
 from demos.settings import STATE_TTL
 
@@ -61,13 +61,13 @@ def build(ctx: AppContext):
         try:
             return ctx.get(model_id)
         except Exception as e:  # noqa: BLE001 - shown to the user
-            raise gr.Error(f"Could not load model {model_id!r}: {e}")
+            raise gr.Error(f"Could not load model {model_id!r}: {error_text(e)}")
 
     def grid(model_id, spec):
         try:
             numbers = core.parse_image_numbers(spec, max_count=MAX_GRID)
         except ValueError as e:
-            raise gr.Error(f"Image numbers: {e}")
+            raise gr.Error(f"Image numbers: {error_text(e)}")
         if not numbers:
             raise gr.Error("Type some image numbers, e.g. 0-15 or 3,14,159.")
         images = get(model_id).model.render(numbers)

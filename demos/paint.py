@@ -25,7 +25,7 @@ from core.paint import CatalogError, paint_edit
 from core.settings import model_settings
 from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, RANKING, ConceptBrush,
                          brush_settings, catalog_for, concept_setup, stroke_cells)
-from demos.context import DISPLAY_SIZE, AppContext, display, pixelated
+from demos.context import DISPLAY_SIZE, AppContext, display, error_text, pixelated
 from demos.gpu import gpu
 from demos.settings import STATE_TTL
 from demos.sharing import SharePanel
@@ -137,7 +137,7 @@ def build(ctx: AppContext):
         try:
             ctx.model(model_id)
         except (core.BundleError, OSError) as e:
-            raise gr.Error(f"Cannot load model {model_id!r}: {e}")
+            raise gr.Error(f"Cannot load model {model_id!r}: {error_text(e)}")
         state = {"model_id": model_id, "image_number": n, "stack": EditStack()}
         return _view(ctx, state)
 
@@ -153,7 +153,7 @@ def build(ctx: AppContext):
         try:
             ctx.model(model_id)
         except Exception as e:  # noqa: BLE001 - shown, not raised, at page load
-            return [], f"The model is not available yet: {e}"
+            return [], f"The model is not available yet: {error_text(e)}"
         images = ctx.renderer(model_id).render_numbers(SUGGESTIONS)
         return [(display(im, 128), f"#{n}") for im, n in zip(images, SUGGESTIONS)], ""
 
@@ -165,7 +165,7 @@ def build(ctx: AppContext):
         try:
             catalog_for(ctx, model, model_settings(model).paint_layer)
         except CatalogError as e:
-            problem = f"⚠️ Nothing to paint with yet: {e}."
+            problem = f"⚠️ Nothing to paint with yet: {error_text(e)}."
         return (*load(model_id, number), gallery, problem)
 
     def switch_model(model_id, number):
@@ -204,7 +204,7 @@ def build(ctx: AppContext):
             cat = catalog_for(ctx, model, layer)
             edit = paint_edit(cat, layer, concept, fm, mode, n, RANKING)
         except (CatalogError, ValueError) as e:
-            raise gr.Error(f"Cannot {mode} {concept!r}: {e}")
+            raise gr.Error(f"Cannot {mode} {concept!r}: {error_text(e)}")
         if len(edit.units) < n:
             if not quiet:
                 gr.Info(f"{concept}: the catalog has only {len(edit.units)} unit(s); used them all.")

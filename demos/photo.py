@@ -40,7 +40,7 @@ from core.paint import CatalogError, paint_edit
 from core.photo import PhotoError, adapt, composite, crop_resize, invert, load_photo, open_photo
 from demos.brush import (DEFAULT_UNITS, MAX_UNITS, NOTHING_PAINTED, ConceptBrush, brush_settings,
                          catalog_for, concept_setup, stroke_cells)
-from demos.context import (DISPLAY_SIZE, AppContext, StopFlags, display,
+from demos.context import (DISPLAY_SIZE, AppContext, StopFlags, display, error_text,
                            warn_on_error)
 from demos.gpu import gpu
 from demos.settings import HEAVY, STATE_TTL
@@ -118,7 +118,7 @@ def build(ctx: AppContext):
         try:
             return ctx.get(model_id or ids[0])
         except (core.BundleError, OSError) as e:
-            raise gr.Error(f"Cannot load model {model_id!r}: {e}")
+            raise gr.Error(f"Cannot load model {model_id!r}: {error_text(e)}")
 
     @warn_on_error(8, status=2)
     def run_invert(model_id, upload, state, request: gr.Request, progress=gr.Progress()):
@@ -132,7 +132,7 @@ def build(ctx: AppContext):
             img = open_photo(upload)
             x = load_photo(img, model.resolution)
         except PhotoError as e:
-            raise gr.Error(f"Cannot use this photo: {e}", title="Photo not usable")
+            raise gr.Error(f"Cannot use this photo: {error_text(e)}", title="Photo not usable")
         big = np.asarray(crop_resize(img, DISPLAY_SIZE))
         shown = Image.fromarray(big)
         skip = (gr.skip(),) * 5                 # canvas, compare, result, info, state
@@ -233,7 +233,7 @@ def build(ctx: AppContext):
             cat = catalog_for(ctx, model, layer)
             edit = paint_edit(cat, layer, concept, fm, mode, n)
         except (CatalogError, ValueError) as e:
-            raise gr.Error(f"Cannot {mode} {concept!r}: {e}")
+            raise gr.Error(f"Cannot {mode} {concept!r}: {error_text(e)}")
         note = f"{concept}: only {len(edit.units)} unit(s) in the catalog" if len(edit.units) < n else ""
         return _view({**state, "stack": state["stack"].push(edit)}, note, views=views)
 
