@@ -414,23 +414,3 @@ def colorize(labels: torch.Tensor, palette) -> np.ndarray:
 
 def blend(image_u8: np.ndarray, overlay_u8: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     return (image_u8 * (1 - alpha) + overlay_u8 * alpha).astype(np.uint8)
-
-
-def painted_mask(editor_value) -> np.ndarray | None:
-    """The pixels painted in an ImageEditor value, all its layers together (alpha > 0 for RGBA,
-    any channel for RGB, > 0 for grey), HxW bool; without layers, where the composite differs
-    from the background. None when nothing is painted."""
-    ev = editor_value if isinstance(editor_value, dict) else {}
-    mask = None
-    for layer in ev.get("layers") or []:
-        if layer is None:
-            continue
-        arr = np.asarray(layer)
-        m = arr[..., 3] > 0 if arr.ndim == 3 and arr.shape[-1] == 4 else (
-            arr.any(-1) if arr.ndim == 3 else arr > 0)
-        mask = m if mask is None or mask.shape != m.shape else mask | m
-    if mask is None and ev.get("composite") is not None and ev.get("background") is not None:
-        comp, bg = np.asarray(ev["composite"]), np.asarray(ev["background"])
-        if comp.shape[:2] == bg.shape[:2] and comp.ndim == bg.ndim == 3:
-            mask = (comp[..., :3].astype(int) != bg[..., :3].astype(int)).any(-1)
-    return mask if mask is not None and bool(mask.any()) else None

@@ -1,7 +1,7 @@
 """Rewrite tab: change a rule of the model (Bau et al. 2020) by copy, paste and context.
 
 Workflow (the original rewriting app's, see ``core.rewrite``): show samples by image number, pick
-one, paint a region in the editor; **Add to context** (the tray; click a thumbnail to remove it),
+one, paint a region on its canvas; **Add to context** (the tray; click a thumbnail to remove it),
 **Search** / **Show context matches** rank and highlight images by the context's key direction;
 **Copy** the painted region of one image, **Paste** it into another (painted mask, or click on the
 paste preview to move it); **Execute change** fits the layer's weight (a rank-``rank`` update along
@@ -22,13 +22,14 @@ from __future__ import annotations
 import gradio as gr
 
 from core.settings import MAX_RANK, model_settings
-from demos.mask_editor import CheckedImageEditor, shown_editor
+from demos.brush import BRUSH_WIDTH, MASK_SIZE
 from demos.context import DISPLAY_SIZE, AppContext, fit_to_content
 from demos.gpu import gpu
 from demos.rewrite_handlers import NO_PRESETS, STATS_SAMPLES, RewriteHandlers
 from demos.rewrite_session import NO_HISTORY, Session, preset_paths
 from demos.settings import HEAVY, STATE_TTL
 from demos.sharing import SharePanel
+from demos.stroke_canvas import StrokeCanvas
 
 HISTORY_HEADERS = ["#", "layer", "rank", "seconds", "label"]
 
@@ -79,11 +80,9 @@ def build(ctx: AppContext):
                 matches_btn = gr.Button("Show context matches", scale=1)
         with gr.Column(scale=2):
             caption = gr.Markdown("Click an image in the gallery.", elem_id="rewrite_caption")
-            editor = CheckedImageEditor(type="numpy", image_mode="RGBA", format="png", sources=(),
-                                    transforms=(), layers=False, label="Paint a region",
-                                    brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", color_mode="fixed", default_size=24),
-                                    eraser=gr.Eraser(default_size=24), canvas_size=(DISPLAY_SIZE, DISPLAY_SIZE),
-                                    elem_id="rewrite_editor")
+            canvas = StrokeCanvas(size=MASK_SIZE, display=DISPLAY_SIZE, brush=BRUSH_WIDTH, color="#ffffff",
+                                  live=False, placeholder="Click a sample in the gallery to paint on it.",
+                                  elem_id="rewrite_canvas")
             with gr.Row():
                 context_btn = gr.Button("Add to context", elem_id="rewrite_add_context")
                 clear_btn = gr.Button("Clear context", elem_id="rewrite_clear")
@@ -117,18 +116,18 @@ def build(ctx: AppContext):
     # ---------------------------------------------------------------- events
     show_btn.click(h.show, [model_id, spec, st], [gallery, st, status], api_name="rewrite_show")
     spec.submit(h.show, [model_id, spec, st], [gallery, st, status], api_visibility="private")
-    gallery.select(h.select, [model_id, st], [editor, caption, st], api_visibility="private").then(
-        h.show_selected, [model_id, st], [editor, caption, st], api_visibility="private").then(
-        shown_editor, None, [editor], api_visibility="private", show_progress="hidden")
+    gallery.select(h.select, [model_id, st], [canvas, caption, st], api_visibility="private")
     image_no = gr.Number(visible=False)
-    image_no.change(h.open_image, [model_id, st, image_no], [editor, caption, st], api_name="rewrite_open")
-    context_btn.click(h.add_context, [model_id, editor, st], [tray, st, status], api_name="rewrite_add_context")
+    image_no.change(h.open_image, [model_id, st, image_no], [canvas, caption, st], api_name="rewrite_open")
+    context_btn.click(h.add_context, [model_id, canvas, st], [tray, st, status, canvas],
+                      api_name="rewrite_add_context")
     tray.select(h.remove_context, [model_id, st], [tray, st, status], api_visibility="private")
     clear_btn.click(h.clear_context, [model_id, st], [tray, st, status], api_name="rewrite_clear_context")
     search_btn.click(h.search, [model_id, layer, search_spec, st], [gallery, st, status], api_name="rewrite_search")
     matches_btn.click(h.show_matches, [model_id, layer, st], [gallery, st, status], api_name="rewrite_matches")
-    copy_btn.click(h.copy, [model_id, layer, editor, st], [copied, pasted, st, status], api_name="rewrite_copy")
-    paste_btn.click(h.paste, [model_id, layer, editor, st], [pasted, st, status], api_name="rewrite_paste")
+    copy_btn.click(h.copy, [model_id, layer, canvas, st], [copied, pasted, st, status, canvas],
+                   api_name="rewrite_copy")
+    paste_btn.click(h.paste, [model_id, layer, canvas, st], [pasted, st, status, canvas], api_name="rewrite_paste")
     paste_at_btn.click(h.paste_at, [model_id, layer, st, px, py], [pasted, st, status], api_name="rewrite_paste_at")
     pasted.select(h.paste_click, [model_id, layer, st], [pasted, st, status], api_visibility="private")
     runs = [

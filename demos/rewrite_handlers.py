@@ -23,11 +23,11 @@ from core import rules
 from core.eval.rewrite import measure_edits, region_concept
 from core.generators.base import LayerError
 from core.settings import MAX_RANK, model_settings
-from demos.mask_editor import hidden_editor
 from demos.context import (DISPLAY_SIZE, AppContext, display, error_text, mapped, stoppable, warn,
                            warn_on_error)
-from demos.rewrite_session import (STEPS, Session, box, editor_mask, measured_note, preset_note,
-                                   preset_paths, shade, to_float, to_u8)
+from demos.rewrite_session import (STEPS, Session, box, measured_note, preset_note, preset_paths, shade,
+                                   stroke_mask, to_float, to_u8)
+from demos.stroke_canvas import StrokeCanvas
 
 MAX_GALLERY = 32
 TOP_RESULTS = 12
@@ -112,7 +112,7 @@ class RewriteHandlers:
         return [(shade(self.render(st, [n])[0], m, TRAY_SIZE, inside=(255, 255, 255)), f"#{n}")
                 for n, m in st.context]
 
-    # ------------------------------------------------------------ gallery and editor
+    # ------------------------------------------------------------ gallery and canvas
     @warn_on_error(3, status=2)
     def show(self, model_id, spec, st):
         st = Session.of(st, model_id)
@@ -124,17 +124,11 @@ class RewriteHandlers:
 
     @warn_on_error(3, status=1)
     def select(self, model_id, st, evt: gr.SelectData):
-        """A gallery click, step 1: remember the image and hide the editor (``hidden_editor``
-        says why)."""
+        """A gallery click: that image onto the canvas."""
         st = Session.of(st, model_id)
         if evt.index is None or not 0 <= evt.index < len(st.numbers):
             raise gr.Error("Pick an image from the gallery.")
-        st.current = st.numbers[evt.index]
-        return hidden_editor(), f"Opening image **#{st.current}**…", st
-
-    def show_selected(self, model_id, st):
-        """A gallery click, step 2: the chosen image into the (hidden) editor."""
-        return self.open_image(model_id, st, st.current if isinstance(st, Session) else None)
+        return self.open_image(model_id, st, st.numbers[evt.index])
 
     @warn_on_error(3, status=1)
     def open_image(self, model_id, st, n):
@@ -144,26 +138,26 @@ class RewriteHandlers:
         except (TypeError, ValueError) as e:
             raise gr.Error(f"Image number: {e}")
         st.current = n
-        im = np.asarray(display(self.render(st, [n])[0], DISPLAY_SIZE).convert("RGBA"))
-        return {"background": im, "layers": [], "composite": im}, f"Image **#{n}**: paint a region.", st
+        return StrokeCanvas.show(self.render(st, [n])[0]), f"Image **#{n}**: paint a region.", st
 
-    def painted(self, model_id, ev, st, what):
-        """(session copy, model, the editor's painted uint8 mask); raises on an empty mask."""
+    def painted(self, model_id, strokes, st, what):
+        """(session copy, model, the canvas's strokes as a uint8 mask); raises on an empty mask."""
         st = Session.of(st, model_id)
         if st.current is None:
             raise gr.Error("Pick an image from the gallery first, then paint on it.")
         model = self.model(model_id)
-        mask = editor_mask(ev, model.resolution)
+        mask = stroke_mask(strokes, model.resolution)
         if not mask.any():
             raise gr.Error(f"Empty {what} mask: paint a region on the image first.")
         return st, model, mask
 
     # ------------------------------------------------------------ context and search
-    @warn_on_error(3, status=2)
-    def add_context(self, model_id, ev, st):
-        st, _, mask = self.painted(model_id, ev, st, "context")
+    # add_context, copy and paste take the canvas's strokes (and clear them: StrokeCanvas.ack)
+    @warn_on_error(4, status=2)
+    def add_context(self, model_id, strokes, st):
+        st, _, mask = self.painted(model_id, strokes, st, "context")
         st.context = st.context + [(st.current, mask)]
-        return self.tray_of(st), st, f"Context: {len(st.context)} region(s)."
+        return self.tray_of(st), st, f"Context: {len(st.context)} region(s).", StrokeCanvas.ack()
 
     @warn_on_error(3, status=2)
     def remove_context(self, model_id, st, evt: gr.SelectData):
@@ -224,9 +218,9 @@ class RewriteHandlers:
         return gallery, st, "Highlighted: pixels above the 0.999 quantile of the context match."
 
     # ------------------------------------------------------------ copy and paste
-    @warn_on_error(4, status=3)
-    def copy(self, model_id, layer, ev, st):
-        st, model, mask = self.painted(model_id, ev, st, "copy")
+    @warn_on_error(5, status=3)
+    def copy(self, model_id, layer, strokes, st):
+        st, model, mask = self.painted(model_id, strokes, st, "copy")
         self.check_layer(model, layer)
         try:
             rw.copy_value(model, layer, st.current, to_float(mask), self.weight_deltas(st, model))
@@ -235,7 +229,8 @@ class RewriteHandlers:
         st.copy, st.paste = (st.current, mask), None
         st.erase = False            # a copy starts a copy-paste request
         im = self.render(st, [st.current])[0]
-        return shade(im, mask, GALLERY_SIZE), None, st, f"Copied a region of image #{st.current}."
+        return (shade(im, mask, GALLERY_SIZE), None, st, f"Copied a region of image #{st.current}.",
+                StrokeCanvas.ack())
 
     def paste_preview(self, layer, st: Session, n, mask):
         """Image ``n`` with the copied value pasted at ``mask``'s centre, its region boxed."""
@@ -254,12 +249,12 @@ class RewriteHandlers:
         pic = np.asarray(display(core.images.to_uint8(image), DISPLAY_SIZE).convert("RGB"))
         return box(pic, region.cpu().numpy())
 
-    @warn_on_error(3, status=2)
-    def paste(self, model_id, layer, ev, st):
-        st, _, mask = self.painted(model_id, ev, st, "paste")
+    @warn_on_error(4, status=2)
+    def paste(self, model_id, layer, strokes, st):
+        st, _, mask = self.painted(model_id, strokes, st, "paste")
         pic = self.paste_preview(layer, st, st.current, mask)
         st.paste = (st.current, mask)
-        return pic, st, f"Pasted into image #{st.current}: press 'Execute change'."
+        return pic, st, f"Pasted into image #{st.current}: press 'Execute change'.", StrokeCanvas.ack()
 
     @warn_on_error(3, status=2)
     def paste_at(self, model_id, layer, st, x, y):

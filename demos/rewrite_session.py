@@ -11,7 +11,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gradio as gr
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from core import rules
 from core.edits import EditStack
 from core.known import rule_files
 from core.settings import model_settings
-from demos.context import display, painted_mask
+from demos.context import display
 
 # what Execute needs, and how a user provides it
 STEPS = {"context": "paint where the rule applies and press 'Add to context'",
@@ -131,15 +130,12 @@ def to_u8(mask) -> np.ndarray:
     return np.round(np.clip(np.asarray(mask, np.float32), 0, 1) * 255).astype(np.uint8)
 
 
-def editor_mask(ev, res: int) -> np.ndarray:
-    """The painted region of an ImageEditor value (``painted_mask``) as uint8 coverage
-    [res, res] (area-downscaled)."""
-    if not isinstance(ev, dict) or ev.get("background") is None:
-        raise gr.Error("Pick an image from the gallery first, then paint on it.")
-    alpha = painted_mask(ev)
-    if alpha is None:
-        alpha = np.zeros(np.asarray(ev["background"]).shape[:2], bool)
-    cover = F.interpolate(torch.from_numpy(alpha.astype(np.float32))[None, None], size=(res, res),
+def stroke_mask(mask, res: int) -> np.ndarray:
+    """The brush canvas's strokes (HxW bool, or None for none) as uint8 coverage [res, res]
+    (area-downscaled)."""
+    if mask is None:
+        return np.zeros((res, res), np.uint8)
+    cover = F.interpolate(torch.from_numpy(np.asarray(mask, np.float32))[None, None], size=(res, res),
                           mode="area")[0, 0].numpy()
     return to_u8(cover)
 

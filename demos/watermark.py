@@ -23,13 +23,12 @@ from core.images import make_grid, outline
 from core.paint import (CatalogError, feature_mask, remove_units_edit, specific_score, units_for,
                         watermark_rate)
 from core.settings import model_settings
-from demos.brush import catalog_for
-from demos.mask_editor import CheckedImageEditor, hidden_editor, shown_editor
-from demos.context import (DISPLAY_SIZE, AppContext, display, fit_to_content, painted_mask, warn,
-                           warn_on_error)
+from demos.brush import BRUSH_WIDTH, MASK_SIZE, catalog_for
+from demos.context import DISPLAY_SIZE, AppContext, display, fit_to_content, warn, warn_on_error
 from demos.gpu import gpu
 from demos.settings import HEAVY, STATE_TTL
 from demos.sharing import SharePanel
+from demos.stroke_canvas import StrokeCanvas
 
 CONCEPT = "watermark"
 SCAN = "0-399"                  # image numbers searched for watermarked samples
@@ -280,16 +279,15 @@ def build(ctx: AppContext):
             if not marked.any():
                 gr.Info(f"The segmenter finds no watermark on image #{k}; 'Find watermarked "
                         "samples' lists images that have one.")
-        return {"background": img, "layers": [], "composite": img}
+        return StrokeCanvas.show(img)
 
     @warn_on_error(5, status=1)
-    def pick_units(model_id, number, editor_value):
+    def pick_units(model_id, number, mask):
+        """``mask``: the canvas's strokes (HxW bool, or None); they stay on the canvas."""
         model = ctx.model(model_id)
-        if editor_value is None or editor_value.get("background") is None:
-            raise gr.Error("Load a sample to mark first.")
-        mask = painted_mask(editor_value)
         if mask is None:
-            gr.Info("Nothing marked yet: brush over the watermark, then press the button.")
+            gr.Info("Nothing marked yet: load a sample, brush over the watermark, then press the "
+                    "button.")
             return (gr.skip(),) * 5
         cat, layer = _catalog(model)
         try:
@@ -351,11 +349,10 @@ def build(ctx: AppContext):
             mark_load = gr.Button("Load sample", elem_id="wm_mark_load")
             mark_pick = gr.Button("Find units in the marked region", variant="primary",
                                   elem_id="wm_mark_pick")
-        mark_editor = CheckedImageEditor(
-            type="numpy", image_mode="RGBA", format="png", sources=(), transforms=(), layers=False,
-            brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=16),
-            eraser=gr.Eraser(default_size=16), canvas_size=(DISPLAY_SIZE, DISPLAY_SIZE),
-            label="Mark the watermark (its pixels are outlined)", elem_id="wm_mark_editor")
+        mark_canvas = StrokeCanvas(size=MASK_SIZE, display=DISPLAY_SIZE, brush=BRUSH_WIDTH,
+                                   color="#ff00ff", live=False,
+                                   placeholder="Load a sample: its watermark pixels come outlined.",
+                                   elem_id="wm_mark_canvas")
     picked = gr.State([], time_to_live=STATE_TTL)
     removed = gr.State(None, time_to_live=STATE_TTL)
     SharePanel("watermark", edited, [removed])
@@ -371,13 +368,9 @@ def build(ctx: AppContext):
     remove_btn.click(heavy(remove), [model_id, n_units, source, picked, show_outline],
                      [compare, rate_before, rate_after, result_md, removed], api_name="watermark_remove",
                      **HEAVY)
-    # the editor is hidden and shown again with the sample (mask_editor.hidden_editor says why)
-    mark_load.click(hidden_editor, None, [mark_editor], api_visibility="private",
-                    show_progress="hidden").then(
-        load_sample, [model_id, mark_number, show_outline], [mark_editor],
-        api_name="watermark_mark_load").then(shown_editor, None, [mark_editor], api_visibility="private",
-                                             show_progress="hidden")
-    mark_pick.click(pick_units, [model_id, mark_number, mark_editor],
+    mark_load.click(load_sample, [model_id, mark_number, show_outline], [mark_canvas],
+                    api_name="watermark_mark_load")
+    mark_pick.click(pick_units, [model_id, mark_number, mark_canvas],
                     [units_df, units_md, picked, source, n_units],
                     api_name="watermark_mark_pick")
     units = (units_table, [model_id], [units_df, units_md, n_units])

@@ -195,37 +195,32 @@ def test_clients_are_isolated(app, rule_file):
     _warned(b.predict(api_name="/rewrite_undo"), 2, "[Nn]othing to undo")
 
 
-def _editor_value(tmp_path, top, left, size=96):
-    """An ImageEditor value through the API: a background and one layer painted in a square."""
-    from gradio_client import handle_file
-    bg, layer = tmp_path / "bg.png", tmp_path / f"layer_{top}_{left}.png"
-    Image.new("RGB", (256, 256), (90, 120, 200)).save(bg)
-    a = np.zeros((256, 256, 4), np.uint8)
-    a[top:top + size, left:left + size] = 255
-    Image.fromarray(a, "RGBA").save(layer)
-    return {"background": handle_file(str(bg)), "layers": [handle_file(str(layer))], "composite": None}
+def _strokes(top, left, size=96):
+    """The canvas's strokes through the API: a square painted on a 256 px mask."""
+    from demos.stroke_canvas import mask_url
+    m = np.zeros((256, 256), bool)
+    m[top:top + size, left:left + size] = True
+    return mask_url(m)
 
 
-def test_context_copy_paste_flow_through_the_api(app, tmp_path):
+def test_context_copy_paste_flow_through_the_api(app):
     c = _client(app)
     _show(c)
-    editor, caption = c.predict(n=1, api_name="/rewrite_open")
-    assert "1" in caption
-    tray, status = c.predict(ev=_editor_value(tmp_path, 32, 32), api_name="/rewrite_add_context")
-    assert len(tray) == 1 and "1 region" in status
-    # a text file sent as a layer is refused in plain words (was Gradio's "upstream exception")
-    from gradio_client import handle_file
+    canvas, caption = c.predict(n=1, api_name="/rewrite_open")
+    assert "1" in caption and canvas["image"].startswith("data:image/png;base64,")
+    tray, status, canvas = c.predict(strokes=_strokes(32, 32), api_name="/rewrite_add_context")
+    assert len(tray) == 1 and "1 region" in status and set(canvas) == {"epoch"}   # strokes taken
+    # an empty mask, or something that is not a mask, is refused in plain words
+    _warned(c.predict(strokes="", api_name="/rewrite_add_context"), 1, "Empty context mask")
     from gradio_client.exceptions import AppError
-    (tmp_path / "words.png").write_text("not an image")
-    bad = {**_editor_value(tmp_path, 32, 32), "layers": [handle_file(str(tmp_path / "words.png"))]}
-    with pytest.raises(AppError, match="not a readable image"):
-        c.predict(ev=bad, api_name="/rewrite_add_context")
+    with pytest.raises(AppError, match="not a stroke mask"):
+        c.predict(strokes="data:image/png;base64,bm90IGFuIGltYWdl", api_name="/rewrite_add_context")
     gallery, status = c.predict(api_name="/rewrite_matches")
     assert len(gallery) == 4 and "Highlighted" in status
-    copied, pasted, status = c.predict(ev=_editor_value(tmp_path, 64, 64), api_name="/rewrite_copy")
+    copied, pasted, status, _ = c.predict(strokes=_strokes(64, 64), api_name="/rewrite_copy")
     assert copied is not None and "Copied" in status
     c.predict(n=2, api_name="/rewrite_open")
-    pasted, status = c.predict(ev=_editor_value(tmp_path, 128, 96), api_name="/rewrite_paste")
+    pasted, status, _ = c.predict(strokes=_strokes(128, 96), api_name="/rewrite_paste")
     assert pasted is not None and "Pasted into image #2" in status
     pasted, status = c.predict(x=4, y=5, api_name="/rewrite_paste_at")
     assert "at (4, 5)" in status

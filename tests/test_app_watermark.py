@@ -182,15 +182,22 @@ def test_rate_matches_core(app_bundle, segmenter):
     assert rate(ctx.get().memo, model, ctx.renderer(), seg, wm, stack, (6, 5)) == pytest.approx(expected)
 
 
-def test_marked_region_units(app, app_bundle, segmenter, tmp_path):
-    from gradio_client import handle_file
+def _canvas_img(value) -> np.ndarray:
+    """The image a canvas answer shows (a PNG data URL)."""
+    import base64
+    import io
+    data = base64.b64decode(value["image"].split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int16)
+
+
+def test_marked_region_units(app, app_bundle, segmenter):
     from gradio_client.exceptions import AppError
+    from demos.stroke_canvas import mask_url
     mid = str(app_bundle)
     c = _client(app)
     compare, before, after, text = c.predict(mid, 3, "marked region", api_name="/watermark_remove")
     assert "No marked units yet" in text and compare == {"__type__": "update"}
-    editor = c.predict(mid, 7, False, api_name="/watermark_mark_load")
-    bg = _img(editor["background"])
+    bg = _canvas_img(c.predict(mid, 7, False, api_name="/watermark_mark_load"))
     assert bg.shape == (512, 512, 3)
     # with outlines on, the sample's watermark pixels are outlined: there is something to mark
     import core
@@ -199,21 +206,14 @@ def test_marked_region_units(app, app_bundle, segmenter, tmp_path):
     image = core.load_model(app_bundle).render([7])
     marked = segmenter.segment(image)[0].numpy() == CONCEPTS.index("watermark")
     assert marked.any()
-    outlined = _img(c.predict(mid, 7, True, api_name="/watermark_mark_load")["background"])
+    outlined = _canvas_img(c.predict(mid, 7, True, api_name="/watermark_mark_load"))
     expected = np.asarray(outline(Image.fromarray(bg.astype(np.uint8)), marked, OUTLINE)).astype(np.int16)
     assert np.array_equal(outlined, expected) and not np.array_equal(outlined, bg)
-    layer = np.zeros((512, 512, 4), np.uint8)
-    layer[448:, 448:] = (255, 0, 255, 255)                  # bottom-right corner
-    Image.fromarray(layer).save(tmp_path / "mark.png")
-    Image.fromarray(bg.astype(np.uint8)).save(tmp_path / "bg.png")
-    payload = {"background": handle_file(str(tmp_path / "bg.png")),
-               "layers": [handle_file(str(tmp_path / "mark.png"))],
-               "composite": handle_file(str(tmp_path / "bg.png")), "id": None}
-    (tmp_path / "words.png").write_text("not an image")
-    with pytest.raises(AppError, match="not a readable image"):
-        c.predict(mid, 7, {**payload, "layers": [handle_file(str(tmp_path / "words.png"))]},
-                  api_name="/watermark_mark_pick")
-    table, note, source, n_units = c.predict(mid, 7, payload, api_name="/watermark_mark_pick")
+    strokes = np.zeros((256, 256), bool)
+    strokes[224:, 224:] = True                  # bottom-right corner
+    with pytest.raises(AppError, match="not a stroke mask"):
+        c.predict(mid, 7, "data:image/png;base64,bm90IGFuIGltYWdl", api_name="/watermark_mark_pick")
+    table, note, source, n_units = c.predict(mid, 7, mask_url(strokes), api_name="/watermark_mark_pick")
     units = [r[1] for r in _rows(table)]
     assert sorted(units) == list(range(8)) and source == "marked region" and "#7" in note
     assert n_units["maximum"] == 8

@@ -202,8 +202,8 @@ def test_rewrite_preset_and_toggle_original(page):
 
 
 def test_rewrite_manual_context_copy_paste_execute(page):
-    """The manual rewrite as a user does it, switching samples right after painting (the editor
-    used to hang blank there and lose the next strokes)."""
+    """The manual rewrite as a user does it, switching samples right after painting (Gradio's
+    ImageEditor, used here before the brush canvas, hung blank there and lost the next strokes)."""
     _tab(page, "Rewrite")
     page.wait_for_selector("#rewrite_gallery img")
     status = page.locator("#rewrite_status")
@@ -212,22 +212,22 @@ def test_rewrite_manual_context_copy_paste_execute(page):
     def open_sample(k: int):
         page.locator("#rewrite_gallery img").nth(k).click()
         sync_api.expect(caption).to_contain_text(f"#{k}: paint a region", timeout=60_000)
-        page.locator("#rewrite_editor canvas").first.wait_for()
+        page.locator("#rewrite_canvas img.sc-bg").wait_for()
 
     page.locator("#rewrite_clear").click()      # the preset before left its context
     sync_api.expect(status).to_contain_text("Context cleared", timeout=60_000)
     open_sample(0)
-    stroke(page, "#rewrite_editor")
+    stroke(page, "#rewrite_canvas")
     open_sample(1)                              # straight after a stroke
-    stroke(page, "#rewrite_editor")
+    stroke(page, "#rewrite_canvas")
     page.locator("#rewrite_add_context").click()
     sync_api.expect(status).to_contain_text("Context: 1 region", timeout=60_000)
     open_sample(2)
-    stroke(page, "#rewrite_editor", 0.2)
+    stroke(page, "#rewrite_canvas", 0.2)
     page.locator("#rewrite_copy").click()
     sync_api.expect(status).to_contain_text("Copied a region of image #2", timeout=60_000)
     open_sample(3)
-    stroke(page, "#rewrite_editor")
+    stroke(page, "#rewrite_canvas")
     page.locator("#rewrite_paste").click()
     sync_api.expect(status).to_contain_text("Pasted into image #3", timeout=60_000)
     page.locator("#rewrite_execute").click()
@@ -244,9 +244,8 @@ def test_watermark_marking(page):
     if not number.input_value():                 # the search fills it with a watermarked sample
         number.fill("0")
     page.locator("#wm_mark_load").click()
-    page.locator("#wm_mark_editor canvas").first.wait_for()
-    page.wait_for_timeout(2000)
-    stroke(page, "#wm_mark_editor", 0.45)
+    page.locator("#wm_mark_canvas img.sc-bg").wait_for()
+    stroke(page, "#wm_mark_canvas", 0.45)
     page.locator("#wm_mark_pick").click()
     sync_api.expect(page.locator("#wm_units_note")).to_contain_text("Units most active in the region",
                                                                     timeout=60_000)
