@@ -15,9 +15,10 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     """The app. Each tab module's ``build(ctx)`` lays out its tab and returns a dict: its hidden
     ``"model_id"`` component (the model picker sets it; the tab's ``.change`` handlers follow it)
     and, optionally: ``"on_model"``, ``[(fn, inputs, outputs), ...]`` run in order after the
-    picker (or a link) changed the model; ``"load"``, steps run when a page opens (after a link's
-    view is restored); ``"link"``, {URL parameter: component} (demos/links.py); ``"preloaded"``,
-    True when the tab is built showing the default model's view (its ``"load"`` steps then run
+    picker (or a link) changed the model; ``"load"``, one ``(fn, inputs, outputs[, options])``
+    step run when the tab is first shown (for the tab a page opens on, by the event that restores
+    a link's view); ``"link"``, {URL parameter: component} (demos/links.py); ``"preloaded"``,
+    True when the tab is built showing the default model's view (its ``"load"`` step then runs
     only for a link that asks for another view)."""
     from demos import dissect, explore, links, models, paint, photo, rewrite, watermark
     from demos.cache import use_atomic_image_cache

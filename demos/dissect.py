@@ -290,10 +290,12 @@ def build(ctx: AppContext):
     run.then(units_view, view_inputs, view_outputs, api_visibility="private")
     stop_btn.click(stops.stop, None, None, api_name="dissect_stop")
     def opened(model_id, layer, concept, unit):
-        """The layer's view and a link's unit (nothing when the link names none), in one answer."""
-        return (*units_view(model_id, layer, concept),
-                *((gr.skip(),) * 5 if unit is None else unit_details(model_id, layer, unit)))
+        """A link's unit (when it names one), then the layer's view, in one event: the unit's
+        top images are fetched before the layer's ~40 unit tiles, not among them."""
+        if unit is not None:
+            yield (gr.skip(),) * len(view_outputs) + tuple(unit_details(model_id, layer, unit))
+        yield (*units_view(model_id, layer, concept), *(gr.skip(),) * len(unit_outputs))
     return {"model_id": model_id, "link": {"layer": layer, "unit": unit_no},
-            "load": [(opened, [*view_inputs, unit_no], view_outputs + unit_outputs)],
+            "load": (opened, [*view_inputs, unit_no], view_outputs + unit_outputs),
             "on_model": [(model_changed, [model_id, layer], [layer, samples]),
                          (units_view, view_inputs, view_outputs)]}

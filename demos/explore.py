@@ -134,5 +134,5 @@ def build(ctx: AppContext):
     random_btn.click(random_numbers, [model_id], [spec, gallery, numbers, status], api_name="explore_random")
     gallery.select(select, [model_id, numbers], [big, seg, caption, legend, status], api_name="explore_select")
     shown = (show, [model_id, spec], [gallery, numbers, status])
-    return {"model_id": model_id, "load": [shown], "on_model": [shown], "link": {"images": spec},
+    return {"model_id": model_id, "load": shown, "on_model": [shown], "link": {"images": spec},
             "preloaded": True}

@@ -10,6 +10,7 @@ keeps its default for it.
 """
 from __future__ import annotations
 
+import inspect
 import urllib.parse
 from pathlib import Path
 
@@ -93,17 +94,18 @@ COPY_JS = """(q) => {
 }"""
 
 
-def _load_when_shown(steps, wanted, current_model) -> None:
-    """Run a tab's ``steps`` (on ``current_model``) when ``wanted`` changes: ``restore`` sets it
-    for the tab a page opens on, a first select of the tab for any other (unless the picker or a
-    link already showed it: the tab's ``loaded``). Tabs not shown cost nothing, not even a round
-    trip. (An API client, which opens no page, calls the steps' named endpoints on the default
-    model.)"""
-    from demos.context import chain
-    (fn, inputs, outputs, *opts), rest = steps[0], steps[1:]
-    first = wanted.change(fn, [current_model, *inputs[1:]], outputs,
-                          **(opts[0] if opts else {"api_visibility": "private"}))
-    chain(first, rest, model=current_model)
+def _load_when_shown(step, wanted, current_model) -> None:
+    """Run a tab's ``"load"`` ``step`` (on ``current_model``) when ``wanted`` changes: a first
+    select of the tab sets it (unless the picker or a link already showed the tab: its
+    ``loaded``). Tabs not shown cost nothing, not even a round trip. (An API client, which opens
+    no page, calls the step's named endpoint on the default model.)"""
+    fn, inputs, outputs, *opts = step
+    wanted.change(fn, [current_model, *inputs[1:]], outputs,
+                  **(opts[0] if opts else {"api_visibility": "private"}))
+
+
+def _unique(components) -> list:
+    return list({id(c): c for c in components}.values())
 
 
 def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
@@ -112,21 +114,36 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
     called). ``tab_objects``: tab id -> its ``gr.Tab``; ``tab_specs``: tab id -> the dict its
     ``build`` returned; ``current_model``: the model every tab shows (the picker sets it too).
 
-    A tab's ``"load"`` steps run when it is first shown: at page open for the tab the page opens
-    on, and for each other tab when it is first selected. A page then renders one tab's images,
-    not six tabs' at once, so the view a link names (or Explore's grid) comes first."""
+    A tab's ``"load"`` step runs when it is first shown: at page open for the tab the page opens
+    on (inside the restoring event itself), and for each other tab when it is first selected. A
+    page then renders one tab's images, not six tabs' at once, so the view a link names (or
+    Explore's grid) comes first."""
     from demos.context import error_text, refresh_tabs
     from demos.rewrite_session import preset_paths
     model_ids = [spec["model_id"] for spec in tab_specs.values()]
     params_of = {key: comp for spec in tab_specs.values() for key, comp in spec.get("link", {}).items()}
     current = gr.State("explore")
 
-    def restore(request: gr.Request):
+    # per tab with a "load" step: the model it was asked to show (its change runs the step)
+    wanted = {tab_id: gr.State(None) for tab_id, spec in tab_specs.items() if spec.get("load")}
+    loaded = [tab_specs[tab_id]["loaded"] for tab_id in wanted]
+    changed = gr.State(None)
+    outputs = [tabs, current, picker, *model_ids, *params_of.values(), notice, changed, current_model,
+               *wanted.values(), *loaded]
+    # restore runs the load step of the tab a page opens on itself, in the same event (a round
+    # trip less than setting its ``wanted``): it takes the steps' inputs and gives their outputs
+    steps = {tab_id: tab_specs[tab_id]["load"] for tab_id in wanted}
+    inputs = _unique(c for _, ins, *_ in steps.values() for c in ins[1:])
+    outputs += [c for c in _unique(c for _, _, outs, *_ in steps.values() for c in outs)
+                if all(c is not o for o in outputs)]
+
+    def restore(request: gr.Request, *values):
         params = {k: v for k, v in dict(getattr(request, "query_params", {}) or {}).items()
                   if k not in ("__theme", "view")}
-        skip = (gr.skip(),) * (3 + len(model_ids) + len(params_of))
+        skip = [gr.skip()] * len(outputs)
         if not params:
-            return (*skip, gr.skip(), None, ctx.default_source, *shown("explore", ctx.default_source))
+            yield place(skip, {changed: None, current_model: ctx.default_source})
+            return
         notes, model_id = [], ctx.default_source
         if "model" in params:
             try:
@@ -140,33 +157,39 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
                               list(preset_paths(model)))
         notes += dropped
         tab = view.get("tab", "explore")
-        out = [gr.Tabs(selected=tab), tab, gr.update(value=model_id) if model_id != ctx.default_source
-               else gr.skip(), *[model_id] * len(model_ids)]
-        out += [view[key] if key in view else gr.skip() for key in params_of]
         note = ("⚠️ This link " + "; ".join(notes) + ".") if notes else ""
         if notes:
             gr.Warning("This link " + "; ".join(notes) + ".")
-        return (*out, note, model_id if model_id != ctx.default_source else None, model_id,
-                *shown(tab, model_id, view))
-
-    # per tab with "load" steps: the model it was asked to show (its change runs the steps)
-    wanted = {tab_id: gr.State(None) for tab_id, spec in tab_specs.items() if spec.get("load")}
-    loaded = [tab_specs[tab_id]["loaded"] for tab_id in wanted]
-
-    def shown(tab, model_id, params=()):
-        """``wanted``'s and ``loaded``'s values: ``model_id`` and True for the tab the page opens
-        on, unless the page was built showing that view already (``"preloaded"``, the default
-        model, no parameter of that tab in the link)."""
+        restored = {tabs: gr.Tabs(selected=tab), current: tab, notice: note,
+                    changed: model_id if model_id != ctx.default_source else None,
+                    current_model: model_id, **{c: model_id for c in model_ids},
+                    **{params_of[k]: view[k] for k in params_of if k in view}}
+        if model_id != ctx.default_source:
+            restored[picker] = gr.update(value=model_id)
         spec = tab_specs[tab]
-        if tab not in wanted or (spec.get("preloaded") and model_id == ctx.default_source
-                                 and not set(params) & set(spec.get("link", {}))):
-            return [gr.skip()] * 2 * len(wanted)
-        return ([model_id if tab_id == tab else gr.skip() for tab_id in wanted]
-                + [True if tab_id == tab else gr.skip() for tab_id in wanted])
+        if tab not in steps or (spec.get("preloaded") and model_id == ctx.default_source
+                                and not set(view) & set(spec.get("link", {}))):
+            yield place(skip, restored)         # the page shows this view already
+            return
+        restored[spec["loaded"]] = True
+        yield place(skip, restored)
+        # the tab's first view: its load step, on the link's values where it names them
+        fn, ins, outs, *_ = steps[tab]
+        given = dict(zip(map(id, inputs), values))
+        linked = {id(params_of[k]): view[k] for k in params_of if k in view}
+        args = [model_id] + [linked.get(id(c), given[id(c)]) for c in ins[1:]]
+        results = fn(*args)
+        for result in (results if inspect.isgenerator(results) else [results]):
+            yield place(skip, dict(zip(outs, result if len(outs) > 1 else [result])))
 
-    changed = gr.State(None)
-    demo.load(restore, None, [tabs, current, picker, *model_ids, *params_of.values(), notice,
-                              changed, current_model, *wanted.values(), *loaded], api_name="link_restore")
+    def place(skip, values: dict) -> tuple:
+        """``outputs``' values: ``values`` (component -> value) where given, else skip."""
+        out = list(skip)
+        for comp, value in values.items():
+            out[next(i for i, o in enumerate(outputs) if o is comp)] = value
+        return tuple(out)
+
+    demo.load(restore, inputs, outputs, api_name="link_restore")
     refresh_tabs(tab_specs.values(), changed)     # a link's model: every tab refreshes
     for tab_id, tab in tab_objects.items():
         # one round trip per select: the tab it is (for the link), and its first view if not shown yet
@@ -175,7 +198,7 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
                        [current_model, tab_specs[tab_id]["loaded"]],
                        [current, wanted[tab_id], tab_specs[tab_id]["loaded"]],
                        api_visibility="private", show_progress="hidden")
-            _load_when_shown(tab_specs[tab_id]["load"], wanted[tab_id], current_model)
+            _load_when_shown(steps[tab_id], wanted[tab_id], current_model)
         else:
             tab.select(lambda t=tab_id: t, None, current, api_visibility="private", show_progress="hidden")
 

@@ -322,8 +322,8 @@ def build(ctx: AppContext):
     undo_btn.click(heavy(undo), [state], outs, api_name="paint_undo")
     reset_btn.click(heavy(reset), [state], outs, api_name="paint_reset")
     return {"outputs": outs, "model_id": model_id, "link": {"image": number},
-            "load": [(init, [model_id, number], outs + [gallery, problem],
-                      {"api_name": "paint_init", "show_progress": "hidden"})],
+            "load": (init, [model_id, number], outs + [gallery, problem],
+                     {"api_name": "paint_init", "show_progress": "hidden"}),
             "on_model": [(switch_model, [model_id, number],
                           outs + [gallery, problem, brush.concept, brush.css, brush.current]),
                          (lambda _model, concept: brush.retint(concept), [model_id, brush.concept],

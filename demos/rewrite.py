@@ -148,7 +148,7 @@ def build(ctx: AppContext):
     download_btn.click(h.download, [model_id, layer, rank, st], [rule_out, status],
                        api_name="rewrite_rule_download")
     layer.change(h.stats_info, [model_id, layer], stats_md, api_name="rewrite_stats_info")
-    return {"model_id": model_id, "load": [(h.show, [model_id, spec, st], [gallery, st, status])],
+    return {"model_id": model_id, "load": (h.show, [model_id, spec, st], [gallery, st, status]),
             "on_model": [(h.model_changed, [model_id], [layer, rank, presets, preset_btn, status]),
                          (h.show, [model_id, spec, st], [gallery, st, status])],
             "link": {"preset": presets}}

@@ -375,4 +375,4 @@ def build(ctx: AppContext):
                     api_name="watermark_mark_pick")
     units = (units_table, [model_id], [units_df, units_md, n_units])
     return {"model_id": model_id, "on_model": [units],
-            "load": [(*units, {"api_name": "watermark_init", "show_progress": "hidden"})]}
+            "load": (*units, {"api_name": "watermark_init", "show_progress": "hidden"})}
