@@ -157,19 +157,19 @@ def _picker_css(elem_id: str, colors: list[str]) -> str:
 
 
 class ConceptBrush:
-    """The picker (``concept``), the canvas (``canvas``, a ``StrokeCanvas``) and the concept the
-    canvas's waiting strokes were drawn with (``current``, a ``gr.State``). Build it inside a
-    Blocks layout."""
+    """The picker (``concept``), the canvas (``canvas``, a ``StrokeCanvas`` with ``value``, e.g.
+    ``StrokeCanvas.show(image)``) and the concept the canvas's waiting strokes were drawn with
+    (``current``, a ``gr.State``). Build it inside a Blocks layout."""
 
     def __init__(self, concepts: list[str], colors: list[str], elem_id: str, live: bool = True,
-                 size: int = MASK_SIZE):
+                 size: int = MASK_SIZE, value=""):
         if len(colors) != len(concepts) or not concepts:
             raise ValueError("one brush colour per concept, and at least one concept")
         self.colors = dict(zip(concepts, colors))
         self.concept = gr.Radio(concepts, value=concepts[0], label="Concept to paint",
                                 info="The brush draws in the concept's colour.",
                                 elem_id=f"{elem_id}_concept")
-        self.canvas = StrokeCanvas(size=size, display=DISPLAY_SIZE, brush=BRUSH_WIDTH,
+        self.canvas = StrokeCanvas(value, size=size, display=DISPLAY_SIZE, brush=BRUSH_WIDTH,
                                    color=colors[0], live=live, elem_id=f"{elem_id}_canvas")
         # after the canvas: the style element's empty block then sits below it, not above
         self.elem_id = elem_id

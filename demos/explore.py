@@ -116,7 +116,10 @@ def build(ctx: AppContext):
     status = gr.Markdown(elem_id="explore_status")
     # The page opens on the default model's grid, rendered here once: it is in the page itself, so
     # no event has to run (nor a file be written) before a visitor sees samples.
-    start_grid, start_numbers = grid(ctx.default_source, START)
+    try:
+        start_grid, start_numbers = grid(ctx.default_source, START)
+    except Exception:  # noqa: BLE001 - the app still builds; the tab's "load" step says why
+        start_grid, start_numbers = None, []
     numbers = gr.State(start_numbers, time_to_live=STATE_TTL)
     gallery = gr.Gallery(start_grid, label="Samples (click one)", columns=8, height="auto",
                          allow_preview=False, format="png", elem_id="explore_gallery")
@@ -135,4 +138,4 @@ def build(ctx: AppContext):
     gallery.select(select, [model_id, numbers], [big, seg, caption, legend, status], api_name="explore_select")
     shown = (show, [model_id, spec], [gallery, numbers, status])
     return {"model_id": model_id, "load": shown, "on_model": [shown], "link": {"images": spec},
-            "preloaded": True}
+            "preloaded": bool(start_numbers)}

@@ -257,6 +257,16 @@ def build(ctx: AppContext):
         model, state = _session(state)
         return model, state["stack"], [state["image_number"]], "painted"
 
+    # The tab opens on the default model's first suggestion, rendered here once (as Explore's
+    # grid): a first visit of the tab then needs no event. Not when the model cannot paint yet.
+    try:
+        first = init(ids[0], SUGGESTIONS[0])
+    except Exception:  # noqa: BLE001 - the app still builds; the tab's "load" step says why
+        first = None
+    preloaded = first is not None and not first[-1]
+    blank = (SUGGESTIONS[0], "", None, None, pd.DataFrame([], columns=HEADERS), "", None, None, "")
+    n0, canvas0, compare0, result0, rows0, info0, state0, gallery0, _ = first if preloaded else blank
+
     # ---------------------------------------------------------------- layout
     gr.Markdown(
         "Paint with neurons: pick a concept above the image, brush over the image, and the "
@@ -265,16 +275,16 @@ def build(ctx: AppContext):
         + (f"  \n{note}" if note else ""), elem_id="paint_intro")
     with gr.Row():
         model_id = gr.Textbox(ids[0], label="Model", visible=False)
-        number = gr.Number(value=SUGGESTIONS[0], label="Image number", precision=0, minimum=0,
+        number = gr.Number(value=n0, label="Image number", precision=0, minimum=0,
                            scale=2, elem_id="paint_number")
         load_btn = gr.Button("Load", variant="primary", scale=1, elem_id="paint_load")
         random_btn = gr.Button("Random", scale=1, elem_id="paint_random")
-    gallery = gr.Gallery(label="Suggestions (click one)", columns=12, rows=1, height=140,
+    gallery = gr.Gallery(gallery0, label="Suggestions (click one)", columns=12, rows=1, height=140,
                          allow_preview=False, format="png", elem_id="paint_suggestions")
     problem = gr.Markdown(elem_id="paint_problem")
     with gr.Row():
         with gr.Column(scale=3):
-            brush = ConceptBrush(concepts, colors, "paint")
+            brush = ConceptBrush(concepts, colors, "paint", value=canvas0)
             canvas = brush.canvas
         with gr.Column(scale=2):
             mode = gr.Radio(["Draw", "Remove"], value="Draw", label="Mode", elem_id="paint_mode")
@@ -285,17 +295,17 @@ def build(ctx: AppContext):
             with gr.Row():
                 undo_btn = gr.Button("Undo", elem_id="paint_undo")
                 reset_btn = gr.Button("Reset", elem_id="paint_reset")
-            info = gr.Markdown(elem_id="paint_info")
+            info = gr.Markdown(info0, elem_id="paint_info")
     with gr.Row():
-        compare = gr.ImageSlider(label="Before / after", format="png", type="pil",
+        compare = gr.ImageSlider(compare0, label="Before / after", format="png", type="pil",
                                  elem_id="paint_compare")
-        result = gr.Image(label="Result (PNG)", format="png", type="pil", interactive=False,
+        result = gr.Image(result0, label="Result (PNG)", format="png", type="pil", interactive=False,
                           buttons=["download"], height=DISPLAY_SIZE * 3 // 4, elem_id="paint_result")
     pixelated("paint_compare", "paint_result")
-    table = gr.Dataframe(value=pd.DataFrame([], columns=HEADERS), headers=HEADERS,
+    table = gr.Dataframe(value=rows0, headers=HEADERS,
                          label="Edits (most recent last)", interactive=False,
                          elem_id="paint_edits")
-    state = gr.State(None, time_to_live=STATE_TTL)
+    state = gr.State(state0, time_to_live=STATE_TTL)
     SharePanel("paint", edited, [state])
 
     outs = [number, canvas, compare, result, table, info, state]
@@ -323,7 +333,7 @@ def build(ctx: AppContext):
     reset_btn.click(heavy(reset), [state], outs, api_name="paint_reset")
     return {"outputs": outs, "model_id": model_id, "link": {"image": number},
             "load": (init, [model_id, number], outs + [gallery, problem],
-                     {"api_name": "paint_init", "show_progress": "hidden"}),
+                     {"api_name": "paint_init", "show_progress": "hidden"}), "preloaded": preloaded,
             "on_model": [(switch_model, [model_id, number],
                           outs + [gallery, problem, brush.concept, brush.css, brush.current]),
                          (lambda _model, concept: brush.retint(concept), [model_id, brush.concept],

@@ -196,13 +196,14 @@ def test_live_stroke_endpoint_applies(client, app_bundle):
 
 
 
-def test_a_stroke_without_an_image_is_answered(app):
-    """The canvas waits for each stroke's answer: a stroke that cannot be applied is answered
-    too (nothing else changes)."""
+def test_a_fresh_session_paints_on_the_image_the_tab_opens_on(app):
+    """The tab is built showing its first suggestion (no event needed to show it): a stroke from
+    a fresh session lands on that image."""
+    from demos.paint import SUGGESTIONS
     out = _client(app).predict(_mask((0, 30, 0, 30)), "tree", "Draw", 3, True,
                                api_name="/paint_stroke")
-    assert out[1]["epoch"] > 0 and "image" not in out[1]
-    assert all(o == {"__type__": "update"} for i, o in enumerate(out) if i != 1)   # unchanged
+    assert out[0] == SUGGESTIONS[0] and out[1]["image"].startswith("data:image/png")
+    assert [r[2:4] for r in _rows(out[4])] == [["tree", "draw"]]
 
 
 def test_concept_switch_applies_waiting_strokes_with_their_concept(client, app_bundle):
@@ -294,10 +295,6 @@ def test_strength_out_of_range_is_refused_clearly(client, app_bundle):
 def test_errors_are_clear(app, app_bundle):
     from gradio_client.exceptions import AppError
     fresh = _client(app)
-    with pytest.raises(AppError, match="No image yet"):
-        fresh.predict(_mask((0, 64, 0, 64)), "tree", "Draw", 10, api_name="/paint_apply")
-    with pytest.raises(AppError, match="No image yet"):
-        fresh.predict(api_name="/paint_undo")
     with pytest.raises(AppError, match="Image numbers go from 0"):
         fresh.predict(str(app_bundle), 10**8, api_name="/paint_load")
 
