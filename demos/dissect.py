@@ -235,16 +235,23 @@ def build(ctx: AppContext):
         yield (f"Dissected `{layer}` over {samples} images; the catalog (marked computed here) is "
                f"{where} and used in place of the missing one.")
 
+    # The tab opens on the default layer's units, rendered here once (as Explore's grid): a first
+    # visit of the tab then needs no event.
+    first = ctx.model_ids()[0]
+    try:
+        tiles0, shown0, summary0, concept0, exact0 = units_view(first, default_layer(first), "all")
+    except Exception:  # noqa: BLE001 - the app still builds; the tab's "load" step says why
+        tiles0, shown0, summary0, concept0, exact0 = None, [], "", {"choices": ["all"], "value": "all"}, ""
     with gr.Row():
-        model_id = gr.Textbox(ctx.model_ids()[0], label="Model", visible=False)
-        layer = gr.Dropdown(layer_choices(ctx.model_ids()[0]), value=default_layer(ctx.model_ids()[0]),
+        model_id = gr.Textbox(first, label="Model", visible=False)
+        layer = gr.Dropdown(layer_choices(first), value=default_layer(first),
                             label="Layer", scale=2, elem_id="dissect_layer")
-        concept = gr.Dropdown(["all"], value="all", label="Concept filter", scale=2)
-    summary = gr.Markdown()
+        concept = gr.Dropdown(concept0["choices"], value=concept0["value"], label="Concept filter", scale=2)
+    summary = gr.Markdown(summary0)
     with gr.Accordion("The exact labelling rule", open=False):
-        exact = gr.Markdown()
-    shown = gr.State([], time_to_live=STATE_TTL)
-    gallery = gr.Gallery(label="Units sorted by IoU (click one)", columns=8, fit_columns=False,
+        exact = gr.Markdown(exact0)
+    shown = gr.State(shown0, time_to_live=STATE_TTL)
+    gallery = gr.Gallery(tiles0, label="Units sorted by IoU (click one)", columns=8, fit_columns=False,
                          height=420, allow_preview=False, format="png", elem_id="dissect_gallery")
     with gr.Row():
         with gr.Column(scale=3):
@@ -295,7 +302,7 @@ def build(ctx: AppContext):
         if unit is not None:
             yield (gr.skip(),) * len(view_outputs) + tuple(unit_details(model_id, layer, unit))
         yield (*units_view(model_id, layer, concept), *(gr.skip(),) * len(unit_outputs))
-    return {"model_id": model_id, "link": {"layer": layer, "unit": unit_no},
+    return {"model_id": model_id, "link": {"layer": layer, "unit": unit_no}, "preloaded": bool(shown0),
             "load": (opened, [*view_inputs, unit_no], view_outputs + unit_outputs),
             "on_model": [(model_changed, [model_id, layer], [layer, samples]),
                          (units_view, view_inputs, view_outputs)]}
