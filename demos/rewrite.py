@@ -32,6 +32,7 @@ from demos.sharing import SharePanel
 from demos.stroke_canvas import StrokeCanvas
 
 HISTORY_HEADERS = ["#", "layer", "rank", "seconds", "label"]
+START = "0-11"          # the samples the tab opens on
 
 
 def build(ctx: AppContext):
@@ -47,7 +48,11 @@ def build(ctx: AppContext):
 
     gr.Markdown("Rewrite a rule of the model: paint **context** (where the rule applies), **copy** a "
                 "region of one image, **paste** it into another, then **Execute change**.")
-    st = gr.State(Session(ids[0]), time_to_live=STATE_TTL)
+    # The tab opens on the default model's samples, rendered here once (as Explore's grid): a
+    # first visit of the tab then needs no event.
+    gallery0, session0, status0 = h.show(ids[0], START, Session(ids[0]))
+    preloaded = isinstance(session0, Session)
+    st = gr.State(session0 if preloaded else Session(ids[0]), time_to_live=STATE_TTL)
     with gr.Accordion("Presets", open=True):
         gr.Markdown("A preset is a ready-made rule shipped with the model (its context, copy and "
                     "paste): applying it rewrites the model and shows the result on the samples "
@@ -60,7 +65,7 @@ def build(ctx: AppContext):
         model_id = gr.Textbox(ids[0], label="Model", visible=False)
         layer = gr.Dropdown(layers, value=layer0, label="Layer", scale=1, elem_id="rewrite_layer")
         rank = gr.Slider(1, MAX_RANK, value=rank0, step=1, label="Rank", scale=1, elem_id="rewrite_rank")
-        spec = gr.Textbox("0-11", label="Image numbers", scale=2, elem_id="rewrite_numbers")
+        spec = gr.Textbox(START, label="Image numbers", scale=2, elem_id="rewrite_numbers")
         show_btn = gr.Button("Show", scale=1, elem_id="rewrite_show")
     with gr.Row():
         execute_btn = gr.Button("Execute change", variant="primary", elem_id="rewrite_execute")
@@ -68,10 +73,11 @@ def build(ctx: AppContext):
         stop_btn = gr.Button("Stop", variant="stop")
         toggle_btn = gr.Button("Toggle original", elem_id="rewrite_toggle")
         undo_btn = gr.Button("Undo", elem_id="rewrite_undo")
-    status = gr.Markdown(elem_id="rewrite_status")
+    status = gr.Markdown(status0 if preloaded else "", elem_id="rewrite_status")
     with gr.Row():
         with gr.Column(scale=3):
-            gallery = gr.Gallery(label="Samples (click one to paint on it)", columns=4, height="auto",
+            gallery = gr.Gallery(gallery0 if preloaded else None, label="Samples (click one to paint on it)",
+                                 columns=4, height="auto",
                                  allow_preview=False, format="png", elem_id="rewrite_gallery")
             fit_to_content("rewrite_gallery")
             with gr.Row():
@@ -149,6 +155,7 @@ def build(ctx: AppContext):
                        api_name="rewrite_rule_download")
     layer.change(h.stats_info, [model_id, layer], stats_md, api_name="rewrite_stats_info")
     return {"model_id": model_id, "load": (h.show, [model_id, spec, st], [gallery, st, status]),
+            "preloaded": preloaded,
             "on_model": [(h.model_changed, [model_id], [layer, rank, presets, preset_btn, status]),
                          (h.show, [model_id, spec, st], [gallery, st, status])],
             "link": {"preset": presets}}

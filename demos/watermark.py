@@ -24,7 +24,8 @@ from core.paint import (CatalogError, feature_mask, remove_units_edit, specific_
                         watermark_rate)
 from core.settings import model_settings
 from demos.brush import BRUSH_WIDTH, MASK_SIZE, catalog_for
-from demos.context import DISPLAY_SIZE, AppContext, display, fit_to_content, warn, warn_on_error
+from demos.context import (DISPLAY_SIZE, AppContext, display, error_text, fit_to_content, warn,
+                           warn_on_error)
 from demos.gpu import gpu
 from demos.settings import HEAVY, STATE_TTL
 from demos.sharing import SharePanel
@@ -180,7 +181,8 @@ def build(ctx: AppContext):
             cat = catalog_for(ctx, model, layer)
             table, which = ranking_table(cat)
         except Exception as e:  # noqa: BLE001 - shown, not raised (also runs at page load)
-            return pd.DataFrame([], columns=UNIT_HEADERS), f"No watermark units to show: {e}", gr.skip()
+            return (pd.DataFrame([], columns=UNIT_HEADERS), f"No watermark units to show: {error_text(e)}",
+                    gr.skip())
         return table, (f"Top {len(table)} watermark units at `{layer}` of `{model.name}`, "
                        f"ranked by **{which}** (the score)."), slider(len(table))
 
@@ -303,6 +305,12 @@ def build(ctx: AppContext):
                 f"there / the unit's 0.99 quantile); 'Remove watermarks' now uses them.")
         return table, note, units, SOURCES[1], slider(len(units))
 
+    # The tab opens on the default model's unit table, made here once (as Explore's grid): a
+    # first visit of the tab then needs no event.
+    table0, note0, slider0 = units_table(ids[0])
+    preloaded = len(table0) > 0
+    slider0 = slider0 if preloaded else {"maximum": MAX_UNITS, "value": DEFAULT_UNITS}
+
     # ---------------------------------------------------------------- layout
     gr.Markdown(
         "Some training images carried a watermark, so the model learned to draw one. Find the "
@@ -322,12 +330,12 @@ def build(ctx: AppContext):
     fit_to_content("wm_gallery")
     with gr.Row():
         with gr.Column(scale=2):
-            units_md = gr.Markdown(elem_id="wm_units_note")
-            units_df = gr.Dataframe(value=pd.DataFrame([], columns=UNIT_HEADERS),
+            units_md = gr.Markdown(note0 if preloaded else "", elem_id="wm_units_note")
+            units_df = gr.Dataframe(value=table0,
                                     headers=UNIT_HEADERS, interactive=False, max_height=300,
                                     label="Watermark units", elem_id="wm_units")
         with gr.Column(scale=3):
-            n_units = gr.Slider(0, MAX_UNITS, value=DEFAULT_UNITS, step=1,
+            n_units = gr.Slider(0, slider0["maximum"], value=slider0["value"], step=1,
                                 label="Units to switch off", elem_id="wm_n")
             source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Units from",
                               elem_id="wm_source")
@@ -375,4 +383,5 @@ def build(ctx: AppContext):
                     api_name="watermark_mark_pick")
     units = (units_table, [model_id], [units_df, units_md, n_units])
     return {"model_id": model_id, "on_model": [units],
-            "load": (*units, {"api_name": "watermark_init", "show_progress": "hidden"})}
+            "load": (*units, {"api_name": "watermark_init", "show_progress": "hidden"}),
+            "preloaded": preloaded}
