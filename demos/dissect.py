@@ -297,11 +297,15 @@ def build(ctx: AppContext):
     run.then(units_view, view_inputs, view_outputs, api_visibility="private")
     stop_btn.click(stops.stop, None, None, api_name="dissect_stop")
     def opened(model_id, layer, concept, unit):
-        """A link's unit (when it names one), then the layer's view, in one event: the unit's
-        top images are fetched before the layer's ~40 unit tiles, not among them."""
+        """A link's unit (when it names one), then the layer's view unless the page was built
+        with it, in one event: the unit's top images are fetched before the layer's ~40 unit
+        tiles, not among them."""
+        built = shown0 and (model_id, layer, concept) == (first, default_layer(first), "all")
         if unit is not None:
             yield (gr.skip(),) * len(view_outputs) + tuple(unit_details(model_id, layer, unit))
-        yield (*units_view(model_id, layer, concept), *(gr.skip(),) * len(unit_outputs))
+        if not built or unit is None:
+            view = (gr.skip(),) * len(view_outputs) if built else units_view(model_id, layer, concept)
+            yield (*view, *(gr.skip(),) * len(unit_outputs))
     return {"model_id": model_id, "link": {"layer": layer, "unit": unit_no}, "preloaded": bool(shown0),
             "load": (opened, [*view_inputs, unit_no], view_outputs + unit_outputs),
             "on_model": [(model_changed, [model_id, layer], [layer, samples]),
