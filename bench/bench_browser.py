@@ -4,6 +4,7 @@
 - a page opening on Explore until its 16 samples are on screen (every image decoded), on a first
   visit (a fresh browser context: nothing cached) and for a returning visitor (scripts cached);
 - Explore's Random button, from the click to its 16 new samples on screen;
+- the first visit of each tab (Paint, Dissect, Watermarks, Rewrite), from the click to its view;
 - a link to a Dissect unit (``?tab=dissect&layer=...&unit=...``) until its top images show, first
   visit and returning;
 - a Paint stroke, from the mouse's release to the new image on the brush canvas.
@@ -22,6 +23,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 SHOWN = """sel => { const ims = [...document.querySelectorAll(sel)];
   return ims.filter(i => i.complete && i.naturalWidth > 0).length; }"""
 VIEWPORT = {"width": 1280, "height": 1100}
+# what shows that a tab's first view is there (JS expressions)
+_IMGS = "[...document.querySelectorAll('{}')].filter(i => i.complete && i.naturalWidth > 0).length >= {}"
+TAB_VIEWS = {"Paint": _IMGS.format("#paint_canvas img.sc-bg", 1),
+             "Dissect": _IMGS.format("#dissect_gallery img", 8),
+             "Watermarks": "(document.querySelector('#wm_units_note') || {}).textContent?.includes('unit')",
+             "Rewrite": _IMGS.format("#rewrite_gallery img", 12)}
 NEW_SHOWN = """([sel, old]) => [...document.querySelectorAll(sel)].filter(
   i => !old.includes(i.getAttribute('src')) && i.complete && i.naturalWidth > 0).length"""
 
@@ -80,6 +87,12 @@ def run(quick: bool = False) -> list[dict]:
                 page.close()
                 page = warm.new_page()
                 timed("open_warm", page, url, "#explore_gallery img", 16, i)
+                for tab, shown in TAB_VIEWS.items():      # each tab's first visit in this page
+                    t = time.perf_counter()
+                    page.get_by_role("tab", name=tab).click()
+                    page.wait_for_function(f"() => {shown}", timeout=60_000, polling="raf")
+                    if i:
+                        times.setdefault(tab, []).append(time.perf_counter() - t)
                 timed("link_warm", page, link, "#dissect_top img", 1, i)
                 page.close()
             page = browser.new_page(viewport=VIEWPORT)
@@ -114,5 +127,8 @@ def run(quick: bool = False) -> list[dict]:
                 ms(times["link"]), "ms", f"median of {n} fresh contexts; target <= 2000 ms (issue #20)"),
             row("browser", "link: the same, returning visitor", ms(times["link_warm"]), "ms",
                 f"median of {n}; target <= 2000 ms (issue #20)"),
+            row("browser", "first visit of a tab, click to its view: " + " / ".join(TAB_VIEWS),
+                " / ".join(str(ms(times[tab])) for tab in TAB_VIEWS), "ms",
+                f"medians of {n}; returning visitor, after the page opened on Explore"),
             row("browser", "paint stroke: release to the new image on the canvas", ms(times["stroke"]), "ms",
                 f"median of {len(times['stroke'])}; target <= 250 ms (issue #22)")]
