@@ -303,9 +303,10 @@ def build(ctx: AppContext):
         built = shown0 and (model_id, layer, concept) == (first, default_layer(first), "all")
         if unit is not None:
             yield (gr.skip(),) * len(view_outputs) + tuple(unit_details(model_id, layer, unit))
-        if not built or unit is None:
-            view = (gr.skip(),) * len(view_outputs) if built else units_view(model_id, layer, concept)
-            yield (*view, *(gr.skip(),) * len(unit_outputs))
+        if not built:
+            yield (*units_view(model_id, layer, concept), *(gr.skip(),) * len(unit_outputs))
+        elif unit is None:              # nothing to send, but the event answers once
+            yield (gr.skip(),) * (len(view_outputs) + len(unit_outputs))
     return {"model_id": model_id, "link": {"layer": layer, "unit": unit_no}, "preloaded": bool(shown0),
             "load": (opened, [*view_inputs, unit_no], view_outputs + unit_outputs),
             "on_model": [(model_changed, [model_id, layer], [layer, samples]),

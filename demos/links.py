@@ -140,9 +140,8 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
     def restore(request: gr.Request, *values):
         params = {k: v for k, v in dict(getattr(request, "query_params", {}) or {}).items()
                   if k not in ("__theme", "view")}
-        skip = [gr.skip()] * len(outputs)
         if not params:
-            yield place(skip, {changed: None, current_model: ctx.default_source})
+            yield place({changed: None, current_model: ctx.default_source})
             return
         notes, model_id = [], ctx.default_source
         if "model" in params:
@@ -169,10 +168,10 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
         spec = tab_specs[tab]
         if tab not in steps or (spec.get("preloaded") and model_id == ctx.default_source
                                 and not set(view) & set(spec.get("link", {}))):
-            yield place(skip, restored)         # the page shows this view already
+            yield place(restored)               # the page shows this view already
             return
         restored[spec["loaded"]] = True
-        yield place(skip, restored)
+        yield place(restored)
         # the tab's first view: its load step, on the link's values where it names them
         fn, ins, outs, *_ = steps[tab]
         given = dict(zip(map(id, inputs), values))
@@ -180,13 +179,15 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
         args = [model_id] + [linked.get(id(c), given[id(c)]) for c in ins[1:]]
         results = fn(*args)
         for result in (results if inspect.isgenerator(results) else [results]):
-            yield place(skip, dict(zip(outs, result if len(outs) > 1 else [result])))
+            yield place(dict(zip(outs, result if len(outs) > 1 else [result])))
 
-    def place(skip, values: dict) -> tuple:
+    position = {id(o): i for i, o in enumerate(outputs)}
+
+    def place(values: dict) -> tuple:
         """``outputs``' values: ``values`` (component -> value) where given, else skip."""
-        out = list(skip)
+        out = [gr.skip()] * len(outputs)
         for comp, value in values.items():
-            out[next(i for i, o in enumerate(outputs) if o is comp)] = value
+            out[position[id(comp)]] = value
         return tuple(out)
 
     demo.load(restore, inputs, outputs, api_name="link_restore")
