@@ -9,7 +9,7 @@ import os
 
 from demos import build_app
 from demos.context import AppContext
-from demos.settings import LAUNCH, QUEUE, use_torch_threads
+from demos.settings import QUEUE, launch_options, use_torch_threads
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -20,4 +20,4 @@ if __name__ == "__main__":
     preload = tuple(m.strip() for m in args.models.split(",") if m.strip())
     use_torch_threads()
     demo = build_app(AppContext(preload=preload))
-    demo.queue(**QUEUE).launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), **LAUNCH)
+    demo.queue(**QUEUE).launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), **launch_options())

@@ -1,5 +1,5 @@
 """What a visitor waits for in a real browser (headless Chromium through Playwright; issues #20,
-#22), on the default model with the app's own queue settings, server in this process:
+#22), on the default model with the app's own queue and launch settings, server in this process:
 
 - a page opening on Explore until its 16 samples are on screen (every image decoded), on a first
   visit (a fresh browser context: nothing cached) and for a returning visitor (scripts cached);
@@ -48,13 +48,13 @@ def run(quick: bool = False) -> list[dict]:
         return []
     from core.settings import model_settings
     from demos import build_app
-    from demos.settings import QUEUE
+    from demos.settings import QUEUE, launch_options
     from tests.conftest import close, free_port, stroke
     reps = 3 if quick else 7
     demo = build_app()
     demo.queue(**QUEUE)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True)
+                            quiet=True, **launch_options())
     import core
     layer = model_settings(core.load_model("default")).paint_layer
     times = {key: [] for key in ("open", "open_warm", "random", "link", "link_warm", "stroke")}

@@ -4,7 +4,7 @@ clear message, and memory after many sessions stays bounded (their ``gr.State`` 
 time-to-live).
 
 The app runs in a child process (``python -m bench.bench_load --serve ...``) with the app's own
-QUEUE and LAUNCH settings, so the RSS we read from /proc is the server's alone. The child answers
+QUEUE and launch settings, so the RSS we read from /proc is the server's alone. The child answers
 ``stats PREFIX`` on stdin with how many sessions (and live gr.State values) Gradio holds for
 session ids starting with PREFIX.
 """
@@ -66,7 +66,7 @@ def serve(port: int, source: str, max_size: int | None) -> None:
 
     from demos import build_app
     from demos.context import AppContext
-    from demos.settings import LAUNCH, QUEUE, use_torch_threads
+    from demos.settings import QUEUE, launch_options, use_torch_threads
     use_torch_threads()               # as app.py does
     # Gradio's own reachability check gives up after 3-s HEADs, which a busy machine misses;
     # the parent waits for the page itself
@@ -75,7 +75,7 @@ def serve(port: int, source: str, max_size: int | None) -> None:
     demo = build_app(ctx)
     queue = {**QUEUE, **({"max_size": max_size} if max_size else {})}
     demo.queue(**queue).launch(server_name="127.0.0.1", server_port=port, quiet=True,
-                               prevent_thread_lock=True, **LAUNCH)
+                               prevent_thread_lock=True, **launch_options())
     print(json.dumps({"url": demo.local_url, "queue": queue}), flush=True)
     for line in sys.stdin:
         cmd, _, prefix = line.strip().partition(" ")

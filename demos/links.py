@@ -10,6 +10,7 @@ keeps its default for it.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import urllib.parse
 from pathlib import Path
@@ -18,6 +19,7 @@ import gradio as gr
 
 import core
 from core.bundle import scratch_root
+from demos.link_pages import LinkPages, view_params
 
 TABS = ("explore", "dissect", "paint", "watermark", "photo", "rewrite")
 MAX_GRID = 64                      # Explore's largest grid
@@ -137,12 +139,9 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
     outputs += [c for c in _unique(c for _, _, outs, *_ in steps.values() for c in outs)
                 if all(c is not o for o in outputs)]
 
-    def restore(request: gr.Request, *values):
-        params = {k: v for k, v in dict(getattr(request, "query_params", {}) or {}).items()
-                  if k not in ("__theme", "view")}
-        if not params:
-            yield place({changed: None, current_model: ctx.default_source})
-            return
+    def view(params: dict, given: dict):
+        """The view of a link's ``params``: the {component: value} dicts the restoring event
+        sends, in order (``given``: id -> value of the load steps' inputs in the page)."""
         notes, model_id = [], ctx.default_source
         if "model" in params:
             try:
@@ -156,10 +155,8 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
                               list(preset_paths(model)))
         notes += dropped
         tab = view.get("tab", "explore")
-        note = ("⚠️ This link " + "; ".join(notes) + ".") if notes else ""
-        if notes:
-            gr.Warning("This link " + "; ".join(notes) + ".")
-        restored = {tabs: gr.Tabs(selected=tab), current: tab, notice: note,
+        restored = {tabs: gr.Tabs(selected=tab), current: tab,
+                    notice: ("⚠️ This link " + "; ".join(notes) + ".") if notes else "",
                     changed: model_id if model_id != ctx.default_source else None,
                     current_model: model_id, **{c: model_id for c in model_ids},
                     **{params_of[k]: view[k] for k in params_of if k in view}}
@@ -168,18 +165,38 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
         spec = tab_specs[tab]
         if tab not in steps or (spec.get("preloaded") and model_id == ctx.default_source
                                 and not set(view) & set(spec.get("link", {}))):
-            yield place(restored)               # the page shows this view already
+            yield restored                      # the page shows this view already
             return
         restored[spec["loaded"]] = True
-        yield place(restored)
+        yield restored
         # the tab's first view: its load step, on the link's values where it names them
         fn, ins, outs, *_ = steps[tab]
-        given = dict(zip(map(id, inputs), values))
         linked = {id(params_of[k]): view[k] for k in params_of if k in view}
-        args = [model_id] + [linked.get(id(c), given[id(c)]) for c in ins[1:]]
-        results = fn(*args)
+        results = fn(model_id, *[linked.get(id(c), given[id(c)]) for c in ins[1:]])
         for result in (results if inspect.isgenerator(results) else [results]):
-            yield place(dict(zip(outs, result if len(outs) > 1 else [result])))
+            yield dict(zip(outs, result if len(outs) > 1 else [result]))
+
+    def servable(params: dict) -> bool:
+        """Whether a page can arrive on the link's view: the default model, a tab built into
+        the page (or one with nothing to load)."""
+        tab = params.get("tab") if params.get("tab") in TABS else "explore"
+        return "model" not in params and bool(tab_specs[tab].get("preloaded", tab not in steps))
+
+    pages = LinkPages(demo, lambda params: view(params, {id(c): copy.deepcopy(c.value) for c in inputs}),
+                      servable, resent=[notice])
+    demo.link_pages = pages          # read by LinkPagesMiddleware (demos/settings.py: launch_options)
+
+    def restore(request: gr.Request, *values):
+        params = view_params(dict(getattr(request, "query_params", {}) or {}).items())
+        if not params:
+            yield place({changed: None, current_model: ctx.default_source})
+            return
+        served = pages.served(params)    # the page arrived on the view: only its session values
+        for i, step in enumerate([served] if served is not None
+                                 else view(params, dict(zip(map(id, inputs), values)))):
+            if i == 0 and step.get(notice):
+                gr.Warning(step[notice].removeprefix("⚠️ "))
+            yield place(step)
 
     position = {id(o): i for i, o in enumerate(outputs)}
 

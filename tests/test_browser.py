@@ -27,11 +27,11 @@ sync_api = pytest.importorskip("playwright.sync_api")
 @pytest.fixture(scope="module")
 def app_url():
     from demos import build_app
-    from demos.settings import QUEUE
+    from demos.settings import QUEUE, launch_options
     demo = build_app()
     demo.queue(**QUEUE)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True)
+                            quiet=True, **launch_options())
     yield url
     close(demo)
 
