@@ -47,6 +47,7 @@ def page_props(component, value) -> dict:
         value = {"value": value}
     update = {k: v for k, v in value.items() if k != "__type__"}
     args = {**component.constructor_args, **update, "render": False}
+    args.pop("value", None)               # processed once, below
     fresh = type(component)(**args)       # the component as if built with the new settings
     props = fresh.get_config()
     out = {k: props.get(k) for k in update if k != "value"}

@@ -34,16 +34,23 @@ def app_bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(app_bundle):
-    from gradio_client import Client
+def served(app_bundle):
+    """(demo, url): the app on the tiny bundle, launched as app.py launches it."""
     from demos import build_app
     from demos.context import AppContext
+    from demos.settings import launch_options
     demo = build_app(AppContext(default_source=str(app_bundle)))
     demo.queue(max_size=16)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                            quiet=True)
-    yield Client(url, verbose=False, download_files=True)
+                            quiet=True, **launch_options())
+    yield demo, url
     close(demo)
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from gradio_client import Client
+    return Client(served[1], verbose=False, download_files=True)
 
 
 def test_explore_show_renders_requested_images(client, app_bundle):
@@ -162,3 +169,47 @@ def test_explore_random_shows_16_numbered_images(client, app_bundle):
     spec, gallery, status = client.predict(str(app_bundle), api_name="/explore_random")
     start, end = map(int, spec.split("-"))
     assert end - start == 15 and len(gallery) == 16
+
+
+def _page(url: str) -> tuple[dict, dict, str]:
+    """(the page's config, elem_id -> props, the selected tab) of the page at ``url``."""
+    import json
+    import re
+
+    import httpx
+    html = httpx.get(url, timeout=120).text
+    config = json.loads(re.search(r"window.gradio_config = (\{.*?\});\s*</script>", html, re.S).group(1))
+    props = {c["props"].get("elem_id"): c["props"] for c in config["components"]}
+    tabs = next(c for c in config["components"] if c["type"] == "tabs")
+    return config, props, tabs["props"].get("selected")
+
+
+def test_a_link_page_arrives_built_on_its_view(served):
+    """The page of a link comes with the view in it (tab, values, images): no event has to run
+    before it shows. Its restoring event then sends the session values only, as copies."""
+    import urllib.parse
+
+    import httpx
+
+    from demos.dissect import TOP_SHOWN
+    demo, url = served
+    config, props, tab = _page(url + "?tab=dissect&layer=layer2&unit=1")
+    assert config["deep_link_state"] == "valid" and tab == "dissect"
+    assert props["dissect_unit"]["value"] == 1 and props["dissect_layer"]["value"] == "layer2"
+    top = props["dissect_top"]["value"]
+    assert len(top) == TOP_SHOWN
+    image = httpx.get(urllib.parse.urljoin(url, top[0]["image"]["url"]), timeout=60)
+    assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+    # a bad parameter: the page says so and shows the rest of the view
+    _, props, tab = _page(url + "?tab=explore&images=3-4&unit=x")
+    assert tab == "explore" and "unit='x' ignored" in props["link_notice"]["value"]
+    assert [item["caption"] for item in props["explore_gallery"]["value"]] == ["#3", "#4"]
+    # no view, or another model: the page as built (the restoring event does the rest)
+    assert _page(url)[0]["deep_link_state"] == "none"
+    assert _page(url + "?tab=dissect&model=no-such/model")[0]["deep_link_state"] == "none"
+    # the session values of a served view: equal for two visitors, never the same objects
+    params = {"tab": "explore", "images": "3-4", "unit": "x"}
+    first, second = demo.link_pages.served(params), demo.link_pages.served(params)
+    numbers = next(v for v in first.values() if isinstance(v, list))       # Explore's shown numbers
+    assert list(numbers) == [3, 4] and first.keys() == second.keys()
+    assert any(v == numbers and v is not numbers for v in second.values())
