@@ -6,7 +6,8 @@
 - Explore's Random button, from the click to its 16 new samples on screen;
 - the first visit of each tab (Paint, Dissect, Watermarks, Rewrite), from the click to its view;
 - a link to a Dissect unit (``?tab=dissect&layer=...&unit=...``) until its top images show, first
-  visit and returning;
+  visit and returning; and, in the same run, the first visit of the same link on a second server
+  without the link pages (demos/link_pages.py), where an event brings the view;
 - a Paint stroke, from the mouse's release to the new image on the brush canvas.
 
 Each is the median of 7 pages (``--quick``: 3). Skipped without Chromium and Playwright
@@ -55,9 +56,13 @@ def run(quick: bool = False) -> list[dict]:
     demo.queue(**QUEUE)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                             quiet=True, **launch_options())
+    plain = build_app()               # no link pages: a link's view comes by the restoring event
+    plain.queue(**QUEUE)
+    _, plain_url, _ = plain.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                   quiet=True, **{**launch_options(), "app_kwargs": {}})
     import core
     layer = model_settings(core.load_model("default")).paint_layer
-    times = {key: [] for key in ("open", "open_warm", "random", "link", "link_warm", "stroke")}
+    times = {key: [] for key in ("open", "open_warm", "random", "link", "link_event", "link_warm", "stroke")}
 
     def timed(key, page, target, selector, n, count):
         t = time.perf_counter()
@@ -84,6 +89,9 @@ def run(quick: bool = False) -> list[dict]:
                 page.close()
                 page = browser.new_page(viewport=VIEWPORT)
                 timed("link", page, link, "#dissect_top img", 1, i)
+                page.close()
+                page = browser.new_page(viewport=VIEWPORT)
+                timed("link_event", page, link.replace(url, plain_url), "#dissect_top img", 1, i)
                 page.close()
                 page = warm.new_page()
                 timed("open_warm", page, url, "#explore_gallery img", 16, i)
@@ -115,6 +123,7 @@ def run(quick: bool = False) -> list[dict]:
             browser.close()
     finally:
         close(demo)
+        close(plain)
     ms = lambda xs: round(float(np.median(xs)) * 1000)  # noqa: E731
     n = len(times["open"])
     return [row("browser", "page open: Explore's 16 samples on screen, first visit", ms(times["open"]), "ms",
@@ -125,6 +134,8 @@ def run(quick: bool = False) -> list[dict]:
                 f"median of {n}; target <= 1000 ms (issue #22)"),
             row("browser", f"link ?tab=dissect&layer={layer}&unit=N: top images on screen, first visit",
                 ms(times["link"]), "ms", f"median of {n} fresh contexts; target <= 2000 ms (issue #20)"),
+            row("browser", "link: the same, first visit, the view sent by an event instead", ms(times["link_event"]),
+                "ms", f"median of {n}; a server without link pages (demos/link_pages.py), same run"),
             row("browser", "link: the same, returning visitor", ms(times["link_warm"]), "ms",
                 f"median of {n}; target <= 2000 ms (issue #20)"),
             row("browser", "first visit of a tab, click to its view: " + " / ".join(TAB_VIEWS),
