@@ -213,3 +213,20 @@ def test_a_link_page_arrives_built_on_its_view(served):
     numbers = next(v for v in first.values() if isinstance(v, list))       # Explore's shown numbers
     assert list(numbers) == [3, 4] and first.keys() == second.keys()
     assert any(v == numbers and v is not numbers for v in second.values())
+
+
+def test_images_just_rendered_are_served_from_memory_and_nothing_else_is(served):
+    """A rendered image's request is answered from memory with the file's bytes (and may be
+    kept by the browser); any other path still goes through Gradio's checks."""
+    import urllib.parse
+    from pathlib import Path
+
+    import httpx
+    _, url = served
+    _, props, _ = _page(url)
+    item = props["explore_gallery"]["value"][0]["image"]
+    answer = httpx.get(urllib.parse.urljoin(url, item["url"]), timeout=60)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    assert answer.content == Path(item["path"]).read_bytes() and "immutable" in answer.headers["cache-control"]
+    for path in ("/etc/passwd", item["path"] + "/../../../etc/passwd"):
+        assert httpx.get(urllib.parse.urljoin(url, "gradio_api/file=" + path), timeout=60).status_code >= 400
