@@ -30,7 +30,8 @@ from gradio.processing_utils import move_files_to_cache
 
 IGNORED = ("__theme", "view", "deep_link")     # query parameters that are not the view's
 KEPT = 64                      # views kept (their page settings and session values)
-FRESH_S = 1800                 # ... for this long: Gradio's cache deletes files after an hour
+FRESH_S = 1800                 # ... for this long: Gradio deletes their files after an hour
+RENDERS = 8                    # views rendered at once (one at a time per view)
 
 
 def view_params(items) -> dict:
@@ -55,7 +56,8 @@ def page_props(component, value) -> dict:
         shown = fresh.postprocess(update["value"])
         if hasattr(shown, "model_dump"):
             shown = shown.model_dump()
-        out["value"] = move_files_to_cache(shown, fresh, postprocess=True)
+        # files of the page's component: Gradio deletes them with its other files (delete_cache)
+        out["value"] = move_files_to_cache(shown, component, postprocess=True)
     return out
 
 
@@ -72,6 +74,9 @@ class LinkPages:
         self.resent = set(resent)
         self.views: OrderedDict[str, tuple[float, dict]] = OrderedDict()
         self.lock = threading.Lock()
+        self.renders = [threading.Lock() for _ in range(RENDERS)]
+        self.files: set[str] = set()       # the saved page settings, deleted as Gradio's files are
+        demo.temp_file_sets.append(self.files)
 
     @staticmethod
     def key(params: dict) -> str:
@@ -84,14 +89,20 @@ class LinkPages:
             return None
         key = self.key(params)
         path = folder / key / "state.json"
-        with self.lock:          # one render per view, however many visitors open it at once
-            if self._fresh(key) is None or not path.is_file():
-                states, components = self._render(params)
+        with self.renders[int(key[:8], 16) % RENDERS]:     # one render per view, however many
+            with self.lock:                                # visitors open it at once
+                fresh = self._fresh(key) is not None and path.is_file()
+            if not fresh:
+                kept, components = self._render(params)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
                 tmp.write_bytes(orjson.dumps(components, option=orjson.OPT_SERIALIZE_NUMPY, default=str))
                 tmp.replace(path)
-                self.views[key] = (time.monotonic(), states)
+                with self.lock:
+                    self.files.add(str(path))
+                    self.views[key] = (time.monotonic(), kept)
+                    while len(self.views) > KEPT:
+                        self.views.popitem(last=False)
         return key
 
     def served(self, params: dict) -> dict | None:
@@ -120,8 +131,6 @@ class LinkPages:
             if entry["id"] in props:
                 entry = {**entry, "props": {**entry["props"], **props[entry["id"]]}}
             components.append(entry)
-        while len(self.views) >= KEPT:
-            self.views.popitem(last=False)
         return kept, components
 
 

@@ -200,6 +200,10 @@ def test_a_link_page_arrives_built_on_its_view(served):
     assert len(top) == TOP_SHOWN
     image = httpx.get(urllib.parse.urljoin(url, top[0]["image"]["url"]), timeout=60)
     assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+    # its files are Gradio's to delete with the others (delete_cache), not kept forever
+    strip = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "dissect_top")
+    assert top[0]["image"]["path"] in strip.temp_files
+    assert any(f.endswith("state.json") for f in demo.link_pages.files)
     # a bad parameter: the page says so and shows the rest of the view
     _, props, tab = _page(url + "?tab=explore&images=3-4&unit=x")
     assert tab == "explore" and "unit='x' ignored" in props["link_notice"]["value"]
