@@ -27,11 +27,17 @@ import gradio as gr
 import orjson
 from gradio.blocks import Block
 from gradio.processing_utils import move_files_to_cache
+from gradio.utils import get_upload_folder
 
 IGNORED = ("__theme", "view", "deep_link")     # query parameters that are not the view's
 KEPT = 64                      # views kept (their page settings and session values)
 FRESH_S = 1800                 # ... for this long: Gradio deletes their files after an hour
 RENDERS = 8                    # views rendered at once (one at a time per view)
+
+
+def pages_folder(upload_folder) -> Path:
+    """Where Gradio looks for the settings of ``?deep_link=<key>`` pages."""
+    return Path(upload_folder) / "deep_links"
 
 
 def view_params(items) -> dict:
@@ -105,6 +111,16 @@ class LinkPages:
                         self.views.popitem(last=False)
         return key
 
+    def prepare(self, params: dict) -> None:
+        """Render ``params``' page in the background (the Copy link button: the first visitor
+        of the link then finds it ready)."""
+        def render():
+            try:
+                self.page(params, pages_folder(get_upload_folder()))
+            except Exception:  # noqa: BLE001 - the link then opens the usual way
+                pass
+        threading.Thread(target=render, daemon=True).start()
+
     def served(self, params: dict) -> dict | None:
         """What the restoring event sends for ``params``' view when a page was built on it (the
         ``gr.State`` values are copies: sessions never share a value), else None."""
@@ -147,7 +163,7 @@ class LinkPagesMiddleware:
             pages = getattr(scope["app"].get_blocks(), "link_pages", None)
             params = view_params(items)
             if pages is not None and params and "deep_link" not in dict(items):
-                folder = Path(scope["app"].uploaded_file_dir) / "deep_links"
+                folder = pages_folder(scope["app"].uploaded_file_dir)
                 try:
                     key = await anyio.to_thread.run_sync(pages.page, params, folder)
                 except Exception:  # noqa: BLE001 - the page opens the usual way; its event says why

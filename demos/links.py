@@ -228,7 +228,8 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
 
     def make(tab, model_id, *values):
         wanted = set(tab_specs.get(tab, {}).get("link", {}))
-        return query(tab, model_id, ctx.default_source,
-                     {k: v for k, v in zip(keys, values) if k in wanted})
+        q = query(tab, model_id, ctx.default_source, {k: v for k, v in zip(keys, values) if k in wanted})
+        pages.prepare(dict(urllib.parse.parse_qsl(q[1:])))   # ready before anyone opens it
+        return q
     link_btn.click(make, [current, model_ids[0], *params_of.values()], link_box, api_name="link_make"
                    ).then(None, link_box, link_box, js=COPY_JS)

@@ -187,6 +187,7 @@ def _page(url: str) -> tuple[dict, dict, str]:
 def test_a_link_page_arrives_built_on_its_view(served):
     """The page of a link comes with the view in it (tab, values, images): no event has to run
     before it shows. Its restoring event then sends the session values only, as copies."""
+    import time
     import urllib.parse
 
     import httpx
@@ -211,6 +212,13 @@ def test_a_link_page_arrives_built_on_its_view(served):
     # no view, or another model: the page as built (the restoring event does the rest)
     assert _page(url)[0]["deep_link_state"] == "none"
     assert _page(url + "?tab=dissect&model=no-such/model")[0]["deep_link_state"] == "none"
+    # Copy link prepares its link's page before anyone opens it
+    ready = {"tab": "dissect", "layer": "layer2", "unit": "2"}
+    demo.link_pages.prepare(ready)
+    deadline = time.time() + 60
+    while demo.link_pages.served(ready) is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert demo.link_pages.served(ready) is not None
     # the session values of a served view: equal for two visitors, never the same objects
     params = {"tab": "explore", "images": "3-4", "unit": "x"}
     first, second = demo.link_pages.served(params), demo.link_pages.served(params)
