@@ -30,6 +30,7 @@ from demos.gpu import gpu
 from demos.settings import STATE_TTL
 from demos.sharing import SharePanel
 from demos.stroke_canvas import StrokeCanvas
+from demos.table import Table
 
 SUGGESTIONS = list(range(12))         # image numbers shown as suggestions
 HEADERS = ["#", "layer", "concept", "mode", "units", "mask cells"]
@@ -302,9 +303,7 @@ def build(ctx: AppContext):
         result = gr.Image(result0, label="Result (PNG)", format="png", type="pil", interactive=False,
                           buttons=["download"], height=DISPLAY_SIZE * 3 // 4, elem_id="paint_result")
     pixelated("paint_compare", "paint_result")
-    table = gr.Dataframe(value=rows0, headers=HEADERS,
-                         label="Edits (most recent last)", interactive=False,
-                         elem_id="paint_edits")
+    table = Table(rows0, headers=HEADERS, label="Edits (most recent last)", elem_id="paint_edits")
     state = gr.State(state0, time_to_live=STATE_TTL)
     SharePanel("paint", edited, [state])
 

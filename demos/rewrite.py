@@ -30,6 +30,7 @@ from demos.rewrite_session import NO_HISTORY, Session, preset_paths
 from demos.settings import HEAVY, STATE_TTL
 from demos.sharing import SharePanel
 from demos.stroke_canvas import StrokeCanvas
+from demos.table import Table
 
 HISTORY_HEADERS = ["#", "layer", "rank", "seconds", "label"]
 START = "0-11"          # the samples the tab opens on
@@ -105,8 +106,7 @@ def build(ctx: AppContext):
             px = gr.Number(label="x (model pixels)")
             py = gr.Number(label="y (model pixels)")
             paste_at_btn = gr.Button("Paste here")
-    history = gr.Dataframe(headers=HISTORY_HEADERS, value=NO_HISTORY,
-                           label="Rewrites", interactive=False, elem_id="rewrite_history")
+    history = Table(NO_HISTORY, headers=HISTORY_HEADERS, label="Rewrites", elem_id="rewrite_history")
     with gr.Accordion("Rule files", open=False):
         with gr.Row():
             download_btn = gr.Button("Download rule JSON")

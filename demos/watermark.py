@@ -30,6 +30,7 @@ from demos.gpu import gpu
 from demos.settings import HEAVY, STATE_TTL
 from demos.sharing import SharePanel
 from demos.stroke_canvas import StrokeCanvas
+from demos.table import Table
 
 CONCEPT = "watermark"
 SCAN = "0-399"                  # image numbers searched for watermarked samples
@@ -331,9 +332,8 @@ def build(ctx: AppContext):
     with gr.Row():
         with gr.Column(scale=2):
             units_md = gr.Markdown(note0 if preloaded else "", elem_id="wm_units_note")
-            units_df = gr.Dataframe(value=table0,
-                                    headers=UNIT_HEADERS, interactive=False, max_height=300,
-                                    label="Watermark units", elem_id="wm_units")
+            units_df = Table(table0, headers=UNIT_HEADERS, max_height=300, label="Watermark units",
+                             elem_id="wm_units")
         with gr.Column(scale=3):
             n_units = gr.Slider(0, slider0["maximum"], value=slider0["value"], step=1,
                                 label="Units to switch off", elem_id="wm_n")
