@@ -209,8 +209,10 @@ def test_a_link_page_arrives_built_on_its_view(served):
     _, props, tab = _page(url + "?tab=explore&images=3-4&unit=x")
     assert tab == "explore" and "unit='x' ignored" in props["link_notice"]["value"]
     assert [item["caption"] for item in props["explore_gallery"]["value"]] == ["#3", "#4"]
-    # no view, or another model: the page as built (the restoring event does the rest)
+    # no view, or another model: the page as built (the restoring event does the rest); every
+    # page is sent compressed
     assert _page(url)[0]["deep_link_state"] == "none"
+    assert httpx.get(url, timeout=60).headers.get("content-encoding") == "gzip"
     assert _page(url + "?tab=dissect&model=no-such/model")[0]["deep_link_state"] == "none"
     # Copy link prepares its link's page before anyone opens it
     ready = {"tab": "dissect", "layer": "layer2", "unit": "2"}
