@@ -252,8 +252,9 @@ def build(ctx: AppContext):
     with gr.Accordion("The exact labelling rule", open=False):
         exact = gr.Markdown(exact0)
     shown = gr.State(shown0, time_to_live=STATE_TTL)
-    gallery = gr.Gallery(tiles0, label=f"The {GALLERY_UNITS} units with the best IoU (click one)", columns=8, fit_columns=False,
-                         height=420, allow_preview=False, format="png", elem_id="dissect_gallery")
+    gallery = gr.Gallery(tiles0, label=f"Units by IoU, best first: at most {GALLERY_UNITS} (click one)",
+                         columns=8, fit_columns=False, height=420, allow_preview=False, format="png",
+                         elem_id="dissect_gallery")
     with gr.Row():
         with gr.Column(scale=3):
             unit_info = gr.Markdown("Click a unit to see its top images.")
