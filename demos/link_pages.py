@@ -29,7 +29,9 @@ from gradio.blocks import Block
 from gradio.processing_utils import move_files_to_cache
 from gradio.utils import get_upload_folder
 
-IGNORED = ("__theme", "view", "deep_link")     # query parameters that are not the view's
+# query parameters that are not the view's: Gradio's and the Space's own (``__theme``, a private
+# Space's ``__sign``, ...), the API page's, a saved deep link's
+IGNORED = ("view", "deep_link")
 KEPT = 64                      # views kept (their page settings and session values)
 FRESH_S = 1800                 # ... for this long: Gradio deletes their files after an hour
 RENDERS = 8                    # views rendered at once (one at a time per view)
@@ -42,7 +44,7 @@ def pages_folder(upload_folder) -> Path:
 
 def view_params(items) -> dict:
     """The view parameters of a page request's query ``items`` ((key, value) pairs)."""
-    return {k: v for k, v in items if k not in IGNORED}
+    return {k: v for k, v in items if k not in IGNORED and not k.startswith("__")}
 
 
 def page_props(component, value) -> dict:

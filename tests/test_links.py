@@ -51,3 +51,9 @@ def test_share_panel_signs_in_on_a_space_and_takes_a_token_elsewhere(monkeypatch
     assert any(isinstance(b, gr.LoginButton) for b in space.blocks.values())
     token = next(b for b in space.blocks.values() if getattr(b, "elem_id", None) == "t_push_token")
     assert token.visible is False
+
+
+def test_parameters_of_gradio_and_of_the_space_are_not_the_views():
+    from demos.link_pages import view_params
+    assert view_params([("__theme", "dark"), ("__sign", "x"), ("view", "api"), ("deep_link", "k"),
+                        ("tab", "paint"), ("image", "7")]) == {"tab": "paint", "image": "7"}
