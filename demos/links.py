@@ -25,15 +25,22 @@ TABS = ("explore", "dissect", "paint", "watermark", "photo", "rewrite")
 MAX_GRID = 64                      # Explore's largest grid
 
 
+def _whole_number(text) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise ValueError("not a whole number") from None
+
+
 def _image_number(text) -> int:
-    n = int(str(text).strip())
+    n = _whole_number(text)
     if not 0 <= n < core.images.MAX_IMAGE_NUMBER:
         raise ValueError(f"image numbers are 0-{core.images.MAX_IMAGE_NUMBER - 1:,}")
     return n
 
 
 def _unit(text) -> int:
-    n = int(str(text).strip())
+    n = _whole_number(text)
     if n < 0:
         raise ValueError("units are numbered from 0")
     return n

@@ -20,6 +20,7 @@ def test_check_keeps_valid_parameters_and_says_why_others_are_dropped(tmp_path):
     assert ok == {}
     assert len(notes) == 7 and all("ignored" in n for n in notes)
     assert any("layer99" in n and "layer1" in n for n in notes)          # names the valid layers
+    assert "unit='-1' ignored" in " ".join(notes) and "image='x' ignored: not a whole number" in notes
 
 
 def test_query_has_the_current_tab_model_and_values(tmp_path):
