@@ -14,10 +14,18 @@ The bytes of the most recent images written so are kept in memory too, and
 route, which costs ~6 ms of server time per image: a page shows 30-60 of them at once, and on a
 small server the browser waits for them one after the other. Only those files are served so, by
 their exact path; each name is a hash of its bytes, so a browser may keep them.
+
+:class:`FrontendAssetsMiddleware` does the same for Gradio's frontend build (``/assets/<name>``):
+a first visit fetches ~60 script and style files, which Gradio reads from disk and
+brotli-compresses again for every request, while the browser also needs the server's CPU to
+start the page. They are compressed once, kept in memory, and sent with a year's cache lifetime:
+each name carries a hash of the file's content.
 """
 from __future__ import annotations
 
+import gzip
 import io
+import mimetypes
 import os
 import tempfile
 import threading
@@ -25,7 +33,10 @@ import urllib.parse
 from collections import OrderedDict
 from pathlib import Path
 
+import anyio
+import brotli
 from gradio import processing_utils
+from gradio.route_utils import BUILD_PATH_LIB
 
 
 def write_atomically(path, data: bytes) -> None:
@@ -59,8 +70,9 @@ def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "w
     return str(path)
 
 
-class RecentImages:
-    """The bytes of the images written most recently, up to ``limit`` bytes in all."""
+class RecentFiles:
+    """The bytes of the files put most recently (with their MIME type), up to ``limit`` bytes in
+    all."""
 
     def __init__(self, limit: int = 64 << 20):
         self.limit, self.size = limit, 0
@@ -81,7 +93,7 @@ class RecentImages:
             return self.files.get(path)
 
 
-RECENT = RecentImages()
+RECENT = RecentFiles()       # the images written
 FILE_ROUTE = "/gradio_api/file="
 
 
@@ -97,10 +109,57 @@ class RecentImagesMiddleware:
             found = RECENT.get(urllib.parse.unquote(scope["path"][len(FILE_ROUTE):]))
             if found is not None:
                 data, mime = found
-                await send({"type": "http.response.start", "status": 200, "headers": [
-                    (b"content-type", mime.encode()), (b"content-length", str(len(data)).encode()),
-                    (b"cache-control", b"private, max-age=3600, immutable")]})
-                await send({"type": "http.response.body", "body": data})
+                await _send_file(send, data, mime, b"private, max-age=3600, immutable")
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send_file(send, data: bytes, mime: str, cache_control: bytes, encoding: str = "") -> None:
+    headers = [(b"content-type", mime.encode()), (b"content-length", str(len(data)).encode()),
+               (b"cache-control", cache_control)]
+    if encoding:     # Gradio's own compression (BrotliMiddleware) leaves an encoded body as it is
+        headers += [(b"content-encoding", encoding.encode()), (b"vary", b"Accept-Encoding")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+FRONTEND = Path(BUILD_PATH_LIB)         # the folder served as /assets
+ASSETS_ROUTE = "/assets/"
+COMPRESSED = (".js", ".css", ".svg", ".ttf")     # woff and woff2 fonts are compressed already
+
+
+class FrontendAssetsMiddleware:
+    """Answers ``GET /assets/<name>`` for the files of Gradio's frontend build from memory,
+    compressed once per encoding (brotli, else gzip, as the browser accepts); every other request,
+    a range request included, goes on to Gradio."""
+
+    def __init__(self, app):
+        self.app = app
+        self.names = frozenset(os.listdir(FRONTEND)) if FRONTEND.is_dir() else frozenset()
+        self.kept = RecentFiles(32 << 20)   # bounded, whatever is asked: a page needs ~2.5 MB
+
+    def encode(self, name: str, encoding: str) -> tuple[bytes, str]:
+        """Read and compress ``name`` and keep it."""
+        data = (FRONTEND / name).read_bytes()
+        if encoding == "br":
+            data = brotli.compress(data, quality=5)
+        elif encoding == "gzip":
+            data = gzip.compress(data, compresslevel=6)
+        found = (data, mimetypes.guess_type(name)[0] or "application/octet-stream")
+        self.kept.put(f"{name}:{encoding}", *found)
+        return found
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].startswith(ASSETS_ROUTE):
+            name = scope["path"][len(ASSETS_ROUTE):]
+            headers = dict(scope["headers"])
+            if name in self.names and b"range" not in headers:     # a listed name: no path to escape
+                accepted = headers.get(b"accept-encoding", b"").decode("latin-1")
+                encoding = ("" if not name.endswith(COMPRESSED) else "br" if "br" in accepted
+                            else "gzip" if "gzip" in accepted else "")
+                found = (self.kept.get(f"{name}:{encoding}")       # else read once, off the event loop
+                         or await anyio.to_thread.run_sync(self.encode, name, encoding))
+                await _send_file(send, *found, b"public, max-age=31536000, immutable", encoding)
                 return
         await self.app(scope, receive, send)
 

@@ -47,12 +47,12 @@ class CompressedPage:
 def launch_options() -> dict:
     """``demo.launch``'s settings for serving the app (fresh each call: Gradio adds to them). A
     link's page arrives built on its view (demos/link_pages.py), compressed; the images just
-    rendered are served from memory (demos/cache.py)."""
+    rendered and Gradio's frontend files are served from memory (demos/cache.py)."""
     from starlette.middleware import Middleware
 
-    from demos.cache import RecentImagesMiddleware
+    from demos.cache import FrontendAssetsMiddleware, RecentImagesMiddleware
     from demos.link_pages import LinkPagesMiddleware
     return {"max_file_size": MAX_FILE_SIZE, "theme": gr.themes.Soft(), "footer_links": ["api", "gradio"],
             "state_session_capacity": SESSION_CAPACITY,
-            "app_kwargs": {"middleware": [Middleware(RecentImagesMiddleware), Middleware(CompressedPage),
-                                          Middleware(LinkPagesMiddleware)]}}
+            "app_kwargs": {"middleware": [Middleware(FrontendAssetsMiddleware), Middleware(RecentImagesMiddleware),
+                                          Middleware(CompressedPage), Middleware(LinkPagesMiddleware)]}}

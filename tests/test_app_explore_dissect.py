@@ -244,3 +244,25 @@ def test_images_just_rendered_are_served_from_memory_and_nothing_else_is(served)
     assert answer.content == Path(item["path"]).read_bytes() and "immutable" in answer.headers["cache-control"]
     for path in ("/etc/passwd", item["path"] + "/../../../etc/passwd"):
         assert httpx.get(urllib.parse.urljoin(url, "gradio_api/file=" + path), timeout=60).status_code >= 400
+
+
+def test_the_frontend_files_are_compressed_once_and_kept_by_browsers(served):
+    """Gradio's script and style files come from memory, compressed as the browser accepts, with a
+    year's cache lifetime (their names carry a hash of their content); no other path is served so."""
+    import re
+
+    import httpx
+
+    from demos.cache import FRONTEND
+    _, url = served
+    with httpx.Client(base_url=url, timeout=60) as client:
+        name = re.search(r'src="\./assets/([^"]+\.js)"', client.get("/").text).group(1)
+        for accepted, encoding in (("br, gzip", "br"), ("gzip", "gzip"), ("identity", None)):
+            answer = client.get("/assets/" + name, headers={"accept-encoding": accepted})
+            assert answer.status_code == 200 and answer.headers.get("content-encoding") == encoding
+            assert answer.content == (FRONTEND / name).read_bytes()         # decoded by httpx
+            assert "javascript" in answer.headers["content-type"]
+            assert "immutable" in answer.headers["cache-control"]
+        for path in ("/assets/no-such-file.js", "/assets/../../routes.py", "/assets/%2e%2e/index.html"):
+            answer = client.get(path)
+            assert answer.status_code in (403, 404) and "immutable" not in answer.headers.get("cache-control", "")
