@@ -4,6 +4,7 @@ A problem shows as a warning and a status line; the gallery and the large view k
 showed (``warn_on_error``)."""
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -30,6 +31,15 @@ def _legend(concepts, palette) -> str:
     return f"<div>{chips}</div>"
 
 
+def _yield_cpu() -> None:
+    """Lower the calling thread's CPU priority (Linux: threads have their own nice value): work
+    done ahead of time then takes only the CPU that requests leave free."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):        # not Linux: the same work at the same priority
+        pass
+
+
 class AheadOfTime:
     """``make(key)`` computed one call ahead, in a background thread: ``take(key)`` returns the
     value made after the last take (waiting for it if need be) and starts the next one ``delay``
@@ -41,7 +51,7 @@ class AheadOfTime:
         self._make, self._keep, self._delay = make, keep, delay
         self._next: dict[object, Future] = {}
         self._lock = threading.Lock()
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="ahead-of-time")
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="ahead-of-time", initializer=_yield_cpu)
 
     def take(self, key):
         with self._lock:

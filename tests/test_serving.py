@@ -104,3 +104,26 @@ def test_image_cache_files_are_written_atomically(tmp_path, monkeypatch):
     Image.open(path).verify()
     assert np.array_equal(np.asarray(Image.open(path)), pixels)
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["image.png"]
+
+
+def test_work_done_ahead_of_time_runs_at_low_priority():
+    """Explore's next Random grid is made in the background at the lowest CPU priority (on
+    Linux), so that it never slows down a visitor's request; a take returns the value made ahead."""
+    import os
+    import threading
+
+    import pytest
+
+    from demos.explore import AheadOfTime
+
+    def make(key):
+        priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if hasattr(os, "getpriority") else None
+        return key, threading.current_thread() is threading.main_thread(), priority
+
+    ahead = AheadOfTime(make, delay=0)
+    now = ahead.take("m")                     # nothing ready: made in the request's thread
+    before = ahead.take("m")                  # made in the background meanwhile
+    assert now[:2] == ("m", True) and before[:2] == ("m", False)
+    if not sys.platform.startswith("linux"):
+        pytest.skip("thread priorities are Linux's")
+    assert now[2] == os.getpriority(os.PRIO_PROCESS, 0) and before[2] == 19
