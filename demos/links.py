@@ -184,10 +184,11 @@ def wire(demo, ctx, tabs, tab_objects: dict, tab_specs: dict, picker, notice,
             yield dict(zip(outs, result if len(outs) > 1 else [result]))
 
     def servable(params: dict) -> bool:
-        """Whether a page can arrive on the link's view: the default model, a tab built into
-        the page (or one with nothing to load)."""
+        """Whether a page can arrive on the link's view: the default model (named or not), a
+        tab built into the page (or one with nothing to load)."""
         tab = params.get("tab") if params.get("tab") in TABS else "explore"
-        return "model" not in params and bool(tab_specs[tab].get("preloaded", tab not in steps))
+        return (params.get("model", ctx.default_source) == ctx.default_source
+                and bool(tab_specs[tab].get("preloaded", tab not in steps)))
 
     pages = LinkPages(demo, lambda params: view(params, {id(c): copy.deepcopy(c.value) for c in inputs}),
                       servable, resent=[notice])

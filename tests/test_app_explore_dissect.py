@@ -184,7 +184,7 @@ def _page(url: str) -> tuple[dict, dict, str]:
     return config, props, tabs["props"].get("selected")
 
 
-def test_a_link_page_arrives_built_on_its_view(served):
+def test_a_link_page_arrives_built_on_its_view(served, app_bundle):
     """The page of a link comes with the view in it (tab, values, images): no event has to run
     before it shows. Its restoring event then sends the session values only, as copies."""
     import time
@@ -214,6 +214,10 @@ def test_a_link_page_arrives_built_on_its_view(served):
     assert _page(url)[0]["deep_link_state"] == "none"
     assert httpx.get(url, timeout=60).headers.get("content-encoding") == "gzip"
     assert _page(url + "?tab=dissect&model=no-such/model")[0]["deep_link_state"] == "none"
+    named = urllib.parse.urlencode({"tab": "dissect", "model": str(app_bundle), "layer": "layer2",
+                                    "unit": 1})                    # the default model, named
+    config, props, tab = _page(url + "?" + named)
+    assert config["deep_link_state"] == "valid" and tab == "dissect" and props["dissect_unit"]["value"] == 1
     # Copy link prepares its link's page before anyone opens it
     ready = {"tab": "dissect", "layer": "layer2", "unit": "2"}
     demo.link_pages.prepare(ready)
