@@ -22,7 +22,9 @@ def build_app(ctx: AppContext | None = None) -> gr.Blocks:
     only for a link that asks for another view)."""
     from demos import dissect, explore, links, models, paint, photo, rewrite, watermark
     from demos.cache import use_atomic_image_cache
+    from demos.lean_sessions import use_lean_sessions
     use_atomic_image_cache()       # a gallery file being served is never rewritten in place
+    use_lean_sessions()            # skipped outputs and session configurations cost no CPU
     ctx = ctx or AppContext()
     ctx.start_preloading()
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:

@@ -15,8 +15,9 @@ MAX_FILE_SIZE = "10mb"
 # tabs read this. PWN_STATE_TTL shortens it for bench/bench_load.py. Gradio itself keeps the
 # state of a *closed* page for 1 h after its last update, whatever this says.
 STATE_TTL = float(os.environ.get("PWN_STATE_TTL", "1800"))
-# Gradio keeps a ~0.3 MB record per session (a copy of every component's config) even after its
-# gr.State expired, dropping the least recently used beyond this many (bench_load measures it).
+# Gradio keeps a record per session (with a copy of each component's config it changed: see
+# demos/lean_sessions.py) even after its gr.State expired, dropping the least recently used
+# beyond this many (bench_load measures it).
 SESSION_CAPACITY = 1000
 # torch's threads per operation in the server (PWN_TORCH_THREADS; 0 = torch's default, one per
 # core). Requests already run side by side (the queue's concurrency), so more threads per

@@ -127,3 +127,52 @@ def test_work_done_ahead_of_time_runs_at_low_priority():
     if not sys.platform.startswith("linux"):
         pytest.skip("thread priorities are Linux's")
     assert now[2] == os.getpriority(os.PRIO_PROCESS, 0) and before[2] == 19
+
+
+def _skipping_app():
+    import gradio as gr
+    with gr.Blocks() as demo:
+        text, gallery, number = gr.Textbox("a"), gr.Gallery(), gr.Number(1)
+        gr.Button().click(lambda: (gr.skip(), gr.skip(), 3), None, [text, gallery, number])
+        gr.Button().click(lambda: {number: 4}, None, [text, gallery, number])
+        gr.Button().click(lambda: gr.skip(), None, [text, gallery, number])
+    return demo, (text, gallery, number)
+
+
+def test_skipped_outputs_are_answered_as_gradio_answers_them_without_rebuilding():
+    """Lean sessions answer a skipped output exactly as Gradio does, but build no new component
+    for it; outputs not skipped are processed by Gradio as before."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    from demos import lean_sessions
+    demo, (text, gallery, number) = _skipping_app()
+    fns = demo.default_config.fns
+    answers = [(fns[0], (lean_sessions.SKIPPED, lean_sessions.SKIPPED, 3)), (fns[1], {number: 4}),
+               (fns[2], lean_sessions.SKIPPED)]
+    for fn, prediction in answers:
+        gradio_state, lean_state = SessionState(demo), SessionState(demo)
+        gradio_answer = asyncio.run(lean_sessions._postprocess_data(demo, fn, prediction, gradio_state))
+        lean_answer = asyncio.run(lean_sessions.postprocess_data(demo, fn, prediction, lean_state))
+        assert lean_answer == gradio_answer
+        assert gradio_state.blocks_config.blocks[text._id] is not text   # Gradio rebuilt the skipped one
+        assert lean_state.blocks_config.blocks[text._id] is text         # lean sessions did not
+
+
+def test_a_session_makes_component_configurations_when_read(monkeypatch):
+    """A session starts with no copies of the components' configurations; each is made when
+    read, equal to Gradio's; Gradio's deep-link route still gets every one."""
+    import gradio as gr
+    from gradio import state_holder
+
+    from demos import lean_sessions
+    assert lean_sessions.use_lean_sessions()
+    demo, (text, _, number) = _skipping_app()
+    session = state_holder.SessionState(demo)
+    assert dict.__len__(session.config_values) == 0 and number._id in session.config_values
+    made = session.config_values[number._id]
+    assert made == session.blocks_config.config_for_block(number._id, [], number)
+    assert len(list(session.components)) == len(demo.blocks)
+    monkeypatch.setattr(gr, "__version__", "0.0.0")            # another Gradio: left as it is
+    assert not lean_sessions.use_lean_sessions()
