@@ -32,7 +32,8 @@ def _skipped(value) -> bool:
 
 async def postprocess_data(self, block_fn, predictions, state):
     """Gradio's ``Blocks.postprocess_data`` on the outputs not skipped; each skipped output is
-    answered ``{"__type__": "update"}`` as Gradio answers it, without rebuilding its component."""
+    answered ``{"__type__": "update"}`` as Gradio answers it, without rebuilding its component.
+    (Gradio's message for an output that fails to process then lists the outputs not skipped.)"""
     outputs = block_fn.outputs
     if len(outputs) > 1 and not block_fn.batch and not block_fn.is_validator_function:
         if _skipped(predictions):                 # one gr.skip() for every output
