@@ -84,8 +84,8 @@ def _session_init(self, blocks_: gr.Blocks) -> None:
 def _session_components(self):
     """Every block's configuration (Gradio's deep-link route saves them): made where not yet."""
     for key in list(self.blocks_config.blocks):
-        if self.config_values[key]:
-            yield self.config_values[key]
+        if config := self.config_values[key]:
+            yield config
 
 
 def use_lean_sessions() -> bool:
